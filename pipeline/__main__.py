@@ -1,0 +1,79 @@
+"""`pipeline <stage> [--config FILE] [section.key=value ...]`: parse, dispatch, and map errors to exit codes.
+
+Exit codes: 0 ok, 2 bad input or config (one line naming the file and line, plus a hint), 1 internal error.
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of stage output
+
+from pipeline import config, stages
+from pipeline.errors import InputError
+
+DEFAULT_CONFIG = "configs/default.toml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipeline",
+        description="Staged NLP pipeline: data -> prepare -> vocab -> ... Each stage reads and writes files "
+        "under the paths in the config.",
+        epilog="Exit codes: 0 ok, 2 bad input or config, 1 internal error. `pipeline STAGE --help` lists the "
+        "config keys a stage reads.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="STAGE", required=True)
+    for stage in stages.STAGES.values():
+        p = sub.add_parser(
+            stage.name,
+            help=stage.help,
+            description=f"{stage.help}\n\nconfig keys (override as section.key=value):\n"
+            + config.describe(stage.sections),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _common(p)
+    p = sub.add_parser("stamp", help="(for make) write the config fingerprints of stages whose config changed")
+    p.add_argument("stage_names", nargs="+", metavar="STAGE", choices=list(stages.STAGES))
+    _common(p, overrides_flag=True)
+    p = sub.add_parser("path", help="(for make) print one paths.* value of the config")
+    p.add_argument("key", choices=[f.name for f in config.dataclasses.fields(config.Paths)])
+    _common(p, overrides_flag=True)
+    return parser
+
+
+def _common(p: argparse.ArgumentParser, overrides_flag: bool = False) -> None:
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"TOML config file (default: {DEFAULT_CONFIG})")
+    if overrides_flag:
+        p.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
+    else:
+        p.add_argument("overrides", nargs="*", metavar="section.key=value", help="override one config value")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = config.load(args.config, args.overrides)
+        if args.command == "stamp":
+            for name in args.stage_names:
+                stages.write_cfg_stamp(cfg, name)
+            return 0
+        if args.command == "path":
+            print(getattr(cfg.paths, args.key))
+            return 0
+        seconds = stages.run(cfg, args.command)
+        print(f"[{args.command}] done in {seconds:.1f}s")
+        return 0
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; no partial artifact was kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

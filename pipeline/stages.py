@@ -1,0 +1,63 @@
+"""The stage table: what each stage runs and which config sections it reads.
+
+`make` reruns a stage when the fingerprint of those sections changes (data/stamps/<stage>.cfg, rewritten
+only when its content changes) or when an upstream stage's completion stamp (<stage>.done) is newer.
+"""
+
+import importlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import Config
+from pipeline.files import write_json, write_text
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    target: str  # "module:function", imported only when the stage runs (TensorFlow is slow to import)
+    sections: tuple[str, ...]
+    help: str
+
+
+STAGES = {
+    s.name: s
+    for s in (
+        Stage("data", "pipeline.data:run_data", ("paths",), "fetch and sha256-verify the raw corpora and vectors"),
+        Stage("prepare", "pipeline.data:run_prepare", ("paths", "prepare"), "check and normalise the corpora"),
+        Stage("vocab", "pipeline.vocab:run", ("paths", "prepare", "text", "vocab"), "vocabularies + OOV report"),
+    )
+}
+
+
+def cfg_stamp(cfg: Config, name: str) -> Path:
+    return Path(cfg.paths.stamps) / f"{name}.cfg"
+
+
+def done_stamp(cfg: Config, name: str) -> Path:
+    return Path(cfg.paths.stamps) / f"{name}.done"
+
+
+def write_cfg_stamp(cfg: Config, name: str) -> bool:
+    """Write the stage's config fingerprint only if it changed, so its mtime tells make what changed."""
+    stage = STAGES[name]
+    content = json.dumps({s: cfg.section_dict(s) for s in stage.sections}, indent=2, sort_keys=True) + "\n"
+    path = cfg_stamp(cfg, name)
+    if path.is_file() and path.read_text(encoding="utf-8") == content:
+        return False
+    write_text(path, content)
+    return True
+
+
+def run(cfg: Config, name: str) -> float:
+    """Run one stage, then record its completion stamp (its fingerprint and wall time). Returns seconds."""
+    stage = STAGES[name]
+    module, func = stage.target.split(":")
+    fn = getattr(importlib.import_module(module), func)
+    start = time.perf_counter()
+    fn(cfg)
+    seconds = time.perf_counter() - start
+    write_json(done_stamp(cfg, name), {"stage": name, "fingerprint": cfg.fingerprint(stage.sections), "seconds": seconds})
+    return seconds
