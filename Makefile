@@ -52,7 +52,16 @@ $(STAMPS)/prepare.done: $(STAMPS)/data.done $(STAMPS)/prepare.cfg
 $(STAMPS)/vocab.done: $(STAMPS)/prepare.done $(STAMPS)/vocab.cfg
 	$(PIPELINE) vocab --config $(CONFIG) $(ARGS)
 
-$(STAGES): %: $(STAMPS)/%.done
+$(STAMPS)/embed.done: $(STAMPS)/vocab.done $(STAMPS)/embed.cfg
+	$(PIPELINE) embed --config $(CONFIG) $(ARGS)
+
+$(STAMPS)/train-ner.done: $(STAMPS)/embed.done $(STAMPS)/train-ner.cfg
+	$(PIPELINE) train-ner --config $(CONFIG) $(ARGS)
+
+$(STAMPS)/evaluate-ner.done: $(STAMPS)/train-ner.done $(STAMPS)/evaluate-ner.cfg
+	$(PIPELINE) evaluate-ner --config $(CONFIG) $(ARGS)
+
+$(STAGES) embed train-ner evaluate-ner: %: $(STAMPS)/%.done
 
 test: $(SETUP)
 	$(PY) -m pytest

@@ -72,7 +72,36 @@ class Vocab:
     char_min_freq: int = opt(1, "NER character vocabulary keeps characters seen at least this often")
 
 
-SECTIONS = {"paths": Paths, "prepare": Prepare, "text": Text, "vocab": Vocab}
+# ---- stage `embed` (owned by pipeline/embeddings.py) ----
+@dataclass(frozen=True)
+class Embed:
+    """Stage `embed`: word vectors per language -> embedding matrices aligned to the vocabularies."""
+
+    en: str = opt("vectors/en.cc0.300d.txt.gz", "English vectors, relative to paths.raw; empty = train Word2Vec")
+    fr: str = opt("vectors/fr.cc0.300d.txt.gz", "French vectors, relative to paths.raw; empty = train Word2Vec")
+    de: str = opt("", "German vectors, relative to paths.raw; empty = train Word2Vec (no German file ships)")
+    format: str = opt(
+        "auto", "vectors file format", ("auto", "glove", "word2vec", "word2vec_binary", "fasttext")
+    )
+    oov_init: str = opt("normal", "rows of words without a vector", ("normal", "zeros"))
+    oov_scale: float = opt(0.1, "standard deviation of the seeded normal init of rows without a vector")
+    seed: int = opt(1, "seed of the OOV rows and of Word2Vec training")
+    w2v_dim: int = opt(300, "Word2Vec dimension")
+    w2v_window: int = opt(5, "Word2Vec context window")
+    w2v_min_count: int = opt(2, "Word2Vec ignores words rarer than this")
+    w2v_epochs: int = opt(10, "Word2Vec epochs")
+    w2v_sg: bool = opt(True, "Word2Vec skip-gram (true) or CBOW (false)")
+
+
+# ---- stages `train-ner`, `evaluate-ner` (owned by the NER modules) ----
+@dataclass(frozen=True)
+class Ner:
+    """Stages `train-ner` / `evaluate-ner`: the BiLSTM(-CNN)-CRF tagger and its training."""
+
+    seed: int = opt(1, "seed of initialisation and shuffling")
+
+
+SECTIONS = {"paths": Paths, "prepare": Prepare, "text": Text, "vocab": Vocab, "embed": Embed, "ner": Ner}
 
 
 @dataclass(frozen=True)
@@ -81,6 +110,8 @@ class Config:
     prepare: Prepare = Prepare()
     text: Text = Text()
     vocab: Vocab = Vocab()
+    embed: Embed = Embed()
+    ner: Ner = Ner()
 
     def section_dict(self, name: str) -> dict:
         return dataclasses.asdict(getattr(self, name))

@@ -28,6 +28,24 @@ STAGES = {
         Stage("data", "pipeline.data:run_data", ("paths",), "fetch and sha256-verify the raw corpora and vectors"),
         Stage("prepare", "pipeline.data:run_prepare", ("paths", "prepare"), "check and normalise the corpora"),
         Stage("vocab", "pipeline.vocab:run", ("paths", "prepare", "text", "vocab"), "vocabularies + OOV report"),
+        Stage(
+            "embed",
+            "pipeline.embeddings:run",
+            ("paths", "prepare", "text", "vocab", "embed"),
+            "embedding matrices from pretrained or gensim-trained vectors + coverage report",
+        ),
+        Stage(
+            "train-ner",
+            "pipeline.train:run_ner",
+            ("paths", "prepare", "text", "vocab", "embed", "ner"),
+            "train the BiLSTM-CNN-CRF tagger",
+        ),
+        Stage(
+            "evaluate-ner",
+            "pipeline.evaluate:run_ner",
+            ("paths", "prepare", "text", "vocab", "embed", "ner"),
+            "entity-level P/R/F1 (seqeval) on valid and test",
+        ),
     )
 }
 
