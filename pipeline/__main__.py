@@ -34,7 +34,9 @@ def _parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         _common(p)
-    p = sub.add_parser("stamp", help="(for make) write the config fingerprints of stages whose config changed")
+    p = sub.add_parser(
+        "stamp", help="(for make) write the config fingerprints of stages whose config changed"
+    )
     p.add_argument("stage_names", nargs="+", metavar="STAGE", choices=list(stages.STAGES))
     _common(p, overrides_flag=True)
     p = sub.add_parser("path", help="(for make) print one paths.* value of the config")

@@ -77,8 +77,12 @@ class Vocab:
 class Embed:
     """Stage `embed`: word vectors per language -> embedding matrices aligned to the vocabularies."""
 
-    en: str = opt("vectors/en.cc0.300d.txt.gz", "English vectors, relative to paths.raw; empty = train Word2Vec")
-    fr: str = opt("vectors/fr.cc0.300d.txt.gz", "French vectors, relative to paths.raw; empty = train Word2Vec")
+    en: str = opt(
+        "vectors/en.cc0.300d.txt.gz", "English vectors, relative to paths.raw; empty = train Word2Vec"
+    )
+    fr: str = opt(
+        "vectors/fr.cc0.300d.txt.gz", "French vectors, relative to paths.raw; empty = train Word2Vec"
+    )
     de: str = opt("", "German vectors, relative to paths.raw; empty = train Word2Vec (no German file ships)")
     format: str = opt(
         "auto", "vectors file format", ("auto", "glove", "word2vec", "word2vec_binary", "fasttext")
@@ -199,5 +203,7 @@ def describe(sections: tuple[str, ...]) -> str:
         for f in dataclasses.fields(cls):
             choices = f.metadata.get("choices")
             extra = f" (one of: {', '.join(map(str, choices))})" if choices else ""
-            lines.append(f"  {sname}.{f.name} = {f.default!r}  [{f.type.__name__}] {f.metadata['help']}{extra}")
+            lines.append(
+                f"  {sname}.{f.name} = {f.default!r}  [{f.type.__name__}] {f.metadata['help']}{extra}"
+            )
     return "\n".join(lines)

@@ -23,12 +23,12 @@ from pipeline.config import Config
 from pipeline.errors import InputError, at
 from pipeline.files import atomic_path, sha256_file, write_json, write_lines
 
-MULTI30K_URL = (
-    "https://raw.githubusercontent.com/multi30k/dataset/a3d2e0d26b56f3846f66a952536ffed4e401d05a/data/task1/raw/"
-)
+MULTI30K_URL = "https://raw.githubusercontent.com/multi30k/dataset/a3d2e0d26b56f3846f66a952536ffed4e401d05a/data/task1/raw/"
 # ManyThings' own zip has moved on to newer releases; this GitHub copy is byte-identical to the 2017-09-29
 # release whose checksums are below (see ../shared/data/tatoeba/SOURCE.md).
-TATOEBA_ZIP_URL = "https://raw.githubusercontent.com/genimind/seq2seq/4f3f8eb0adde54fcc8b89394336b002e7961244c/fra-eng.zip"
+TATOEBA_ZIP_URL = (
+    "https://raw.githubusercontent.com/genimind/seq2seq/4f3f8eb0adde54fcc8b89394336b002e7961244c/fra-eng.zip"
+)
 TATOEBA_ZIP_SHA256 = "16c4f7d0df9e7c5e6c54cdb0447f3f4a18a55052ff5e2e0b27dd4a06c0e49d04"
 
 
@@ -66,7 +66,11 @@ SOURCES: list[Source] = [
         TATOEBA_ZIP_URL,
         content_sha256="2546838ae46e0eac4c02ab7032ea0a02a006074a5340077a36a9444f41e02888",
     ),
-    Source("tatoeba/_about.txt", "359011f5738272138286287b44db215d184823911eb049da2160a6ac6933d6c9", TATOEBA_ZIP_URL),
+    Source(
+        "tatoeba/_about.txt",
+        "359011f5738272138286287b44db215d184823911eb049da2160a6ac6933d6c9",
+        TATOEBA_ZIP_URL,
+    ),
     Source("vectors/en.cc0.300d.txt.gz", "3c172cf7927cf224e9ab2287e5dddd7d20319e18c9ab5c743d969402a830e35e"),
     Source("vectors/fr.cc0.300d.txt.gz", "fb58f00438fc8522dd1c9717a97cf2894d296d7fe0246cb7a302d3a6083e1795"),
 ]
@@ -249,14 +253,16 @@ def read_parallel(src_path: Path, tgt_path: Path) -> list[tuple[str, str]]:
     """Aligned sentence pairs from two line-aligned files (plain or .gz)."""
     src, tgt = list(_lines(src_path)), list(_lines(tgt_path))
     if len(src) != len(tgt):
-        raise InputError(f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; they must be aligned")
+        raise InputError(
+            f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; they must be aligned"
+        )
     pairs = []
     for (number, s), (_, t) in zip(src, tgt, strict=True):
         s, t = _clean(s), _clean(t)
         if not s:
-            raise at(src_path, number, "empty sentence (its pair is on the same line of " f"{tgt_path.name})")
+            raise at(src_path, number, f"empty sentence (its pair is on the same line of {tgt_path.name})")
         if not t:
-            raise at(tgt_path, number, "empty sentence (its pair is on the same line of " f"{src_path.name})")
+            raise at(tgt_path, number, f"empty sentence (its pair is on the same line of {src_path.name})")
         pairs.append((s, t))
     return pairs
 
@@ -280,7 +286,9 @@ def split_by_source(pairs, seed: int, n_valid: int, n_test: int) -> dict[str, li
     sources = sorted({en for en, _ in pairs})
     random.Random(seed).shuffle(sources)
     if n_valid + n_test >= len(sources):
-        raise InputError(f"tatoeba: {n_valid}+{n_test} held-out sentences leave nothing of {len(sources)} to train")
+        raise InputError(
+            f"tatoeba: {n_valid}+{n_test} held-out sentences leave nothing of {len(sources)} to train"
+        )
     where = {en: "valid" for en in sources[:n_valid]}
     where.update({en: "test" for en in sources[n_valid : n_valid + n_test]})
     splits = {"train": [], "valid": [], "test": []}
@@ -343,11 +351,15 @@ def run_prepare(cfg: Config) -> None:
     for split, pairs in parallel.items():
         write_lines(out / f"translate/{split}.tsv", (f"{s}\t{t}" for s, t in pairs))
         stats["translate"][split] = {"pairs": len(pairs)}
-    stats["translate"]["corpus"] = f"{cfg.prepare.translation_corpus} {cfg.prepare.source_lang}-{cfg.prepare.target_lang}"
+    stats["translate"]["corpus"] = (
+        f"{cfg.prepare.translation_corpus} {cfg.prepare.source_lang}-{cfg.prepare.target_lang}"
+    )
     write_json(Path(cfg.paths.reports) / "data.json", stats)
     for split in SPLITS:
         n = stats["ner"][split]
-        print(f"  ner/{split:5s}  {n['sentences']:6d} sentences {n['tokens']:7d} tokens {n['entities']:6d} entities")
+        print(
+            f"  ner/{split:5s}  {n['sentences']:6d} sentences {n['tokens']:7d} tokens {n['entities']:6d} entities"
+        )
     for split in SPLITS:
         print(f"  translate/{split:5s}  {stats['translate'][split]['pairs']:6d} pairs")
 

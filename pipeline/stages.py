@@ -25,9 +25,18 @@ class Stage:
 STAGES = {
     s.name: s
     for s in (
-        Stage("data", "pipeline.data:run_data", ("paths",), "fetch and sha256-verify the raw corpora and vectors"),
-        Stage("prepare", "pipeline.data:run_prepare", ("paths", "prepare"), "check and normalise the corpora"),
-        Stage("vocab", "pipeline.vocab:run", ("paths", "prepare", "text", "vocab"), "vocabularies + OOV report"),
+        Stage(
+            "data",
+            "pipeline.data:run_data",
+            ("paths",),
+            "fetch and sha256-verify the raw corpora and vectors",
+        ),
+        Stage(
+            "prepare", "pipeline.data:run_prepare", ("paths", "prepare"), "check and normalise the corpora"
+        ),
+        Stage(
+            "vocab", "pipeline.vocab:run", ("paths", "prepare", "text", "vocab"), "vocabularies + OOV report"
+        ),
         Stage(
             "embed",
             "pipeline.embeddings:run",
@@ -77,5 +86,8 @@ def run(cfg: Config, name: str) -> float:
     start = time.perf_counter()
     fn(cfg)
     seconds = time.perf_counter() - start
-    write_json(done_stamp(cfg, name), {"stage": name, "fingerprint": cfg.fingerprint(stage.sections), "seconds": seconds})
+    write_json(
+        done_stamp(cfg, name),
+        {"stage": name, "fingerprint": cfg.fingerprint(stage.sections), "seconds": seconds},
+    )
     return seconds

@@ -27,9 +27,13 @@ def vocab_path(cfg: Config, name: str) -> Path:
     return Path(cfg.paths.vocab) / f"{name}.txt"
 
 
-def build(counts: collections.Counter, specials: tuple[str, ...], min_freq: int, max_size: int = 0) -> list[str]:
+def build(
+    counts: collections.Counter, specials: tuple[str, ...], min_freq: int, max_size: int = 0
+) -> list[str]:
     """Specials first, then tokens by falling frequency (ties alphabetical, so the result is deterministic)."""
-    kept = sorted((t for t, c in counts.items() if c >= min_freq and t not in specials), key=lambda t: (-counts[t], t))
+    kept = sorted(
+        (t for t, c in counts.items() if c >= min_freq and t not in specials), key=lambda t: (-counts[t], t)
+    )
     tokens = list(specials) + kept
     return tokens[:max_size] if max_size else tokens
 
@@ -65,7 +69,11 @@ def load_named(cfg: Config, name: str) -> list[str]:
 def lookup_table(path: Path | str, default: int = UNK_ID) -> tf.lookup.StaticHashTable:
     """token -> id table read from the vocabulary file (tracked as an asset when saved in a SavedModel)."""
     init = tf.lookup.TextFileInitializer(
-        str(path), tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER
+        str(path),
+        tf.string,
+        tf.lookup.TextFileIndex.WHOLE_LINE,
+        tf.int64,
+        tf.lookup.TextFileIndex.LINE_NUMBER,
     )
     return tf.lookup.StaticHashTable(init, default_value=default)
 
@@ -73,7 +81,11 @@ def lookup_table(path: Path | str, default: int = UNK_ID) -> tf.lookup.StaticHas
 def inverse_table(path: Path | str) -> tf.lookup.StaticHashTable:
     """id -> token table; unknown ids map to <unk>."""
     init = tf.lookup.TextFileInitializer(
-        str(path), tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE
+        str(path),
+        tf.int64,
+        tf.lookup.TextFileIndex.LINE_NUMBER,
+        tf.string,
+        tf.lookup.TextFileIndex.WHOLE_LINE,
     )
     return tf.lookup.StaticHashTable(init, default_value=UNK)
 
@@ -117,14 +129,21 @@ def corpus_tokens(cfg: Config) -> dict[str, dict[str, list[list[str]]]]:
 def run(cfg: Config) -> None:
     v = cfg.vocab
     corpus = corpus_tokens(cfg)
-    min_freq = {"src": v.min_freq, "tgt": v.min_freq, "ner_words": v.ner_min_freq, "ner_chars": v.char_min_freq}
+    min_freq = {
+        "src": v.min_freq,
+        "tgt": v.min_freq,
+        "ner_words": v.ner_min_freq,
+        "ner_chars": v.char_min_freq,
+    }
     vocabs = {}
     for name, splits in corpus.items():
         counts = collections.Counter(t for s in splits["train"] for t in s)
         max_size = v.max_size if name in ("src", "tgt") else 0
         vocabs[name] = build(counts, SPECIALS[name], min_freq[name], max_size)
     train_tags = [tags for _, tags in data.load_ner(cfg, "train")]
-    vocabs["ner_tags"] = ["O"] + sorted({t for tags in train_tags for t in tags} - {"O"}, key=lambda t: (t[2:], t))
+    vocabs["ner_tags"] = ["O"] + sorted(
+        {t for tags in train_tags for t in tags} - {"O"}, key=lambda t: (t[2:], t)
+    )
 
     report = {}
     for name, tokens in vocabs.items():
@@ -139,7 +158,9 @@ def run(cfg: Config) -> None:
 
 
 def format_report(report: dict) -> str:
-    lines = [f"{'vocabulary':<10} {'size':>7}  " + "  ".join(f"{s + ' OOV tok/type':>20}" for s in data.SPLITS)]
+    lines = [
+        f"{'vocabulary':<10} {'size':>7}  " + "  ".join(f"{s + ' OOV tok/type':>20}" for s in data.SPLITS)
+    ]
     for name, entry in report.items():
         cells = [
             f"{100 * entry[s]['oov_token_rate']:8.2f}% /{100 * entry[s]['oov_type_rate']:6.2f}%".rjust(20)

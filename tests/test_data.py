@@ -1,0 +1,194 @@
+import gzip
+import subprocess
+import sys
+import urllib.error
+
+import pytest
+
+from pipeline import data
+from pipeline.errors import InputError
+from tests.conftest import ROOT, needs_data, tiny_config
+
+CONLL = "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\nGerman JJ B-NP B-MISC\n\nPeter NNP B-NP B-PER\n"
+
+
+def write(path, text, gz=False):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if gz:
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        path.write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
+    return path
+
+
+def fake_raw(raw, conll=CONLL):
+    """A raw dir with synthetic CoNLL and Multi30k files, laid out like the real one."""
+    for split in ("train", "valid", "test"):
+        write(raw / f"conll2003/{split}.txt", conll)
+    for name in ("train", "val", "test_2016_flickr"):
+        write(raw / f"multi30k/{name}.en.gz", "A man .\nTwo dogs run.\n", gz=True)
+        write(raw / f"multi30k/{name}.de.gz", "Ein Mann .\nZwei Hunde rennen.\n", gz=True)
+        write(raw / f"multi30k/{name}.fr.gz", "Un homme .\nDeux chiens courent.\n", gz=True)
+    return raw
+
+
+@pytest.mark.parametrize(
+    "tags, expected",
+    [
+        (["I-PER", "I-PER", "O", "I-LOC"], ["B-PER", "I-PER", "O", "B-LOC"]),  # IOB1
+        (["I-PER", "B-PER", "I-ORG"], ["B-PER", "B-PER", "B-ORG"]),  # IOB1 adjacent spans
+        (["B-PER", "I-PER", "O", "B-LOC"], ["B-PER", "I-PER", "O", "B-LOC"]),  # IOB2 unchanged
+        (["S-PER", "B-LOC", "E-LOC", "O"], ["B-PER", "B-LOC", "I-LOC", "O"]),  # BIOES
+    ],
+)
+def test_to_iob2(tags, expected):
+    assert data.to_iob2(tags) == expected
+    assert data.to_iob2(data.to_iob2(tags)) == expected
+
+
+def test_read_conll_tolerates_bom_crlf_and_drops_docstart(tmp_path):
+    path = write(tmp_path / "x.txt", b"\xef\xbb\xbf" + CONLL.replace("\n", "\r\n").encode())
+    assert data.read_conll(path) == [
+        (["EU", "rejects", "German"], ["B-ORG", "O", "B-MISC"]),
+        (["Peter"], ["B-PER"]),
+    ]
+
+
+def test_read_conll_two_columns_and_iob1(tmp_path):
+    path = write(tmp_path / "x.txt", "New I-LOC\nYork I-LOC\nis O\n")
+    assert data.read_conll(path) == [(["New", "York", "is"], ["B-LOC", "I-LOC", "O"])]
+
+
+@pytest.mark.parametrize(
+    "text, line, message",
+    [
+        (CONLL.replace("rejects VBZ B-VP O", "rejects VBZ O"), 4, "expected 4 columns as on line 3, got 3"),
+        (CONLL.replace("B-MISC", "X-MISC"), 5, "unknown tag 'X-MISC'"),
+        (CONLL.replace("B-MISC", "MISC"), 5, "unknown tag 'MISC'"),
+        (CONLL.replace("EU NNP", "EU"), 4, "expected 3 columns"),
+        ("Lonely\n", 1, "expected at least 2 columns"),
+    ],
+)
+def test_read_conll_errors_name_file_and_line(tmp_path, text, line, message):
+    path = write(tmp_path / "bad.txt", text)
+    with pytest.raises(InputError, match=rf"bad.txt:{line}: .*{message}"):
+        data.read_conll(path)
+
+
+def test_invalid_utf8_names_the_line(tmp_path):
+    path = write(tmp_path / "bad.txt", b"EU B-ORG\nx\xff O\n")
+    with pytest.raises(InputError, match=r"bad.txt:2: invalid UTF-8"):
+        data.read_conll(path)
+
+
+def test_read_parallel(tmp_path):
+    en = write(tmp_path / "a.en.gz", "A man.\nTwo\tdogs.\n", gz=True)
+    de = write(tmp_path / "a.de", "Ein Mann.\nZwei Hunde.\n")
+    assert data.read_parallel(en, de) == [("A man.", "Ein Mann."), ("Two dogs.", "Zwei Hunde.")]
+
+
+def test_read_parallel_errors(tmp_path):
+    en = write(tmp_path / "a.en", "A man.\nTwo dogs.\n")
+    with pytest.raises(InputError, match="has 2 lines but .* has 1"):
+        data.read_parallel(en, write(tmp_path / "short.de", "Ein Mann.\n"))
+    with pytest.raises(InputError, match=r"empty.de:2: empty sentence"):
+        data.read_parallel(en, write(tmp_path / "empty.de", "Ein Mann.\n  \n"))
+
+
+def test_tatoeba_split_is_deterministic_and_keeps_sources_together(tmp_path):
+    lines = [f"Sentence {i // 2}.\tPhrase {i}." for i in range(200)]
+    path = write(tmp_path / "fra.txt.gz", "\n".join(lines) + "\n", gz=True)
+    pairs = data.read_tatoeba(path)
+    a, b = data.split_by_source(pairs, 7, 10, 10), data.split_by_source(pairs, 7, 10, 10)
+    assert a == b and data.split_by_source(pairs, 8, 10, 10) != a
+    sources = {k: {en for en, _ in v} for k, v in a.items()}
+    assert len(sources["valid"]) == 10 and len(sources["test"]) == 10
+    assert not sources["train"] & sources["valid"] and not sources["train"] & sources["test"]
+    assert sum(len(v) for v in a.values()) == 200
+
+
+def test_tatoeba_bad_line(tmp_path):
+    with pytest.raises(InputError, match=r"fra.txt:2: expected English<TAB>French"):
+        data.read_tatoeba(write(tmp_path / "fra.txt", "Go.\tVa !\nno tab here\n"))
+
+
+def test_prepare_writes_plain_files(tmp_path):
+    cfg = tiny_config(tmp_path, raw=fake_raw(tmp_path / "raw"))
+    data.run_prepare(cfg)
+    assert data.load_ner(cfg, "train")[0] == (["EU", "rejects", "German"], ["B-ORG", "O", "B-MISC"])
+    assert data.load_parallel(cfg, "valid") == [
+        ("A man .", "Ein Mann ."),
+        ("Two dogs run.", "Zwei Hunde rennen."),
+    ]
+
+
+def test_cli_prepare_with_broken_conll_exits_2_and_writes_nothing(tmp_path):
+    raw = fake_raw(tmp_path / "raw")
+    write(raw / "conll2003/valid.txt", CONLL.replace("German JJ B-NP B-MISC", "German JJ B-NP"))
+    cfg_file = write(tmp_path / "c.toml", f'[paths]\nraw = "{raw}"\nprocessed = "{tmp_path / "processed"}"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "prepare", "--config", str(cfg_file)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"{raw / 'conll2003/valid.txt'}:5: expected 4 columns" in proc.stderr
+    assert not (tmp_path / "processed").exists()
+
+
+def test_data_rejects_a_corrupt_mirror_file_and_leaves_nothing(tmp_path, monkeypatch):
+    mirror = tmp_path / "mirror"
+    src = data.SOURCES[0]
+    write(mirror / src.path, "not the real file")
+    monkeypatch.setattr(data, "SOURCES", [src])
+    monkeypatch.setenv("DATA_MIRROR", str(mirror))
+    cfg = tiny_config(tmp_path)
+    with pytest.raises(InputError, match="does not match the expected"):
+        data.run_data(cfg)
+    assert not [p for p in (tmp_path / "raw").rglob("*") if p.is_file()]  # no file, no temp file
+
+
+def test_data_without_mirror_or_network_explains_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.delenv("DATA_MIRROR", raising=False)
+
+    def offline(url, timeout=60):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(data, "_download", offline)
+    with pytest.raises(InputError) as err:
+        data.run_data(tiny_config(tmp_path))
+    message = str(err.value)
+    assert "conll2003/train.txt: no public download exists" in message
+    assert "multi30k/train.en.gz" in message and "download failed" in message
+    assert "DATA_MIRROR" in err.value.hint
+    assert not any((tmp_path / "raw").rglob("*.tmp"))
+
+
+def test_data_download_path_verifies_checksums(tmp_path, monkeypatch):
+    """The download branch writes the file only when its sha256 matches."""
+    monkeypatch.delenv("DATA_MIRROR", raising=False)
+    src = data.SOURCES[0]
+    monkeypatch.setattr(data, "SOURCES", [src])
+    monkeypatch.setattr(data, "_download", lambda url, timeout=60: b"tampered")
+    with pytest.raises(InputError, match="does not match sha256"):
+        data.run_data(tiny_config(tmp_path))
+    assert not (tmp_path / "raw" / src.path).exists()
+
+
+@needs_data
+def test_real_corpora_counts(raw_dir, tmp_path):
+    cfg = tiny_config(tmp_path, "prepare.max_train=0", "prepare.max_eval=0", raw=raw_dir)
+    data.run_prepare(cfg)
+    assert [len(data.load_ner(cfg, s)) for s in data.SPLITS] == [14041, 3250, 3453]
+    assert [sum(len(t) for t, _ in data.load_ner(cfg, s)) for s in data.SPLITS] == [203621, 51362, 46435]
+    assert [len(data.load_parallel(cfg, s)) for s in data.SPLITS] == [29000, 1014, 1000]
+
+
+@needs_data
+def test_real_tatoeba_split(raw_dir, tmp_path):
+    cfg = tiny_config(tmp_path, "prepare.translation_corpus=tatoeba", "prepare.target_lang=fr", raw=raw_dir)
+    splits = data.translation_splits(cfg)
+    assert sum(len(v) for v in splits.values()) == 142787
+    assert len({en for en, _ in splits["valid"]}) == 2000
