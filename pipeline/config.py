@@ -102,10 +102,50 @@ class Embed:
 class Ner:
     """Stages `train-ner` / `evaluate-ner`: the BiLSTM(-CNN)-CRF tagger and its training."""
 
+    # Model. Defaults follow Ma & Hovy 2016 (char CNN 30x3, BiLSTM 200, dropout 0.5, CRF); see ANCHORS.md.
+    char_encoder: str = opt("cnn", "character features of each word: CNN + max-pool, or BiLSTM", ("cnn", "lstm"))
+    char_dim: int = opt(30, "character embedding width")
+    char_filters: int = opt(30, "char CNN filters (or char BiLSTM units per direction)")
+    char_width: int = opt(3, "char CNN window width")
+    max_word_length: int = opt(20, "characters kept per word for the char encoder (99.9% of CoNLL words are <= 15)")
+    casing: bool = opt(True, "add a learned embedding of the word's casing class (lower, UPPER, Title, digits ...)")
+    freeze_embeddings: bool = opt(True, "keep the pretrained word embeddings fixed (false = fine-tune them)")
+    word_dropout: float = opt(0.0, "training only: replace this share of words by <unk>, so <unk> gets learned")
+    rnn: str = opt("lstm", "recurrent cell of the encoder (both cuDNN-eligible)", ("lstm", "gru"))
+    layers: int = opt(1, "bidirectional recurrent layers")
+    units: int = opt(200, "recurrent units per direction")
+    dropout: float = opt(0.5, "dropout on the encoder's input and output")
+    output: str = opt("crf", "output layer: linear-chain CRF (Viterbi decoding) or per-token softmax", ("crf", "softmax"))
+    # Training.
+    optimizer: str = opt("adam", "adam, or sgd with momentum 0.9", ("adam", "sgd"))
+    learning_rate: float = opt(0.001, "initial learning rate (Ma & Hovy's SGD used 0.015)")
+    lr_decay: float = opt(0.0, "learning rate of epoch e is learning_rate / (1 + lr_decay * e); Ma & Hovy 0.05")
+    clip_norm: float = opt(5.0, "clip gradients to this global norm (0 = off)")
+    batch_size: int = opt(32, "sentences per training batch")
+    bucket_width: int = opt(4, "batch sentences of similar length: buckets every N tokens up to text.max_length")
+    epochs: int = opt(30, "maximum training epochs")
+    patience: int = opt(5, "stop after this many epochs without a better dev entity F1")
+    jit_compile: bool = opt(False, "compile the training step with XLA")
     seed: int = opt(1, "seed of initialisation and shuffling")
 
 
-SECTIONS = {"paths": Paths, "prepare": Prepare, "text": Text, "vocab": Vocab, "embed": Embed, "ner": Ner}
+# ---- stages `train-translate`, `evaluate-translate` (owned by the translator modules) ----
+@dataclass(frozen=True)
+class Translate:
+    """Stages `train-translate` / `evaluate-translate`: the attentional LSTM encoder-decoder and its decoding."""
+
+    seed: int = opt(1, "seed of initialisation and shuffling")
+
+
+SECTIONS = {
+    "paths": Paths,
+    "prepare": Prepare,
+    "text": Text,
+    "vocab": Vocab,
+    "embed": Embed,
+    "ner": Ner,
+    "translate": Translate,
+}
 
 
 @dataclass(frozen=True)
@@ -116,6 +156,7 @@ class Config:
     vocab: Vocab = Vocab()
     embed: Embed = Embed()
     ner: Ner = Ner()
+    translate: Translate = Translate()
 
     def section_dict(self, name: str) -> dict:
         return dataclasses.asdict(getattr(self, name))
