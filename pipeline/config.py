@@ -70,6 +70,11 @@ class Vocab:
     max_size: int = opt(0, "cap on translation vocabulary size, specials included (0 = no cap)")
     ner_min_freq: int = opt(1, "NER word vocabulary keeps train words seen at least this often")
     char_min_freq: int = opt(1, "NER character vocabulary keeps characters seen at least this often")
+    ner_pretrained_words: bool = opt(
+        True,
+        "also keep valid/test words that have a pretrained English vector (embed.en): their rows keep the "
+        "pretrained values, so no label is seen, and the tagger does not map them to <unk>",
+    )
 
 
 # ---- stage `embed` (owned by pipeline/embeddings.py) ----

@@ -8,6 +8,7 @@ holds labels only (O first), since tags are outputs and padding is masked.
 """
 
 import collections
+import gzip
 from pathlib import Path
 
 import tensorflow as tf
@@ -126,6 +127,27 @@ def corpus_tokens(cfg: Config) -> dict[str, dict[str, list[list[str]]]]:
     return out
 
 
+def vector_words(path: Path) -> set[str]:
+    """The words of a text-format vectors file (first field of each line), without parsing the vectors."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+            return {line.split(" ", 1)[0] for line in f}
+    except FileNotFoundError:
+        raise InputError(f"{path}: vectors file not found", hint="run `make data` first") from None
+
+
+def pretrained_extras(cfg: Config, words: dict[str, list[list[str]]], known: set[str]) -> list[str]:
+    """Valid/test words outside the train vocabulary that have a pretrained vector (exact or lowercase).
+
+    Common practice on CoNLL-2003 (see ANCHORS.md): their embedding rows keep the pretrained values and are
+    never trained towards a label, so no test label leaks, but the tagger sees a meaningful vector.
+    """
+    vectors = vector_words(Path(cfg.paths.raw) / cfg.embed.en)
+    candidates = {w for split in ("valid", "test") for sentence in words[split] for w in sentence} - known
+    return sorted(w for w in candidates if w in vectors or w.lower() in vectors)
+
+
 def run(cfg: Config) -> None:
     v = cfg.vocab
     corpus = corpus_tokens(cfg)
@@ -140,6 +162,8 @@ def run(cfg: Config) -> None:
         counts = collections.Counter(t for s in splits["train"] for t in s)
         max_size = v.max_size if name in ("src", "tgt") else 0
         vocabs[name] = build(counts, SPECIALS[name], min_freq[name], max_size)
+    if v.ner_pretrained_words and cfg.embed.en:
+        vocabs["ner_words"] += pretrained_extras(cfg, corpus["ner_words"], set(vocabs["ner_words"]))
     train_tags = [tags for _, tags in data.load_ner(cfg, "train")]
     vocabs["ner_tags"] = ["O"] + sorted(
         {t for tags in train_tags for t in tags} - {"O"}, key=lambda t: (t[2:], t)

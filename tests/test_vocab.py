@@ -90,3 +90,12 @@ def test_cli_rejects_unknown_key_before_work(tmp_path):
     )
     assert proc.returncode == 2 and "unknown key vocab.bogus" in proc.stderr
     assert not (tmp_path / "v").exists()
+
+
+def test_pretrained_extras_adds_only_heldout_words_with_vectors(tmp_path):
+    vectors = tmp_path / "raw" / "vec.txt"
+    vectors.parent.mkdir()
+    vectors.write_text("paris 0.1 0.2\nLondon 0.3 0.4\nberlin 0.5 0.6\n")
+    cfg = tiny_config(tmp_path, 'embed.en="vec.txt"')
+    words = {"train": [["Berlin"]], "valid": [["Paris", "Xyzzy"]], "test": [["London", "Berlin"]]}
+    assert vocab.pretrained_extras(cfg, words, known={"<pad>", "<unk>", "Berlin"}) == ["London", "Paris"]
