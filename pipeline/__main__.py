@@ -4,6 +4,7 @@ Exit codes: 0 ok, 2 bad input or config (one line naming the file and line, plus
 """
 
 import argparse
+import errno
 import os
 import sys
 
@@ -72,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         if e.hint:
             print(f"hint: {e.hint}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # Every artifact is written to a temp file and renamed, so what was there before is still intact.
+        print(f"error: no space left on the device while writing {e.filename or 'an artifact'}", file=sys.stderr)
+        print("hint: free some disk space and rerun; earlier artifacts are intact", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; no partial artifact was kept", file=sys.stderr)
         return 130

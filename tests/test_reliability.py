@@ -1,0 +1,82 @@
+"""Faults a long run meets on a shared machine: kills, full disks, reruns. Each guarantee has a test here."""
+
+import errno
+import filecmp
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipeline import __main__ as cli
+from pipeline import data, files, vocab
+from tests.conftest import ROOT, needs_data, tiny_config
+
+
+def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "artifact.txt"
+    files.write_text(target, "old\n")
+    with pytest.raises(RuntimeError), files.atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "old\n" and os.listdir(tmp_path) == ["artifact.txt"]
+
+
+def test_disk_full_is_a_clear_error_and_earlier_artifacts_survive(tmp_path, monkeypatch, capsys):
+    from tests.test_data import fake_raw
+
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text(f'[paths]\nraw = "{fake_raw(tmp_path / "raw")}"\nprocessed = "{tmp_path / "p"}"\n')
+    assert cli.main(["prepare", "--config", str(cfg_file)]) == 0
+    before = (tmp_path / "p/ner/train.conll").read_text()
+
+    real_replace, calls = os.replace, []
+
+    def full_disk(src, dst):  # the third file of the stage hits a full disk
+        calls.append(dst)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", full_disk)
+    (tmp_path / "raw/conll2003/train.txt").write_text("Other NNP B-NP B-PER\n")
+    assert cli.main(["prepare", "--config", str(cfg_file)]) == 2
+    assert "no space left on the device" in capsys.readouterr().err
+    assert (tmp_path / "p/ner/test.conll").read_text() == before  # not yet rewritten: intact
+    assert not [p for p in (tmp_path / "p").rglob(".*.tmp")]
+
+
+@needs_data
+def test_same_config_gives_identical_vocabularies(raw_dir, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        cfg = tiny_config(tmp_path / name, raw=raw_dir)
+        data.run_prepare(cfg)
+        vocab.run(cfg)
+        runs.append(tmp_path / name / "vocab")
+    match, mismatch, errors = filecmp.cmpfiles(runs[0], runs[1], [f"{n}.txt" for n in vocab.NAMES], shallow=False)
+    assert len(match) == len(vocab.NAMES) and not mismatch and not errors
+
+
+@needs_data
+def test_a_stage_killed_while_writing_leaves_no_partial_artifact(raw_dir, tmp_path):
+    """SIGKILL the prepare stage at several moments: each visible file is complete, and a rerun finishes."""
+    reference = tiny_config(tmp_path / "ref", "prepare.max_train=0", "prepare.max_eval=0", raw=raw_dir)
+    data.run_prepare(reference)
+    ref_files = {p.relative_to(tmp_path / "ref/processed"): p for p in (tmp_path / "ref/processed").rglob("*.*")}
+    args = [f'paths.{k}="{tmp_path / "run" / k}"' for k in ("processed", "reports", "stamps")]
+    command = [sys.executable, "-m", "pipeline", "prepare", "--config", "configs/default.toml", f'paths.raw="{raw_dir}"']
+    for delay in (0.3, 0.6, 0.9, 1.2):
+        proc = subprocess.Popen(command + args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        for rel, ref in ref_files.items():
+            out = tmp_path / "run/processed" / rel
+            assert not out.exists() or filecmp.cmp(out, ref, shallow=False), f"partial {rel} after {delay}s"
+    assert subprocess.run(command + args, cwd=ROOT, capture_output=True).returncode == 0
+    for rel, ref in ref_files.items():
+        assert filecmp.cmp(tmp_path / "run/processed" / rel, ref, shallow=False)
+    assert (tmp_path / "run/stamps/prepare.done").is_file()
