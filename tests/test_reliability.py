@@ -67,7 +67,15 @@ def test_a_stage_killed_while_writing_leaves_no_partial_artifact(raw_dir, tmp_pa
     data.run_prepare(reference)
     ref_files = {p.relative_to(tmp_path / "ref/processed"): p for p in (tmp_path / "ref/processed").rglob("*.*")}
     args = [f'paths.{k}="{tmp_path / "run" / k}"' for k in ("processed", "reports", "stamps")]
-    command = [sys.executable, "-m", "pipeline", "prepare", "--config", "configs/default.toml", f'paths.raw="{raw_dir}"']
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "prepare",
+        "--config",
+        "configs/default.toml",
+        f'paths.raw="{raw_dir}"',
+    ]
     for delay in (0.3, 0.6, 0.9, 1.2):
         proc = subprocess.Popen(command + args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
