@@ -88,3 +88,8 @@ def test_a_stage_killed_while_writing_leaves_no_partial_artifact(raw_dir, tmp_pa
     for rel, ref in ref_files.items():
         assert filecmp.cmp(tmp_path / "run/processed" / rel, ref, shallow=False)
     assert (tmp_path / "run/stamps/prepare.done").is_file()
+
+
+def test_artifacts_get_ordinary_permissions(tmp_path):
+    files.write_text(tmp_path / "a.txt", "x")
+    assert (tmp_path / "a.txt").stat().st_mode & 0o644 == 0o644
