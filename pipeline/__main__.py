@@ -4,6 +4,7 @@ Exit codes: 0 ok, 2 bad input or config (one line naming the file and line, plus
 """
 
 import argparse
+import dataclasses
 import errno
 import os
 import sys
@@ -36,12 +37,19 @@ def _parser() -> argparse.ArgumentParser:
         )
         _common(p)
     p = sub.add_parser(
+        "tag",
+        help="tag named entities in sentences (arguments, or one sentence a line on stdin)",
+        description="Print the entities that the trained tagger finds, with their types.",
+    )
+    p.add_argument("sentences", nargs="*", help="raw sentences; without any, read stdin line by line")
+    _common(p, overrides_flag=True)
+    p = sub.add_parser(
         "stamp", help="(for make) write the config fingerprints of stages whose config changed"
     )
     p.add_argument("stage_names", nargs="+", metavar="STAGE", choices=list(stages.STAGES))
     _common(p, overrides_flag=True)
     p = sub.add_parser("path", help="(for make) print one paths.* value of the config")
-    p.add_argument("key", choices=[f.name for f in config.dataclasses.fields(config.Paths)])
+    p.add_argument("key", choices=[f.name for f in dataclasses.fields(config.Paths)])
     _common(p, overrides_flag=True)
     return parser
 
@@ -61,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "stamp":
             for name in args.stage_names:
                 stages.write_cfg_stamp(cfg, name)
+            return 0
+        if args.command == "tag":
+            from pipeline import predict
+
+            predict.tag_main(cfg, args.sentences or [line.rstrip("\n") for line in sys.stdin])
             return 0
         if args.command == "path":
             print(getattr(cfg.paths, args.key))

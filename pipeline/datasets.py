@@ -1,0 +1,144 @@
+"""tf.data input pipelines. NER: tokens -> word / character / casing ids, in TF ops, bucketed by length.
+
+`NerFeatures` turns a dense [batch, time] string tensor of tokens ("" = padding) into the tagger's
+inputs with vocabulary lookups in the graph, so the exported serving graph can reuse it unchanged:
+
+    words   [batch, time]        int32  ids in ner_words.txt, 0 = <pad>, 1 = <unk>
+    chars   [batch, time, W]     int32  ids in ner_chars.txt of the first W = ner.max_word_length chars
+    casing  [batch, time]        int32  index into CASES
+
+Tokens are normalised by `text.normalize` exactly as the vocab stage normalised them (it is what
+`text.normalize_tokens` applies to each token). We apply it token by token and keep tokens that become
+empty (they look up as <unk>) instead of dropping them, so tags stay aligned with their tokens.
+"""
+
+import bisect
+import collections
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from pipeline import text, vocab
+from pipeline.config import Config
+
+# Casing classes, in the order their regexes are tried (first match wins); 0 is padding.
+CASES = ("<pad>", "numeric", "has_digit", "upper", "title", "lower", "punct", "other")
+_CASE_PATTERNS = (
+    ("numeric", r"[\pN.,:/-]*\pN[\pN.,:/-]*"),  # 1996, 3-1, 12.5, 10/12
+    ("has_digit", r".*\pN.*"),
+    ("upper", r"\p{Lu}[\p{Lu}\pM.&-]*"),  # EU, U.S., AT&T
+    ("title", r"\p{Lu}.*"),
+    ("lower", r"[\p{Ll}\pM]+"),
+    ("punct", r"[^\pL\pN]+"),
+)
+
+
+# Functions traced here have no tensor-dependent Python control flow, so they skip autograph, which would
+# re-read their source from disk when each epoch's dataset is built: a file edited during a long training
+# run would then be traced with the wrong lines.
+_plain = tf.autograph.experimental.do_not_convert
+
+
+def feature_signature(max_word_length: int) -> dict[str, tf.TensorSpec]:
+    """The input signature of NerFeatures' output: any batch size and sentence length, W characters."""
+    return {
+        "words": tf.TensorSpec([None, None], tf.int32, name="words"),
+        "chars": tf.TensorSpec([None, None, max_word_length], tf.int32, name="chars"),
+        "casing": tf.TensorSpec([None, None], tf.int32, name="casing"),
+    }
+
+
+def casing_classes(tokens: tf.Tensor) -> tf.Tensor:
+    """Casing class ids (see CASES) of a string tensor of any shape; "" -> 0."""
+    out = tf.fill(tf.shape(tokens), CASES.index("other"))
+    for name, pattern in reversed(_CASE_PATTERNS):  # reversed, so the earliest pattern wins
+        out = tf.where(tf.strings.regex_full_match(tokens, pattern), CASES.index(name), out)
+    return tf.where(tokens == "", 0, out)
+
+
+class NerFeatures(tf.Module):
+    """Token strings -> tagger inputs, with the vocabularies as hash tables (SavedModel assets)."""
+
+    def __init__(self, cfg: Config):
+        super().__init__(name="ner_features")
+        self.text_cfg = cfg.text
+        self.max_word_length = cfg.ner.max_word_length
+        self.word_table = vocab.lookup_table(vocab.vocab_path(cfg, "ner_words"))
+        self.char_table = vocab.lookup_table(vocab.vocab_path(cfg, "ner_chars"))
+
+    def __call__(self, tokens: tf.Tensor) -> dict[str, tf.Tensor]:
+        pad = tokens == ""
+        norm = text.normalize(tokens, self.text_cfg)
+        words = self.word_table.lookup(norm)
+        # Fall back to the lowercase form, as common NER practice does for embedding lookups (ANCHORS.md).
+        lower = self.word_table.lookup(tf.strings.lower(norm, encoding="utf-8"))
+        words = tf.where(words == vocab.UNK_ID, lower, words)
+        chars = tf.ragged.map_flat_values(self.char_table.lookup, tf.strings.unicode_split(norm, "UTF-8"))
+        chars = chars.to_tensor(0, shape=[None, None, self.max_word_length])
+        return {
+            "words": tf.cast(tf.where(pad, tf.constant(vocab.PAD_ID, tf.int64), words), tf.int32),
+            "chars": tf.cast(chars, tf.int32),
+            "casing": tf.cast(casing_classes(tf.where(pad, "", norm)), tf.int32),
+        }
+
+
+def bucket_boundaries(width: int, max_length: int) -> list[int]:
+    """Upper bounds (exclusive) of the length buckets: width+1, 2*width+1, ... below max_length."""
+    return list(range(width + 1, max_length + 1, width))
+
+
+def count_batches(cfg: Config, sentences) -> int:
+    """How many batches ner_train_batches makes of these sentences (for progress bars)."""
+    n = cfg.text.max_length
+    buckets = collections.Counter(
+        bisect.bisect_right(bucket_boundaries(cfg.ner.bucket_width, n), min(len(w), n)) for w, _ in sentences
+    )
+    return sum(math.ceil(c / cfg.ner.batch_size) for c in buckets.values())
+
+
+def ner_examples(cfg: Config, sentences, tags: list[str]) -> tf.data.Dataset:
+    """(tokens [time] string, tag ids [time] int32) per sentence, truncated to text.max_length; built once."""
+    n, index = cfg.text.max_length, {t: i for i, t in enumerate(tags)}
+    words = tf.ragged.constant([w[:n] for w, _ in sentences], tf.string, ragged_rank=1)
+    tag_ids = tf.ragged.constant([[index[t] for t in y[:n]] for _, y in sentences], tf.int32, ragged_rank=1)
+    # Rows of a ragged tensor come out as ragged-rank-0 values; an identity map makes them plain tensors,
+    # which bucket_by_sequence_length's padded batching needs.
+    return tf.data.Dataset.from_tensor_slices((words, tag_ids)).map(_plain(lambda w, y: (w, y))).cache()
+
+
+def ner_train_batches(cfg: Config, examples: tf.data.Dataset, features: NerFeatures, seed: int) -> tf.data.Dataset:
+    """One epoch of shuffled (features, tag ids) batches of sentences of similar length.
+
+    Bucketing keeps the padding share low; the training step's input signature leaves batch size and
+    length unknown, so no batch shape causes a retrace.
+    """
+    boundaries = bucket_boundaries(cfg.ner.bucket_width, cfg.text.max_length)
+    ds = examples.shuffle(examples.cardinality(), seed=seed)
+    ds = ds.bucket_by_sequence_length(
+        _plain(lambda w, _: tf.shape(w)[0]),
+        boundaries,
+        [cfg.ner.batch_size] * (len(boundaries) + 1),
+        padded_shapes=([None], [None]),
+        padding_values=("", 0),
+    )
+    ds = ds.map(_plain(lambda w, y: (features(w), y)), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def sorted_batches(token_lists: list[list[str]], batch_tokens: int = 4096):
+    """(indices, dense [batch, time] tokens, "" padded) in order of length, about `batch_tokens` positions each.
+
+    For decoding: nothing is truncated and little is padded; the caller puts results back by `indices`.
+    """
+    order = np.argsort([len(t) for t in token_lists], kind="stable")
+    start = 0
+    while start < len(order):
+        stop = start + 1
+        while stop < len(order) and (stop + 1 - start) * len(token_lists[order[stop]]) <= batch_tokens:
+            stop += 1
+        idx = order[start:stop]
+        width = max(1, len(token_lists[idx[-1]]))
+        rows = [list(token_lists[k]) + [""] * (width - len(token_lists[k])) for k in idx]
+        yield idx, tf.constant(rows, tf.string)
+        start = stop

@@ -1,0 +1,1 @@
+"""Models as short compositions of named Keras layers."""

@@ -1,0 +1,120 @@
+"""A linear-chain CRF in TensorFlow ops: log-likelihood by the forward algorithm and Viterbi decoding.
+
+Shapes: emissions [batch, time, tags] (float), tags [batch, time] (int), mask [batch, time] (bool, right
+padded: the True steps come first). A tag path y of length n scores
+
+    start[y_0] + sum_{t<n} emissions[t, y_t] + sum_{0<t<n} transitions[y_{t-1}, y_t] + end[y_{n-1}]
+
+Padded steps leave every score unchanged: the recursions carry their state through them, and Viterbi's
+back-pointers are the identity there. Both loops are `tf.scan`s over time, so they trace once for any
+length and run inside a SavedModel. A sequence of length 0 scores 0 and has log-partition 0.
+"""
+
+import keras
+import tensorflow as tf
+
+
+def _time_major(x: tf.Tensor) -> tf.Tensor:
+    """[batch, time, ...] -> [time, batch, ...] (tf.scan loops over the first axis)."""
+    x = tf.convert_to_tensor(x)
+    return tf.transpose(x, [1, 0, *range(2, x.shape.rank)])
+
+
+def _first_steps(emissions: tf.Tensor) -> tf.Tensor:
+    """[time] bool, True at step 0: the recursions start there from `start` instead of a previous step.
+
+    Scanning over every step (not emissions[1:]) keeps the scans non-empty when time == 1.
+    """
+    return tf.equal(tf.range(tf.shape(emissions)[1]), 0)
+
+
+def _lengths(mask: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
+
+
+def sequence_score(emissions, tags, mask, transitions, start, end) -> tf.Tensor:
+    """[batch] unnormalised score of the given tag paths."""
+    emissions, tags = tf.convert_to_tensor(emissions), tf.cast(tags, tf.int32)
+    m = tf.cast(mask, emissions.dtype)
+    unary = tf.reduce_sum(tf.gather(emissions, tags, batch_dims=2) * m, axis=1)
+    pairs = tf.stack([tags[:, :-1], tags[:, 1:]], axis=-1)
+    binary = tf.reduce_sum(tf.gather_nd(transitions, pairs) * m[:, 1:], axis=1)  # right padding: m[t] = both
+    lengths = _lengths(mask)
+    last = tf.gather(tags, tf.maximum(lengths - 1, 0), batch_dims=1)
+    bounds = tf.gather(start, tags[:, 0]) + tf.gather(end, last)
+    return tf.where(lengths > 0, unary + binary + bounds, tf.zeros_like(unary))
+
+
+def log_partition(emissions, mask, transitions, start, end) -> tf.Tensor:
+    """[batch] log of the summed exp-scores of all tag paths (the forward algorithm, in log space)."""
+    e, m, first = _time_major(emissions), _time_major(mask), _first_steps(emissions)
+
+    def step(alpha, inputs):
+        e_t, m_t, first_t = inputs
+        nxt = tf.reduce_logsumexp(alpha[:, :, None] + transitions[None], axis=1) + e_t
+        nxt = tf.where(first_t, start + e_t, nxt)
+        return tf.where(m_t[:, None], nxt, alpha)
+
+    alpha = tf.foldl(step, (e, m, first), initializer=tf.zeros_like(e[0]))
+    log_z = tf.reduce_logsumexp(alpha + end, axis=1)
+    return tf.where(_lengths(mask) > 0, log_z, tf.zeros_like(log_z))
+
+
+def log_likelihood(emissions, tags, mask, transitions, start, end) -> tf.Tensor:
+    """[batch] log p(tags | emissions)."""
+    return sequence_score(emissions, tags, mask, transitions, start, end) - log_partition(
+        emissions, mask, transitions, start, end
+    )
+
+
+def viterbi_decode(emissions, mask, transitions, start, end) -> tuple[tf.Tensor, tf.Tensor]:
+    """Best tag paths [batch, time] int32 (0 on padding) and their scores [batch]."""
+    e, m, first = _time_major(emissions), _time_major(mask), _first_steps(emissions)
+    identity = tf.broadcast_to(tf.range(tf.shape(e)[2]), tf.shape(e[0]))
+
+    def forward(carry, inputs):
+        score, _ = carry
+        e_t, m_t, first_t = inputs
+        cand = score[:, :, None] + transitions[None]  # [batch, from, to]
+        best = tf.where(first_t, start + e_t, tf.reduce_max(cand, axis=1) + e_t)
+        pointer = tf.where(first_t, identity, tf.argmax(cand, axis=1, output_type=tf.int32))
+        return tf.where(m_t[:, None], best, score), tf.where(m_t[:, None], pointer, identity)
+
+    scores, pointers = tf.scan(forward, (e, m, first), initializer=(tf.zeros_like(e[0]), identity))
+    final = scores[-1] + end
+    last = tf.argmax(final, axis=1, output_type=tf.int32)
+    # Walk back with the pointer of step t+1 at step t; after the last step every entry points to `last`.
+    ahead = tf.concat([pointers[1:], tf.broadcast_to(last[:, None], tf.shape(identity))[None]], axis=0)
+
+    def backward(tag_next, pointer):
+        return tf.gather(pointer, tag_next, batch_dims=1)
+
+    path = tf.transpose(tf.scan(backward, ahead, initializer=last, reverse=True))
+    path = tf.where(mask, path, tf.zeros_like(path))
+    best = tf.where(_lengths(mask) > 0, tf.reduce_max(final, axis=1), tf.zeros_like(final[:, 0]))
+    return path, best
+
+
+class CRF(keras.layers.Layer):
+    """Holds the transition scores; `loss` and `decode` take the emissions a Dense layer produced."""
+
+    def __init__(self, n_tags: int, boundaries: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.n_tags, self.boundaries = n_tags, boundaries
+        self.transitions = self.add_weight(shape=(n_tags, n_tags), initializer="zeros", name="transitions")
+        # Start/end scores let the CRF learn that a sentence never starts with I-X; without them both are 0.
+        self.start = self.add_weight(shape=(n_tags,), initializer="zeros", name="start", trainable=boundaries)
+        self.end = self.add_weight(shape=(n_tags,), initializer="zeros", name="end", trainable=boundaries)
+
+    def _params(self):
+        return tf.convert_to_tensor(self.transitions), tf.convert_to_tensor(self.start), tf.convert_to_tensor(self.end)
+
+    def loss(self, emissions, tags, mask) -> tf.Tensor:
+        """[batch] negative log-likelihood of the gold paths."""
+        return -log_likelihood(tf.cast(emissions, tf.float32), tags, mask, *self._params())
+
+    def decode(self, emissions, mask) -> tf.Tensor:
+        return viterbi_decode(tf.cast(emissions, tf.float32), mask, *self._params())[0]
+
+    def get_config(self):
+        return super().get_config() | {"n_tags": self.n_tags, "boundaries": self.boundaries}

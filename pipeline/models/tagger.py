@@ -1,0 +1,131 @@
+"""The BiLSTM-CNN-CRF tagger (Ma & Hovy 2016; Lample et al. 2016 with `char_encoder = "lstm"`).
+
+    word embedding (pretrained) ┐
+    char CNN / char BiLSTM      ├ concat -> dropout -> BiLSTM (xN) -> dropout -> Dense -> CRF / softmax
+    casing embedding (optional) ┘
+
+Inputs are the dicts of `pipeline.datasets.NerFeatures`. The recurrent layers keep cuDNN-eligible
+settings (tanh/sigmoid, no recurrent dropout, no unrolling, with biases) and get a right-padded mask,
+so they run the fused cuDNN kernels on a GPU.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pipeline.config import Ner
+from pipeline.datasets import CASES
+from pipeline.models.crf import CRF
+from pipeline.vocab import UNK_ID
+
+
+def _rnn(kind: str, units: int, return_sequences: bool, name: str) -> keras.layers.Layer:
+    cell = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[kind]
+    return keras.layers.Bidirectional(cell(units, return_sequences=return_sequences), name=name)
+
+
+class CharCNN(keras.layers.Layer):
+    """[batch, time, chars, dim] -> [batch, time, filters]: convolution, then max over the real characters."""
+
+    def __init__(self, filters: int, width: int, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv1D(filters, width, padding="same", name="conv")
+
+    def call(self, x, char_mask):
+        b, t, w = tf.unstack(tf.shape(x)[:3])
+        h = self.conv(tf.reshape(x, [b * t, w, x.shape[-1]]))
+        h = tf.reshape(h, [b, t, w, h.shape[-1]])
+        # Masking the max keeps a word's features independent of how far its characters were padded.
+        h = tf.reduce_max(tf.where(char_mask[..., None], h, -1e9), axis=2)
+        return tf.where(tf.reduce_any(char_mask, axis=2)[..., None], h, 0.0)
+
+
+class CharBiLSTM(keras.layers.Layer):
+    """[batch, time, chars, dim] -> [batch, time, 2 * units]: last states of a BiLSTM over each word."""
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.rnn = _rnn("lstm", units, return_sequences=False, name="rnn")
+
+    def call(self, x, char_mask):
+        b, t, w = tf.unstack(tf.shape(x)[:3])
+        mask = tf.reshape(char_mask, [b * t, w])
+        # cuDNN rejects fully masked rows, and padding words have no characters: let them keep one.
+        mask = tf.logical_or(mask, tf.range(w)[None] == 0)
+        h = self.rnn(tf.reshape(x, [b * t, w, x.shape[-1]]), mask=mask)
+        return tf.reshape(h, [b, t, h.shape[-1]])
+
+
+class Tagger(keras.Model):
+    def __init__(self, hp: Ner, embeddings: np.ndarray, n_chars: int, n_tags: int, **kwargs):
+        super().__init__(**kwargs)
+        self.hp, self.n_tags = hp, n_tags
+        n_words, dim = embeddings.shape
+        self.word_emb = keras.layers.Embedding(
+            n_words,
+            dim,
+            embeddings_initializer=keras.initializers.Constant(embeddings),
+            trainable=not hp.freeze_embeddings,
+            name="word_emb",
+        )
+        self.char_emb = keras.layers.Embedding(n_chars, hp.char_dim, name="char_emb")
+        if hp.char_encoder == "cnn":
+            self.char_enc = CharCNN(hp.char_filters, hp.char_width, name="char_cnn")
+        else:
+            self.char_enc = CharBiLSTM(hp.char_filters, name="char_lstm")
+        self.case_emb = keras.layers.Embedding(len(CASES), len(CASES), name="case_emb") if hp.casing else None
+        self.dropout = keras.layers.Dropout(hp.dropout, name="dropout")
+        self.encoder = [_rnn(hp.rnn, hp.units, return_sequences=True, name=f"bi{hp.rnn}_{i}") for i in range(hp.layers)]
+        self.emit = keras.layers.Dense(n_tags, name="emit")
+        self.crf = CRF(n_tags, name="crf") if hp.output == "crf" else None
+        self.seeds = keras.random.SeedGenerator(hp.seed)
+
+    def build(self, input_shape=None):
+        # Every sub-layer builds itself on the first call; this only stops Keras warning that we did not.
+        self.built = True
+
+    def call(self, inputs, training=False):
+        """Emission scores [batch, time, tags]."""
+        words, chars = inputs["words"], inputs["chars"]
+        mask = words != 0
+        if training and self.hp.word_dropout > 0:
+            drop = keras.random.uniform(tf.shape(words), seed=self.seeds) < self.hp.word_dropout
+            words = tf.where(drop & mask, UNK_ID, words)
+        x = [self.word_emb(words), self.char_enc(self.char_emb(chars), chars != 0)]
+        if self.case_emb is not None:
+            x.append(self.case_emb(inputs["casing"]))
+        x = tf.concat(x, axis=-1)
+        for rnn in self.encoder:
+            x = rnn(self.dropout(x, training=training), mask=mask, training=training)
+        return self.emit(self.dropout(x, training=training))
+
+    def sequence_loss(self, inputs, tags, training=False) -> tf.Tensor:
+        """Mean over sentences of the negative log-likelihood (CRF) or summed token cross-entropy."""
+        emissions = tf.cast(self(inputs, training=training), tf.float32)
+        mask = inputs["words"] != 0
+        if self.crf is not None:
+            return tf.reduce_mean(self.crf.loss(emissions, tags, mask))
+        xent = keras.losses.sparse_categorical_crossentropy(tags, emissions, from_logits=True)
+        return tf.reduce_mean(tf.reduce_sum(tf.where(mask, xent, 0.0), axis=1))
+
+    def decode(self, inputs) -> tf.Tensor:
+        """Best tag ids [batch, time] int32, 0 on padding."""
+        emissions = tf.cast(self(inputs, training=False), tf.float32)
+        mask = inputs["words"] != 0
+        if self.crf is not None:
+            return self.crf.decode(emissions, mask)
+        return tf.where(mask, tf.argmax(emissions, axis=-1, output_type=tf.int32), 0)
+
+    def recurrent_layers(self) -> list[keras.layers.Layer]:
+        """Every LSTM/GRU in the model (for the cuDNN-eligibility test)."""
+        bis = [*self.encoder, *([self.char_enc.rnn] if isinstance(self.char_enc, CharBiLSTM) else [])]
+        return [rnn for bi in bis for rnn in (bi.forward_layer, bi.backward_layer)]
+
+
+def dummy_inputs(max_word_length: int) -> dict[str, tf.Tensor]:
+    """A one-token batch that builds every layer's weights (before restoring a checkpoint)."""
+    return {
+        "words": tf.ones([1, 1], tf.int32),
+        "chars": tf.ones([1, 1, max_word_length], tf.int32),
+        "casing": tf.ones([1, 1], tf.int32),
+    }

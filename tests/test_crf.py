@@ -1,0 +1,125 @@
+"""The CRF against brute-force enumeration of every tag path, and its indifference to padding."""
+
+import itertools
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipeline.models import crf
+
+K = 3  # tags
+
+
+def _params(rng, boundaries=True):
+    trans = rng.normal(size=(K, K)).astype("float32")
+    start, end = (rng.normal(size=K).astype("float32") if boundaries else np.zeros(K, "float32") for _ in "se")
+    return trans, start, end
+
+
+def _path_score(em, path, trans, start, end):
+    s = start[path[0]] + end[path[-1]] + sum(em[t, y] for t, y in enumerate(path))
+    return s + sum(trans[a, b] for a, b in itertools.pairwise(path))
+
+
+def _brute(em, n, trans, start, end):
+    """log Z, best path and best score of one sequence of length n by enumerating all K**n paths."""
+    scores = {p: _path_score(em, p, trans, start, end) for p in itertools.product(range(K), repeat=n)}
+    best = max(scores, key=scores.get)
+    return np.logaddexp.reduce(list(scores.values())), list(best), scores[best]
+
+
+def _batch(rng, lengths, time):
+    em = rng.normal(size=(len(lengths), time, K)).astype("float32")
+    mask = np.arange(time)[None, :] < np.array(lengths)[:, None]
+    tags = rng.integers(0, K, size=(len(lengths), time)).astype("int32")
+    return em, mask, tags
+
+
+@pytest.mark.parametrize("boundaries", [True, False])
+def test_matches_brute_force(boundaries):
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        trans, start, end = _params(rng, boundaries)
+        lengths = [4, 1, 3, 2]
+        em, mask, tags = _batch(rng, lengths, time=4)
+        log_z = crf.log_partition(em, mask, trans, start, end).numpy()
+        score = crf.sequence_score(em, tags, mask, trans, start, end).numpy()
+        path, best = (x.numpy() for x in crf.viterbi_decode(em, mask, trans, start, end))
+        for b, n in enumerate(lengths):
+            want_z, want_path, want_best = _brute(em[b], n, trans, start, end)
+            np.testing.assert_allclose(log_z[b], want_z, rtol=1e-5)
+            np.testing.assert_allclose(score[b], _path_score(em[b], tags[b, :n], trans, start, end), rtol=1e-5)
+            assert path[b, :n].tolist() == want_path
+            assert (path[b, n:] == 0).all()
+            np.testing.assert_allclose(best[b], want_best, rtol=1e-5)
+
+
+def test_likelihoods_sum_to_one():
+    rng = np.random.default_rng(1)
+    trans, start, end = _params(rng)
+    em, mask, _ = _batch(rng, [3], time=3)
+    paths = np.array(list(itertools.product(range(K), repeat=3)), "int32")
+    n = len(paths)
+    ll = crf.log_likelihood(np.repeat(em, n, 0), paths, np.repeat(mask, n, 0), trans, start, end)
+    np.testing.assert_allclose(tf.reduce_logsumexp(ll).numpy(), 0.0, atol=1e-5)
+
+
+def test_padding_never_changes_a_result():
+    rng = np.random.default_rng(2)
+    trans, start, end = _params(rng)
+    lengths = [3, 1, 2]
+    em, mask, tags = _batch(rng, lengths, time=3)
+    pad = 4  # more steps with random emissions and tags, all masked
+    em2 = np.concatenate([em, rng.normal(size=(3, pad, K)).astype("float32") * 10], axis=1)
+    mask2 = np.concatenate([mask, np.zeros((3, pad), bool)], axis=1)
+    tags2 = np.concatenate([tags, rng.integers(0, K, size=(3, pad)).astype("int32")], axis=1)
+    np.testing.assert_allclose(
+        crf.log_likelihood(em, tags, mask, trans, start, end),
+        crf.log_likelihood(em2, tags2, mask2, trans, start, end),
+        rtol=1e-5,
+    )
+    path, best = crf.viterbi_decode(em, mask, trans, start, end)
+    path2, best2 = crf.viterbi_decode(em2, mask2, trans, start, end)
+    np.testing.assert_array_equal(path2[:, :3], path)
+    np.testing.assert_allclose(best2, best, rtol=1e-5)
+
+
+def test_empty_sequence_scores_zero():
+    rng = np.random.default_rng(3)
+    trans, start, end = _params(rng)
+    em, mask, tags = _batch(rng, [0, 2], time=2)
+    assert crf.log_likelihood(em, tags, mask, trans, start, end).numpy()[0] == 0.0
+    assert crf.viterbi_decode(em, mask, trans, start, end)[0].numpy()[0].tolist() == [0, 0]
+
+
+def test_viterbi_in_a_fixed_signature_function_traces_once():
+    rng = np.random.default_rng(4)
+    layer = crf.CRF(K)
+    layer.transitions.assign(rng.normal(size=(K, K)))
+    traces = []
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, K], tf.float32), tf.TensorSpec([None, None], tf.bool)])
+    def decode(emissions, mask):
+        traces.append(1)
+        return layer.decode(emissions, mask)
+
+    for time, lengths in ((4, [4, 2]), (1, [1]), (6, [6, 3, 5])):
+        em, mask, _ = _batch(rng, lengths, time)
+        got = decode(em, mask).numpy()
+        want = crf.viterbi_decode(em, mask, *layer._params())[0].numpy()
+        np.testing.assert_array_equal(got, want)
+    assert len(traces) == 1
+
+
+def test_gradients_flow_to_the_transitions():
+    rng = np.random.default_rng(5)
+    layer = crf.CRF(K)
+    em, mask, tags = _batch(rng, [3, 2], time=3)
+    em = tf.constant(em)
+    with tf.GradientTape() as tape:
+        tape.watch(em)
+        loss = tf.reduce_mean(layer.loss(em, tags, mask))
+    g_em, g_trans = tape.gradient(loss, [em, layer.transitions.value])
+    assert np.isfinite(g_em.numpy()).all() and np.abs(g_trans.numpy()).sum() > 0
+    np.testing.assert_array_equal(g_em.numpy()[1, 2], 0)  # a padded step gets no gradient

@@ -1,0 +1,72 @@
+"""NER end to end: resuming training, the CLI-facing tagger, metrics, and (with DATA_MIRROR) every stage
+from raw CoNLL-2003 to metrics.json on the tiny config."""
+
+import doctest
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline import metrics
+from tests.conftest import needs_data, tiny_config
+from tests.test_tagger import TINY_NER, synthetic, write_corpus
+
+
+def test_metrics_examples():
+    assert doctest.testmod(metrics).failed == 0
+
+
+def test_strict_iob2_spans_and_scores():
+    gold = [["B-PER", "I-PER", "O"], ["B-LOC", "O", "B-ORG"]]
+    assert metrics.entity_scores(gold, gold)["f1"] == 1.0
+    stray = [["I-PER", "I-PER", "O"], ["B-LOC", "O", "B-ORG"]]  # strict: an entity must start with B-
+    s = metrics.entity_scores(gold, stray)
+    assert s["per_type"]["PER"]["recall"] == 0.0 and s["precision"] == 1.0 and s["recall"] == 2 / 3
+    with pytest.raises(ValueError):
+        metrics.entity_scores(gold, [["O"], ["O"]])
+
+
+def test_resumes_and_restarts(tmp_path, capsys):
+    from pipeline import predict, train
+
+    base = tmp_path / "run"
+    write_corpus(tiny_config(base), synthetic(12, seed=1))
+    history = Path(tiny_config(base).paths.reports) / "ner/history.json"
+
+    train.run_ner(tiny_config(base, *TINY_NER, "ner.epochs=2", "ner.patience=9"))
+    assert len(json.loads(history.read_text())) == 2
+    # More epochs resume where the last run stopped ...
+    train.run_ner(tiny_config(base, *TINY_NER, "ner.epochs=3", "ner.patience=9"))
+    assert "resuming after epoch 2" in capsys.readouterr().out
+    assert [h["epoch"] for h in json.loads(history.read_text())] == [1, 2, 3]
+    # ... but another model starts over.
+    cfg = tiny_config(base, *TINY_NER, "ner.epochs=1", "ner.units=8", "ner.output=softmax")
+    train.run_ner(cfg)
+    assert "discarding the checkpoint" in capsys.readouterr().out
+    assert len(json.loads(history.read_text())) == 1
+    assert json.loads((Path(cfg.paths.models) / "ner/tagger.json").read_text())["ner"]["units"] == 8
+
+    predict.tag_main(cfg, ["Mary visited Paris .", ""])
+    lines = capsys.readouterr().out.splitlines()
+    assert "Paris" in lines[0] and lines[0].endswith(".")
+    assert lines[-1] == ""  # the empty sentence: no tokens, no entities
+
+
+@needs_data
+@pytest.mark.data
+@pytest.mark.skipif(importlib.util.find_spec("pipeline.embeddings") is None, reason="needs the embed stage")
+def test_stages_from_raw_corpora_to_metrics(tmp_path, raw_dir):
+    from pipeline import stages
+
+    cfg = tiny_config(tmp_path, *TINY_NER, "ner.epochs=3", "ner.learning_rate=0.01", raw=raw_dir)
+    for name in ("data", "prepare", "vocab", "embed", "train-ner", "evaluate-ner"):
+        stages.run(cfg, name)
+    scores = json.loads((tmp_path / "reports/ner/metrics.json").read_text())
+    assert set(scores) == {"valid", "test"}
+    for split in scores.values():
+        assert {"precision", "recall", "f1", "support", "per_type"} <= set(split)
+        assert set(split["per_type"]) <= {"PER", "LOC", "ORG", "MISC"}
+        assert set(next(iter(split["per_type"].values()))) == {"precision", "recall", "f1", "support"}
+    assert scores["test"]["f1"] > 0
+    assert (tmp_path / "reports/ner/metrics.md").read_text().count("|") > 20

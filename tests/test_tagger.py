@@ -1,0 +1,150 @@
+"""The tagger learns 20 sentences perfectly on a tiny config, and every recurrent layer can use cuDNN."""
+
+import collections
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import vocab
+from pipeline.files import write_lines
+from tests.conftest import tiny_config
+
+NAMES = (["John", "Smith"], ["Mary"], ["Angela", "Merkel"], ["Peter", "Blackburn"])
+PLACES = (["Paris"], ["New", "York"], ["Germany"], ["Los", "Angeles"])
+ORGS = (["EU"], ["Reuters"], ["European", "Commission"], ["FIFA"])
+MISC = (["German"], ["British"], ["French"])
+TEMPLATES = (
+    ("{PER} visited {LOC} on Monday .", ()),
+    ("{ORG} rejects {MISC} call to boycott {MISC} lamb .", ()),
+    ("{PER} , who works for {ORG} , lives in {LOC} .", ()),
+    ("the {MISC} team lost 3-1 to {ORG} in {LOC} .", ()),
+)
+
+TINY_NER = [
+    "ner.char_dim=8",
+    "ner.char_filters=8",
+    "ner.units=16",
+    "ner.dropout=0.0",
+    "ner.batch_size=4",
+    "ner.bucket_width=8",
+    "ner.learning_rate=0.02",
+    "ner.epochs=40",
+    "ner.patience=3",
+]
+
+
+def synthetic(n: int, seed: int) -> list[tuple[list[str], list[str]]]:
+    """n sentences from the templates, with IOB2 tags."""
+    rng, pools = random.Random(seed), {"PER": NAMES, "LOC": PLACES, "ORG": ORGS, "MISC": MISC}
+    out = []
+    for _ in range(n):
+        template, _ = rng.choice(TEMPLATES)
+        words, tags = [], []
+        for piece in template.split():
+            if piece.startswith("{"):
+                kind = piece[1:-1]
+                span = rng.choice(pools[kind])
+                words += span
+                tags += [f"B-{kind}"] + [f"I-{kind}"] * (len(span) - 1)
+            else:
+                words.append(piece)
+                tags.append("O")
+        out.append((words, tags))
+    return out
+
+
+def write_corpus(cfg, sentences, dim: int = 16) -> None:
+    """What the prepare, vocab and embed stages would write, for these sentences as every split."""
+    for split in ("train", "valid", "test"):
+        lines = [line for words, tags in sentences for line in [*map("\t".join, zip(words, tags, strict=True)), ""]]
+        write_lines(Path(cfg.paths.processed) / f"ner/{split}.conll", lines)
+    words = collections.Counter(w for s, _ in sentences for w in s)
+    chars = collections.Counter(c for w in words for c in w)
+    vocab.save(vocab.vocab_path(cfg, "ner_words"), vocab.build(words, vocab.SPECIALS["ner_words"], 1))
+    vocab.save(vocab.vocab_path(cfg, "ner_chars"), vocab.build(chars, vocab.SPECIALS["ner_chars"], 1))
+    tags = sorted({t for _, y in sentences for t in y} - {"O"}, key=lambda t: (t[2:], t))
+    vocab.save(vocab.vocab_path(cfg, "ner_tags"), ["O", *tags])
+    n = len(vocab.load_named(cfg, "ner_words"))
+    matrix = np.random.default_rng(0).normal(0, 0.1, (n, dim)).astype("float32")
+    matrix[0] = 0
+    Path(cfg.paths.embeddings).mkdir(parents=True, exist_ok=True)
+    np.save(Path(cfg.paths.embeddings) / "ner_words.npy", matrix)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from pipeline import evaluate, train
+
+    cfg = tiny_config(tmp_path_factory.mktemp("ner"), *TINY_NER)
+    write_corpus(cfg, synthetic(20, seed=0))
+    train.run_ner(cfg)
+    evaluate.run_ner(cfg)
+    return cfg
+
+
+def test_overfits_twenty_sentences(trained):
+    metrics = json.loads((Path(trained.paths.reports) / "ner/metrics.json").read_text())
+    assert metrics["test"]["f1"] == 1.0
+    assert set(metrics["test"]["per_type"]) == {"LOC", "MISC", "ORG", "PER"}
+    history = json.loads((Path(trained.paths.reports) / "ner/history.json").read_text())
+    assert history[-1]["dev_f1"] == 1.0 and history[-1]["loss"] < history[0]["loss"]
+    assert (Path(trained.paths.models) / "ner/best.weights.h5").is_file()
+
+
+def test_tags_raw_text(trained):
+    from pipeline import predict
+
+    tagger = predict.load_tagger(trained)
+    [item] = predict.tag_sentences(tagger, trained, ["Angela Merkel visited Paris on Monday."])
+    assert item["tokens"][-1] == "."
+    assert [(e["text"], e["type"]) for e in item["entities"]] == [("Angela Merkel", "PER"), ("Paris", "LOC")]
+    assert predict.format_tagged(item) == "[PER Angela Merkel] visited [LOC Paris] on Monday ."
+
+
+@pytest.mark.parametrize("settings", [(), ("ner.char_encoder=lstm", "ner.rnn=gru", "ner.layers=2")])
+def test_recurrent_layers_are_cudnn_eligible(tmp_path, settings):
+    from pipeline import datasets
+    from pipeline.models.tagger import Tagger, dummy_inputs
+
+    cfg = tiny_config(tmp_path, *TINY_NER, *settings)
+    model = Tagger(cfg.ner, np.zeros((10, 4), "float32"), n_chars=5, n_tags=3)
+    model(dummy_inputs(cfg.ner.max_word_length))
+    layers = model.recurrent_layers()
+    assert len(layers) == 2 * cfg.ner.layers + (2 if cfg.ner.char_encoder == "lstm" else 0)
+    for layer in layers:
+        c = layer.get_config()
+        assert c["activation"] == "tanh" and c["recurrent_activation"] == "sigmoid"
+        assert c["recurrent_dropout"] == 0 and not c["unroll"] and c["use_bias"] and layer.use_cudnn == "auto"
+        assert c.get("reset_after", True)  # GRU: cuDNN needs reset_after=True
+    assert datasets.CASES[0] == "<pad>"
+
+
+def test_lazy_adam_matches_adam_on_the_rows_it_updates():
+    import keras
+    import tensorflow as tf
+
+    from pipeline.train import LazyAdam
+
+    def train(opt, ids):
+        keras.utils.set_random_seed(0)
+        emb = keras.layers.Embedding(5, 3)
+        emb.build((None,))
+        start = emb.embeddings.numpy().copy()
+        opt.build([emb.embeddings])
+        for _ in range(3):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(emb(tf.constant(ids)) ** 2)
+            [grad] = tape.gradient(loss, [emb.embeddings])
+            assert isinstance(grad, tf.IndexedSlices)  # what the sparse path is for
+            opt.apply_gradients([(grad, emb.embeddings)])
+        return start, emb.embeddings.numpy()
+
+    start, lazy = train(LazyAdam(0.1), [1, 3])
+    _, dense = train(keras.optimizers.Adam(0.1), [1, 3])
+    np.testing.assert_allclose(lazy[[1, 3]], dense[[1, 3]], atol=1e-6)
+    np.testing.assert_array_equal(lazy[[0, 2, 4]], start[[0, 2, 4]])  # dense Adam would move nothing here either
+    _, twice = train(LazyAdam(0.1), [1, 1])  # duplicate ids sum their gradients, as the dense gradient does
+    assert np.isfinite(twice).all()
