@@ -15,7 +15,7 @@ PIPELINE := $(PY) -m pipeline
 STAMPS := $(shell test -x $(PY) && $(PIPELINE) path stamps --config $(CONFIG) $(foreach a,$(ARGS),--set $(a)) 2>/dev/null || echo data/stamps)
 SETUP := $(VENV)/.installed
 
-STAGES := data prepare vocab embed
+STAGES := data prepare vocab embed train-ner evaluate-ner
 
 .PHONY: all setup test lint clean help $(STAGES) FORCE
 .DEFAULT_GOAL := help
@@ -61,7 +61,7 @@ $(STAMPS)/train-ner.done: $(STAMPS)/embed.done $(STAMPS)/train-ner.cfg
 $(STAMPS)/evaluate-ner.done: $(STAMPS)/train-ner.done $(STAMPS)/evaluate-ner.cfg
 	$(PIPELINE) evaluate-ner --config $(CONFIG) $(ARGS)
 
-$(STAGES) train-ner evaluate-ner: %: $(STAMPS)/%.done
+$(STAGES): %: $(STAMPS)/%.done
 
 test: $(SETUP)
 	$(PY) -m pytest
