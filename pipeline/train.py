@@ -60,8 +60,9 @@ class LazyAdam(keras.optimizers.Adam):
     """Adam that updates only the rows a batch used when a gradient is sparse (an embedding lookup's).
 
     Fine-tuning the 28k x 300 word embedding with dense Adam updates all 8.5M weights and both moment
-    estimates every step, which halved training speed on CPU. As tensorflow-addons' LazyAdam, rows that a
-    batch did not use keep their moments and weights; every other variable gets plain Adam.
+    estimates every step. As tensorflow-addons' LazyAdam, rows that a batch did not use keep their moments
+    and weights; every other variable gets plain Adam. On CoNLL-2003 it trained 1.25x faster per epoch on
+    CPU but reached 89.9 dev F1 after 3 epochs where Adam reached 90.5, so Adam stays the default.
     """
 
     def update_step(self, gradient, variable, learning_rate):
@@ -84,7 +85,9 @@ class LazyAdam(keras.optimizers.Adam):
 def make_optimizer(hp: Ner) -> keras.optimizers.Optimizer:
     if hp.optimizer == "sgd":  # applies sparse gradients sparsely already
         return keras.optimizers.SGD(hp.learning_rate, momentum=0.9)
-    return LazyAdam(hp.learning_rate)
+    if hp.optimizer == "lazy_adam":
+        return LazyAdam(hp.learning_rate)
+    return keras.optimizers.Adam(hp.learning_rate)
 
 
 def make_train_step(model: Tagger, optimizer, hp: Ner):
