@@ -22,7 +22,6 @@ import gzip
 import hashlib
 import json
 import math
-import sys
 import threading
 import time
 import zlib
@@ -37,6 +36,7 @@ from pipeline import data, vocab
 from pipeline.config import Config
 from pipeline.errors import InputError, at
 from pipeline.files import atomic_path, write_json
+from pipeline.progress import Progress
 from pipeline.text import strip_joiners
 
 NAMES = ("ner_words", "src", "tgt")  # the vocabularies that get a matrix (chars and tags do not)
@@ -55,34 +55,6 @@ def language(cfg: Config, name: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------- progress
-
-
-class Progress:
-    """A tqdm bar on a terminal; elsewhere (make, CI logs) a plain line at most every `every` seconds."""
-
-    def __init__(self, total: int, desc: str, every: float = 5.0):
-        self.total, self.desc, self.every, self.done = total, desc, every, 0
-        self.start = self.last = time.perf_counter()
-        self.bar = None
-        if sys.stdout.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc=f"  {desc}", leave=False)
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-            return
-        now = time.perf_counter()
-        if now - self.last >= self.every or self.done == self.total:
-            self.last = now
-            eta = (now - self.start) / self.done * (self.total - self.done)
-            print(f"  {self.desc} {self.done}/{self.total}  {now - self.start:.0f}s, ETA {eta:.0f}s", flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 @contextlib.contextmanager

@@ -14,7 +14,6 @@ ner.epochs and ner.patience starts over, since the old checkpoint belongs to ano
 import hashlib
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -22,13 +21,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
-from tqdm import tqdm
 
 from pipeline import data, datasets, metrics, predict, vocab
 from pipeline.config import Config, Ner
 from pipeline.errors import InputError
 from pipeline.files import write_json
 from pipeline.models.tagger import Tagger, dummy_inputs
+from pipeline.progress import Progress
 
 # Settings that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = ("epochs", "patience")
@@ -109,38 +108,15 @@ def make_train_step(model: Tagger, optimizer, hp: Ner):
     return step
 
 
-class Progress:
-    """tqdm on a terminal; otherwise a plain line about every 10% of the epoch (for logs and nohup)."""
-
-    def __init__(self, epoch: int, total: int):
-        self.epoch, self.total, self.done, self.start = epoch, total, 0, time.perf_counter()
-        self.bar = tqdm(total=total, desc=f"epoch {epoch}", unit="batch", leave=False) if sys.stderr.isatty() else None
-
-    def update(self, loss: float, words: int) -> None:
-        self.done += 1
-        rate = words / (time.perf_counter() - self.start)
-        if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss:.3f}", words_s=f"{rate:,.0f}", refresh=False)
-            self.bar.update()
-        elif self.done % max(1, self.total // 10) == 0:
-            print(
-                f"  epoch {self.epoch} {self.done:5d}/{self.total} batches  loss {loss:.3f}  {rate:,.0f} words/s",
-                flush=True,
-            )
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def train_epoch(step, dataset, epoch: int, n_batches: int) -> dict:
-    progress = Progress(epoch, n_batches)
+    progress = Progress(n_batches, f"epoch {epoch} batches")
     start, losses, words, positions = time.perf_counter(), [], 0, 0
     for features, tags in dataset:
         loss, real, size = (x.numpy() for x in step(features, tags))
         losses.append(float(loss))
         words, positions = words + int(real), positions + int(size)
-        progress.update(sum(losses) / len(losses), words)
+        rate = words / (time.perf_counter() - start)
+        progress.update(loss=f"{sum(losses) / len(losses):.3f}", words_per_s=f"{rate:,.0f}")
     progress.close()
     seconds = time.perf_counter() - start
     return {

@@ -1,0 +1,41 @@
+"""Progress for long work: a tqdm bar with an ETA on a terminal; plain lines with an ETA elsewhere (make, CI and
+nohup logs), where a redrawn bar would only fill the log with carriage returns."""
+
+import sys
+import time
+
+
+class Progress:
+    """Count `total` units of work. Off a terminal, print a line every `every` seconds, or every tenth of the work
+    when `every` is None. Keyword arguments to `update` (loss, words/s, ...) are shown beside the count."""
+
+    def __init__(self, total: int, desc: str, every: float | None = None):
+        self.total, self.desc, self.every, self.done = total, desc, every, 0
+        self.start = self.last = time.perf_counter()
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=f"  {desc}", leave=False)
+
+    def update(self, n: int = 1, **info) -> None:
+        self.done += n
+        if self.bar is not None:
+            if info:
+                self.bar.set_postfix(info, refresh=False)
+            self.bar.update(n)
+            return
+        now = time.perf_counter()
+        if self.every is not None:
+            due = now - self.last >= self.every
+        else:
+            due = self.done % max(1, self.total // 10) == 0
+        if due or self.done == self.total:
+            self.last = now
+            eta = (now - self.start) / self.done * max(self.total - self.done, 0)
+            shown = "".join(f"  {k} {v}" for k, v in info.items())
+            print(f"  {self.desc} {self.done}/{self.total}{shown}  {now - self.start:.0f}s, ETA {eta:.0f}s", flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
