@@ -373,6 +373,22 @@ def build_matrix(rows: np.ndarray, kv: KeyedVectors, cfg: Config, name: str) -> 
     return matrix
 
 
+def load_matrix(cfg: Config, name: str) -> np.ndarray:
+    """The matrix this stage wrote for vocabulary `name`, checked to have one row per vocabulary line."""
+    path = Path(cfg.paths.embeddings) / f"{name}.npy"
+    try:
+        matrix = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(f"{path}: embedding matrix not found", hint="run `make embed` first") from None
+    rows = len(vocab.load_named(cfg, name))
+    if matrix.ndim != 2 or matrix.shape[0] != rows:
+        raise InputError(
+            f"{path}: shape {matrix.shape} does not match the {rows} lines of {name}.txt",
+            hint="run `make embed` again after `make vocab`",
+        )
+    return matrix.astype(np.float32)
+
+
 def save_matrix(path: Path, matrix: np.ndarray) -> None:
     # np.save appends ".npy" to a name without it, so write through a file object to the temporary path.
     with atomic_path(path) as tmp, open(tmp, "wb") as f:

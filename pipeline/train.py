@@ -22,9 +22,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from pipeline import data, datasets, metrics, predict, vocab
+from pipeline import data, datasets, embeddings, metrics, predict, vocab
 from pipeline.config import Config, Ner
-from pipeline.errors import InputError
 from pipeline.files import write_json
 from pipeline.models.tagger import Tagger, dummy_inputs
 from pipeline.progress import Progress
@@ -39,20 +38,6 @@ _SCALAR = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.Pl
 
 def scalar_summary(name: str, value: float) -> None:
     tf.summary.write(name, tf.constant(value, tf.float32), metadata=_SCALAR.SerializeToString())
-
-
-def load_embeddings(cfg: Config, n_words: int) -> np.ndarray:
-    path = Path(cfg.paths.embeddings) / "ner_words.npy"
-    try:
-        matrix = np.load(path)
-    except FileNotFoundError:
-        raise InputError(f"{path}: embedding matrix not found", hint="run `make embed` first") from None
-    if matrix.ndim != 2 or matrix.shape[0] != n_words:
-        raise InputError(
-            f"{path}: shape {matrix.shape} does not match the {n_words} words of ner_words.txt",
-            hint="run `make embed` again after `make vocab`",
-        )
-    return matrix.astype("float32")
 
 
 class LazyAdam(keras.optimizers.Adam):
@@ -171,7 +156,7 @@ def build_tagger(cfg: Config) -> tuple[Tagger, list[str], dict]:
     """The tagger with the pretrained embeddings, its tag set, and the metadata that rebuilds it (tagger.json)."""
     tags = vocab.load_named(cfg, "ner_tags")
     n_chars = len(vocab.load_named(cfg, "ner_chars"))
-    matrix = load_embeddings(cfg, len(vocab.load_named(cfg, "ner_words")))
+    matrix = embeddings.load_matrix(cfg, "ner_words")
     model = Tagger(cfg.ner, matrix, n_chars, len(tags))
     model(dummy_inputs(cfg.ner.max_word_length))
     meta = {"ner": cfg.section_dict("ner"), "n_words": matrix.shape[0], "word_dim": matrix.shape[1]}

@@ -14,7 +14,6 @@ calls `encode` once and then `decode_step`, the very same step with cached atten
 TensorFlow-backend Keras: the loop and the decoders are TF ops so they trace into a SavedModel.
 """
 
-from pathlib import Path
 from typing import NamedTuple
 
 import keras
@@ -23,7 +22,6 @@ import tensorflow as tf
 from keras import ops
 
 from pipeline.config import Config, Translate
-from pipeline.errors import InputError
 from pipeline.models import attention as attention_lib
 from pipeline.vocab import PAD_ID, UNK_ID
 
@@ -207,18 +205,8 @@ def sequence_loss(logits, labels, smoothing: float = 0.0):
 
 def build(cfg: Config, use_cudnn="auto") -> Seq2Seq:
     """The translator for a config, with embeddings from `<paths.embeddings>/{src,tgt}.npy` (rows = vocab lines)."""
-    from pipeline import vocab
+    from pipeline import embeddings
 
-    matrices = []
-    for name in ("src", "tgt"):
-        path = Path(cfg.paths.embeddings) / f"{name}.npy"
-        try:
-            matrix = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise InputError(f"{path}: embedding matrix not found", hint="run `make embed` first") from None
-        rows = len(vocab.load_named(cfg, name))
-        if matrix.ndim != 2 or matrix.shape[0] != rows:
-            raise InputError(f"{path}: shape {matrix.shape} does not match {rows} lines of {name}.txt")
-        matrices.append(matrix)
+    matrices = [embeddings.load_matrix(cfg, name) for name in ("src", "tgt")]
     keras.utils.set_random_seed(cfg.translate.seed)
     return Seq2Seq(*matrices, cfg.translate, use_cudnn=use_cudnn)
