@@ -15,7 +15,7 @@ PIPELINE := $(PY) -m pipeline
 STAMPS := $(shell test -x $(PY) && $(PIPELINE) path stamps --config $(CONFIG) $(foreach a,$(ARGS),--set $(a)) 2>/dev/null || echo data/stamps)
 SETUP := $(VENV)/.installed
 
-STAGES := data prepare vocab embed train-ner evaluate-ner
+STAGES := data prepare vocab embed train-ner evaluate-ner train-translate evaluate-translate
 
 .PHONY: all setup test lint clean help $(STAGES) FORCE
 .DEFAULT_GOAL := help
@@ -60,6 +60,12 @@ $(STAMPS)/train-ner.done: $(STAMPS)/embed.done $(STAMPS)/train-ner.cfg
 
 $(STAMPS)/evaluate-ner.done: $(STAMPS)/train-ner.done $(STAMPS)/evaluate-ner.cfg
 	$(PIPELINE) evaluate-ner --config $(CONFIG) $(ARGS)
+
+$(STAMPS)/train-translate.done: $(STAMPS)/embed.done $(STAMPS)/train-translate.cfg
+	$(PIPELINE) train-translate --config $(CONFIG) $(ARGS)
+
+$(STAMPS)/evaluate-translate.done: $(STAMPS)/train-translate.done $(STAMPS)/evaluate-translate.cfg
+	$(PIPELINE) evaluate-translate --config $(CONFIG) $(ARGS)
 
 $(STAGES): %: $(STAMPS)/%.done
 

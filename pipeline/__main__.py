@@ -44,8 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("sentences", nargs="*", help="raw sentences; without any, read stdin line by line")
     _common(p, overrides_flag=True)
     p = sub.add_parser(
-        "stamp", help="(for make) write the config fingerprints of stages whose config changed"
+        "translate",
+        help="translate sentences with the trained translator (arguments, or one sentence a line on stdin)",
+        description="Print one translation a line (beam search as configured in [translate]).",
     )
+    p.add_argument("sentences", nargs="*", help="raw sentences; without any, read stdin line by line")
+    _common(p, overrides_flag=True)
+    p = sub.add_parser("stamp", help="(for make) write the config fingerprints of stages whose config changed")
     p.add_argument("stage_names", nargs="+", metavar="STAGE", choices=list(stages.STAGES))
     _common(p, overrides_flag=True)
     p = sub.add_parser("path", help="(for make) print one paths.* value of the config")
@@ -74,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
             from pipeline import predict
 
             predict.tag_main(cfg, args.sentences or [line.rstrip("\n") for line in sys.stdin])
+            return 0
+        if args.command == "translate":
+            from pipeline import predict
+
+            predict.translate_main(cfg, args.sentences or [line.rstrip("\n") for line in sys.stdin])
             return 0
         if args.command == "path":
             print(getattr(cfg.paths, args.key))

@@ -82,16 +82,10 @@ class Vocab:
 class Embed:
     """Stage `embed`: word vectors per language -> embedding matrices aligned to the vocabularies."""
 
-    en: str = opt(
-        "vectors/en.cc0.300d.txt.gz", "English vectors, relative to paths.raw; empty = train Word2Vec"
-    )
-    fr: str = opt(
-        "vectors/fr.cc0.300d.txt.gz", "French vectors, relative to paths.raw; empty = train Word2Vec"
-    )
+    en: str = opt("vectors/en.cc0.300d.txt.gz", "English vectors, relative to paths.raw; empty = train Word2Vec")
+    fr: str = opt("vectors/fr.cc0.300d.txt.gz", "French vectors, relative to paths.raw; empty = train Word2Vec")
     de: str = opt("", "German vectors, relative to paths.raw; empty = train Word2Vec (no German file ships)")
-    format: str = opt(
-        "auto", "vectors file format", ("auto", "glove", "word2vec", "word2vec_binary", "fasttext")
-    )
+    format: str = opt("auto", "vectors file format", ("auto", "glove", "word2vec", "word2vec_binary", "fasttext"))
     oov_init: str = opt("normal", "rows of words without a vector", ("normal", "zeros"))
     oov_scale: float = opt(0.1, "standard deviation of the seeded normal init of rows without a vector")
     seed: int = opt(1, "seed of the OOV rows and of Word2Vec training")
@@ -170,6 +164,8 @@ class Translate:
     lr_decay: float = opt(0.5, "multiply the learning rate by this when dev BLEU does not improve")
     lr_patience: int = opt(0, "epochs without dev improvement before the learning rate decays")
     patience: int = opt(3, "epochs without dev improvement before training stops")
+    max_minutes: float = opt(0, "stop after the first epoch that ends past this wall time (0 = no limit)")
+    dev_beam_width: int = opt(1, "beam used for the per-epoch dev BLEU (1 = greedy: fast, and ranks epochs alike)")
     # Decoding.
     beam_width: int = opt(5, "beam size (1 = greedy)")
     length_penalty: float = opt(0.6, "GNMT length penalty alpha: score = log P / ((5 + len) / 6) ** alpha; 0 = none")
@@ -285,7 +281,5 @@ def describe(sections: tuple[str, ...]) -> str:
         for f in dataclasses.fields(cls):
             choices = f.metadata.get("choices")
             extra = f" (one of: {', '.join(map(str, choices))})" if choices else ""
-            lines.append(
-                f"  {sname}.{f.name} = {f.default!r}  [{f.type.__name__}] {f.metadata['help']}{extra}"
-            )
+            lines.append(f"  {sname}.{f.name} = {f.default!r}  [{f.type.__name__}] {f.metadata['help']}{extra}")
     return "\n".join(lines)

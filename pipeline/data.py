@@ -23,7 +23,9 @@ from pipeline.config import Config
 from pipeline.errors import InputError, at
 from pipeline.files import atomic_path, sha256_file, write_json, write_lines
 
-MULTI30K_URL = "https://raw.githubusercontent.com/multi30k/dataset/a3d2e0d26b56f3846f66a952536ffed4e401d05a/data/task1/raw/"
+MULTI30K_URL = (
+    "https://raw.githubusercontent.com/multi30k/dataset/a3d2e0d26b56f3846f66a952536ffed4e401d05a/data/task1/raw/"
+)
 # ManyThings' own zip has moved on to newer releases; this GitHub copy is byte-identical to the 2017-09-29
 # release whose checksums are below (see ../shared/data/tatoeba/SOURCE.md).
 TATOEBA_ZIP_URL = (
@@ -253,9 +255,7 @@ def read_parallel(src_path: Path, tgt_path: Path) -> list[tuple[str, str]]:
     """Aligned sentence pairs from two line-aligned files (plain or .gz)."""
     src, tgt = list(_lines(src_path)), list(_lines(tgt_path))
     if len(src) != len(tgt):
-        raise InputError(
-            f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; they must be aligned"
-        )
+        raise InputError(f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; they must be aligned")
     pairs = []
     for (number, s), (_, t) in zip(src, tgt, strict=True):
         s, t = _clean(s), _clean(t)
@@ -286,9 +286,7 @@ def split_by_source(pairs, seed: int, n_valid: int, n_test: int) -> dict[str, li
     sources = sorted({en for en, _ in pairs})
     random.Random(seed).shuffle(sources)
     if n_valid + n_test >= len(sources):
-        raise InputError(
-            f"tatoeba: {n_valid}+{n_test} held-out sentences leave nothing of {len(sources)} to train"
-        )
+        raise InputError(f"tatoeba: {n_valid}+{n_test} held-out sentences leave nothing of {len(sources)} to train")
     where = {en: "valid" for en in sources[:n_valid]}
     where.update({en: "test" for en in sources[n_valid : n_valid + n_test]})
     splits = {"train": [], "valid": [], "test": []}
@@ -316,9 +314,7 @@ def translation_splits(cfg: Config) -> dict[str, list[tuple[str, str]]]:
         }
     if {p.source_lang, p.target_lang} != {"en", "fr"}:
         raise InputError("prepare.translation_corpus=tatoeba has only en and fr")
-    splits = split_by_source(
-        read_tatoeba(raw / "tatoeba/fra.txt.gz"), p.tatoeba_seed, p.tatoeba_valid, p.tatoeba_test
-    )
+    splits = split_by_source(read_tatoeba(raw / "tatoeba/fra.txt.gz"), p.tatoeba_seed, p.tatoeba_valid, p.tatoeba_test)
     if p.source_lang == "fr":
         splits = {k: [(fr, en) for en, fr in v] for k, v in splits.items()}
     return splits
@@ -357,9 +353,7 @@ def run_prepare(cfg: Config) -> None:
     write_json(Path(cfg.paths.reports) / "data.json", stats)
     for split in SPLITS:
         n = stats["ner"][split]
-        print(
-            f"  ner/{split:5s}  {n['sentences']:6d} sentences {n['tokens']:7d} tokens {n['entities']:6d} entities"
-        )
+        print(f"  ner/{split:5s}  {n['sentences']:6d} sentences {n['tokens']:7d} tokens {n['entities']:6d} entities")
     for split in SPLITS:
         print(f"  translate/{split:5s}  {stats['translate'][split]['pairs']:6d} pairs")
 

@@ -12,7 +12,8 @@ class Progress:
     def __init__(self, total: int, desc: str, every: float | None = None):
         self.total, self.desc, self.every, self.done = total, desc, every, 0
         self.start = self.last = time.perf_counter()
-        self.bar = None
+        self.bar, self.step = None, max(1, total // 10)
+        self.next = self.step  # when `every` is None: print once done reaches this
         if sys.stderr.isatty():
             from tqdm import tqdm
 
@@ -29,7 +30,9 @@ class Progress:
         if self.every is not None:
             due = now - self.last >= self.every
         else:
-            due = self.done % max(1, self.total // 10) == 0
+            due = self.done >= self.next
+            while self.next <= self.done:  # updates of n > 1 units may jump past a tenth
+                self.next += self.step
         if due or self.done == self.total:
             self.last = now
             eta = (now - self.start) / self.done * max(self.total - self.done, 0)

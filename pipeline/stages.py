@@ -31,12 +31,8 @@ STAGES = {
             ("paths",),
             "fetch and sha256-verify the raw corpora and vectors",
         ),
-        Stage(
-            "prepare", "pipeline.data:run_prepare", ("paths", "prepare"), "check and normalise the corpora"
-        ),
-        Stage(
-            "vocab", "pipeline.vocab:run", ("paths", "prepare", "text", "vocab"), "vocabularies + OOV report"
-        ),
+        Stage("prepare", "pipeline.data:run_prepare", ("paths", "prepare"), "check and normalise the corpora"),
+        Stage("vocab", "pipeline.vocab:run", ("paths", "prepare", "text", "vocab"), "vocabularies + OOV report"),
         Stage(
             "embed",
             "pipeline.embeddings:run",
@@ -48,6 +44,18 @@ STAGES = {
             "pipeline.train:run_ner",
             ("paths", "prepare", "text", "vocab", "embed", "ner"),
             "train the BiLSTM-CNN-CRF tagger",
+        ),
+        Stage(
+            "train-translate",
+            "pipeline.train:run_translate",
+            ("paths", "prepare", "text", "vocab", "embed", "translate"),
+            "train the attentional LSTM encoder-decoder",
+        ),
+        Stage(
+            "evaluate-translate",
+            "pipeline.evaluate:run_translate",
+            ("paths", "prepare", "text", "vocab", "embed", "translate"),
+            "sacreBLEU BLEU and chrF (beam search) on valid and test",
         ),
         Stage(
             "evaluate-ner",

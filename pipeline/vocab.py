@@ -28,13 +28,9 @@ def vocab_path(cfg: Config, name: str) -> Path:
     return Path(cfg.paths.vocab) / f"{name}.txt"
 
 
-def build(
-    counts: collections.Counter, specials: tuple[str, ...], min_freq: int, max_size: int = 0
-) -> list[str]:
+def build(counts: collections.Counter, specials: tuple[str, ...], min_freq: int, max_size: int = 0) -> list[str]:
     """Specials first, then tokens by falling frequency (ties alphabetical, so the result is deterministic)."""
-    kept = sorted(
-        (t for t, c in counts.items() if c >= min_freq and t not in specials), key=lambda t: (-counts[t], t)
-    )
+    kept = sorted((t for t, c in counts.items() if c >= min_freq and t not in specials), key=lambda t: (-counts[t], t))
     tokens = list(specials) + kept
     return tokens[:max_size] if max_size else tokens
 
@@ -165,9 +161,7 @@ def run(cfg: Config) -> None:
     if v.ner_pretrained_words and cfg.embed.en:
         vocabs["ner_words"] += pretrained_extras(cfg, corpus["ner_words"], set(vocabs["ner_words"]))
     train_tags = [tags for _, tags in data.load_ner(cfg, "train")]
-    vocabs["ner_tags"] = ["O"] + sorted(
-        {t for tags in train_tags for t in tags} - {"O"}, key=lambda t: (t[2:], t)
-    )
+    vocabs["ner_tags"] = ["O"] + sorted({t for tags in train_tags for t in tags} - {"O"}, key=lambda t: (t[2:], t))
 
     report = {}
     for name, tokens in vocabs.items():
@@ -182,9 +176,7 @@ def run(cfg: Config) -> None:
 
 
 def format_report(report: dict) -> str:
-    lines = [
-        f"{'vocabulary':<10} {'size':>7}  " + "  ".join(f"{s + ' OOV tok/type':>20}" for s in data.SPLITS)
-    ]
+    lines = [f"{'vocabulary':<10} {'size':>7}  " + "  ".join(f"{s + ' OOV tok/type':>20}" for s in data.SPLITS)]
     for name, entry in report.items():
         cells = [
             f"{100 * entry[s]['oov_token_rate']:8.2f}% /{100 * entry[s]['oov_type_rate']:6.2f}%".rjust(20)

@@ -11,9 +11,7 @@ from pipeline import config
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.toml"
 MIRROR = os.environ.get("DATA_MIRROR")
-needs_data = pytest.mark.skipif(
-    not MIRROR, reason="needs the real corpora: set DATA_MIRROR=<dir like ../shared/data>"
-)
+needs_data = pytest.mark.skipif(not MIRROR, reason="needs the real corpora: set DATA_MIRROR=<dir like ../shared/data>")
 
 
 def path_overrides(base: Path, raw: Path | None = None) -> list[str]:

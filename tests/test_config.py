@@ -12,9 +12,7 @@ def test_every_shipped_config_loads():
 
 
 def test_overrides_are_typed():
-    cfg = config.load(
-        None, ["vocab.min_freq=3", "text.lowercase=true", "prepare.target_lang=fr", "embed.oov_scale=1"]
-    )
+    cfg = config.load(None, ["vocab.min_freq=3", "text.lowercase=true", "prepare.target_lang=fr", "embed.oov_scale=1"])
     assert cfg.vocab.min_freq == 3 and cfg.text.lowercase is True and cfg.prepare.target_lang == "fr"
     assert cfg.embed.oov_scale == 1.0 and isinstance(cfg.embed.oov_scale, float)
 

@@ -13,9 +13,7 @@ def make(*args, cwd=ROOT):
 
 def ran(output: str) -> set[str]:
     """Which stages a make run executed (it echoes each `python -m pipeline STAGE` it runs)."""
-    return {
-        line.split(" -m pipeline ")[1].split()[0] for line in output.splitlines() if " -m pipeline " in line
-    }
+    return {line.split(" -m pipeline ")[1].split()[0] for line in output.splitlines() if " -m pipeline " in line}
 
 
 @needs_data

@@ -34,9 +34,7 @@ WORDS = ["<pad>", "<unk>", "<s>", "</s>", "ein", "Mann", "￭.", "Hund"]
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    st.lists(st.sampled_from(WORDS[4:]), max_size=12), st.lists(st.text(min_size=1, max_size=8), max_size=5)
-)
+@given(st.lists(st.sampled_from(WORDS[4:]), max_size=12), st.lists(st.text(min_size=1, max_size=8), max_size=5))
 def test_encode_decode_roundtrip_and_unk(known, unknown):
     index = {t: i for i, t in enumerate(WORDS)}
     assert vocab.decode(vocab.encode(known, index), WORDS) == known
@@ -71,9 +69,7 @@ def test_vocab_stage_on_the_tiny_config(raw_dir, tmp_path):
 
 
 def test_cli_help_lists_stages_and_keys():
-    out = subprocess.run(
-        [sys.executable, "-m", "pipeline", "--help"], cwd=ROOT, capture_output=True, text=True
-    )
+    out = subprocess.run([sys.executable, "-m", "pipeline", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0 and "vocab" in out.stdout and "Exit codes" in out.stdout
     out = subprocess.run(
         [sys.executable, "-m", "pipeline", "vocab", "--help"], cwd=ROOT, capture_output=True, text=True

@@ -1,0 +1,127 @@
+"""Translator end to end: the train-translate loop overfits 50 pairs through the in-graph string translator,
+resumes after an interruption, refuses vocabularies it was not trained with, and (with DATA_MIRROR) runs every
+stage from raw Multi30k to metrics.json on the tiny config."""
+
+import collections
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipeline import metrics, predict, text, vocab
+from pipeline.errors import InputError
+from pipeline.files import write_lines
+from tests.conftest import needs_data, tiny_config
+
+WORDS = "man woman dog child ball red blue runs jumps sits on the a in park street water green big small".split()
+TINY_TRANSLATE = ("translate.dropout=0.0", "translate.word_dropout=0.0", "translate.label_smoothing=0.0")
+
+
+def synthetic_pairs(n: int, seed: int) -> list[tuple[str, str]]:
+    """A word-for-word 'translation': reversed word order, capitalised, with a full stop glued on."""
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for _ in range(n):
+        words = [WORDS[i] for i in rng.integers(0, len(WORDS), rng.integers(3, 8))]
+        pairs.append((" ".join(words), " ".join(w.capitalize() for w in reversed(words)) + "."))
+    return pairs
+
+
+def write_parallel(cfg, pairs, dim: int = 16) -> None:
+    """What the prepare, vocab and embed stages would write, with these pairs as every split."""
+    for split in ("train", "valid", "test"):
+        write_lines(Path(cfg.paths.processed) / f"translate/{split}.tsv", [f"{s}\t{t}" for s, t in pairs])
+    rng = np.random.default_rng(0)
+    for name, side, joiner in (("src", 0, False), ("tgt", 1, True)):
+        tokens = text.tokenize_batches([p[side] for p in pairs], cfg.text, joiner=joiner)
+        vocab.save(
+            vocab.vocab_path(cfg, name),
+            vocab.build(collections.Counter(t for s in tokens for t in s), vocab.SPECIALS[name], 1),
+        )
+        matrix = rng.normal(0, 0.1, (len(vocab.load_named(cfg, name)), dim)).astype("float32")
+        Path(cfg.paths.embeddings).mkdir(parents=True, exist_ok=True)
+        np.save(Path(cfg.paths.embeddings) / f"{name}.npy", matrix)
+
+
+def test_overfits_fifty_pairs_to_bleu_above_90(tmp_path):
+    """The tiny config's model learns 50 pairs through the real loop, bucketing and string-in/string-out decoding."""
+    from pipeline import evaluate, train
+
+    settings = (
+        *TINY_TRANSLATE,
+        "translate.epochs=40",
+        "translate.patience=40",
+        "translate.learning_rate=0.01",
+        "translate.lr_patience=99",
+        "translate.batch_size=10",
+        "translate.encoder_units=32",
+        "translate.decoder_units=64",
+    )
+    cfg = tiny_config(tmp_path, *settings)
+    pairs = synthetic_pairs(50, seed=0)
+    write_parallel(cfg, pairs)
+    train.run_translate(cfg)
+    history = json.loads((tmp_path / "reports/translate/history.json").read_text())
+    assert max(h["dev_bleu"] for h in history) > 90, [round(h["dev_bleu"], 1) for h in history]
+    assert all(h["tokens_per_s"] > 0 and 0 <= h["padding"] < 0.5 for h in history)
+
+    evaluate.run_translate(cfg)  # beam search (width 5) on the same pairs
+    scores = json.loads((tmp_path / "reports/translate/metrics.json").read_text())
+    assert scores["test"]["bleu"] > 90 and scores["test"]["signature"].startswith("nrefs:1|case:mixed")
+    assert scores["search"]["beam_width"] == 5
+    rows = (tmp_path / "reports/translate/translations.test.tsv").read_text().splitlines()
+    assert len(rows) == 50 and all(r.count("\t") == 2 for r in rows)
+    assert "| source | reference | hypothesis |" in (tmp_path / "reports/translate/metrics.md").read_text()
+
+    translator = predict.load_translator(cfg)
+    out = translator.translate(tf.constant([pairs[0][0], "", "   ", "🙂 東京 שלום " * 50]))
+    assert out["translation"].shape == (4,) and out["score"].shape == (4,)
+    assert out["translation"][0].numpy().decode() == pairs[0][1]
+    assert list(out["translation"].numpy()[1:3]) == [b"", b""] and list(out["score"].numpy()[1:3]) == [0, 0]
+    greedy = predict.load_translator(cfg, search=cfg.translate.__class__(beam_width=1))
+    assert predict.translate_texts(greedy, [p[0] for p in pairs[:5]]) == [p[1] for p in pairs[:5]]
+
+
+def test_resumes_restarts_and_refuses_other_vocabularies(tmp_path, capsys):
+    from pipeline import train
+
+    cfg = tiny_config(tmp_path, *TINY_TRANSLATE, "translate.epochs=2", "translate.patience=9")
+    write_parallel(cfg, synthetic_pairs(30, seed=1))
+    history = tmp_path / "reports/translate/history.json"
+    train.run_translate(cfg)
+    assert len(json.loads(history.read_text())) == 2
+    train.run_translate(tiny_config(tmp_path, *TINY_TRANSLATE, "translate.epochs=3", "translate.patience=9"))
+    assert "resuming after epoch 2" in capsys.readouterr().out
+    assert [h["epoch"] for h in json.loads(history.read_text())] == [1, 2, 3]
+    other = tiny_config(tmp_path, *TINY_TRANSLATE, "translate.epochs=1", "translate.decoder_units=16")
+    train.run_translate(other)
+    assert "discarding the checkpoint" in capsys.readouterr().out
+    assert len(json.loads(history.read_text())) == 1
+
+    write_parallel(other, synthetic_pairs(30, seed=1)[:3])  # a smaller vocabulary than the weights expect
+    with pytest.raises(InputError, match=r"trained with vocabularies of \d+ / \d+ entries, but .* have \d+ / \d+"):
+        predict.load_translator(other)
+
+
+def test_bleu_scores_are_sacrebleu_on_detokenized_text():
+    s = metrics.bleu_scores(["A man rides a bike.", "Hello"], ["A man rides a bike.", "Hello world"])
+    assert 0 < s["bleu"] < 100 and s["chrf"] > 0 and s["sentences"] == 2
+    assert "tok:13a" in s["signature"] and "nc:6|nw:0" in s["chrf_signature"]
+
+
+@needs_data
+@pytest.mark.data
+def test_stages_from_raw_corpora_to_metrics(tmp_path, raw_dir, capsys):
+    from pipeline import stages
+
+    cfg = tiny_config(tmp_path, "translate.epochs=1", raw=raw_dir)
+    for name in ("data", "prepare", "vocab", "embed", "train-translate", "evaluate-translate"):
+        stages.run(cfg, name)
+    scores = json.loads((tmp_path / "reports/translate/metrics.json").read_text())
+    assert {"valid", "test"} <= set(scores)
+    assert {"bleu", "chrf", "signature", "bp", "sentences"} <= set(scores["test"])
+    predict.translate_main(cfg, ["A man is riding a bicycle .", ""])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines[-2:]) == 2 and lines[-1] == ""
