@@ -93,3 +93,74 @@ def test_a_stage_killed_while_writing_leaves_no_partial_artifact(raw_dir, tmp_pa
 def test_artifacts_get_ordinary_permissions(tmp_path):
     files.write_text(tmp_path / "a.txt", "x")
     assert (tmp_path / "a.txt").stat().st_mode & 0o644 == 0o644
+
+
+def _train_command(base, *overrides) -> list[str]:
+    from tests.conftest import path_overrides
+    from tests.test_translate_pipeline import TINY_TRANSLATE
+
+    settings = (*TINY_TRANSLATE, "translate.epochs=4", "translate.patience=9", "translate.batch_size=8")
+    return [sys.executable, "-m", "pipeline", "train-translate", "--config", "configs/tiny.toml",
+            *path_overrides(base), *settings, *overrides]  # fmt: skip
+
+
+def _history(base) -> list[dict]:
+    import json
+
+    path = base / "reports/translate/history.json"
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def test_training_killed_mid_epoch_resumes_and_ends_like_an_uninterrupted_run(tmp_path):
+    """SIGKILL train-translate in its third epoch; the rerun resumes after epoch 2 and ends with the same numbers."""
+    from tests.test_translate_pipeline import synthetic_pairs, write_parallel
+
+    env = os.environ | {"TF_DETERMINISTIC_OPS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    for name in ("whole", "killed"):
+        write_parallel(tiny_config(tmp_path / name), synthetic_pairs(300, seed=3))
+    whole = subprocess.run(_train_command(tmp_path / "whole"), cwd=ROOT, env=env, capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+
+    proc = subprocess.Popen(
+        _train_command(tmp_path / "killed"),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    for line in proc.stdout:  # kill a moment after the third epoch's first progress line
+        if line.lstrip().startswith("epoch 3 batches"):
+            time.sleep(0.2)
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training ended before it could be killed mid-epoch"
+    assert [h["epoch"] for h in _history(tmp_path / "killed")] == [1, 2]
+
+    rerun = subprocess.run(_train_command(tmp_path / "killed"), cwd=ROOT, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "resuming after epoch 2" in rerun.stdout
+    done, ref = _history(tmp_path / "killed"), _history(tmp_path / "whole")
+    assert [h["epoch"] for h in done] == [1, 2, 3, 4]
+    for a, b in zip(done, ref, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4) and a["dev_bleu"] == pytest.approx(
+            b["dev_bleu"], abs=0.5
+        )
+
+
+def test_same_seed_trains_to_identical_numbers(tmp_path):
+    """Two runs of one config and seed (TF op determinism on, CPU): identical losses and dev scores."""
+    from tests.test_translate_pipeline import synthetic_pairs, write_parallel
+
+    env = os.environ | {"TF_DETERMINISTIC_OPS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    runs = []
+    for name in ("a", "b"):
+        write_parallel(tiny_config(tmp_path / name), synthetic_pairs(100, seed=4))
+        cmd = _train_command(
+            tmp_path / name, "translate.epochs=2", "translate.dropout=0.3", "translate.word_dropout=0.1"
+        )
+        out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-2000:]
+        runs.append([(h["loss"], h["dev_bleu"]) for h in _history(tmp_path / name)])
+    assert runs[0] == runs[1] and len(runs[0]) == 2

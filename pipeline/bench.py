@@ -1,0 +1,113 @@
+"""`make bench`: training and decoding speed of both models at the configured sizes, on real batches.
+
+    <paths.reports>/bench.json    {"machine": ..., "translate": {...}, "ner": {...}, "peak_rss_mb": ...}
+
+Training speed runs the very train steps of `pipeline/train.py` on length-bucketed batches of the real
+training data (after warm-up steps that trace the step), counting real tokens only, never padding:
+source + target tokens for the translator, words for the tagger. Decoding runs greedy and beam search
+at batch 64 on the first valid sentences with the trained translator (an untrained one where there is none
+yet: it emits longer output, so its numbers are pessimistic). Weights are not saved.
+"""
+
+import dataclasses
+import itertools
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+from pipeline import data, datasets, predict, train
+from pipeline.config import Config
+from pipeline.files import write_json
+
+WARMUP, STEPS = 3, 40
+DECODE_SENTENCES = 256
+
+
+def machine() -> dict:
+    import tensorflow as tf
+
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "tensorflow": tf.__version__,
+    }
+
+
+def _timed(batches, step, count) -> dict:
+    """Run WARMUP untimed steps, then STEPS timed ones: {"steps", "seconds", "units_per_s"}."""
+    batches = iter(batches)
+    for b in itertools.islice(batches, WARMUP):
+        step(*b)
+    units, start, n = 0, time.perf_counter(), 0
+    for b in itertools.islice(batches, STEPS):
+        out = step(*b)
+        float(out[0].numpy())  # wait for the step to finish
+        units, n = units + count(b), n + 1
+    seconds = time.perf_counter() - start
+    return {"steps": n, "seconds": round(seconds, 2), "units_per_s": round(units / seconds, 1)}
+
+
+def bench_translate(cfg: Config) -> dict:
+    import keras
+
+    from pipeline.models import seq2seq
+
+    hp = cfg.translate
+    examples = datasets.translation_examples(cfg, data.load_parallel(cfg, "train"))
+    model = seq2seq.build(cfg)
+    step = train.make_translate_step(model, train.LazyAdam(hp.learning_rate), hp)
+    batches = datasets.translation_batches(examples, hp.batch_size, seed=hp.seed)
+    speed = _timed(batches, step, lambda b: int((b[0] != 0).sum() + (b[2] != 0).sum()))
+    out = {
+        "model": {k: getattr(hp, k) for k in ("encoder_units", "decoder_units", "attention", "batch_size")},
+        "train_tokens_per_s": speed["units_per_s"],
+        "train_steps_timed": speed["steps"],
+    }
+    trained = (predict.translate_dir(cfg) / "translator.json").is_file()
+    sources = [s for s, _ in data.load_parallel(cfg, "valid")][:DECODE_SENTENCES]
+    for name, width in (("greedy", 1), ("beam5", 5)):
+        search = dataclasses.replace(hp, beam_width=width)
+        translator = predict.load_translator(cfg, search) if trained else predict.Translator(model, cfg, search)
+        predict.translate_texts(translator, sources[:64], batch_size=64)  # trace
+        start = time.perf_counter()
+        predict.translate_texts(translator, sources, batch_size=64)
+        out[f"{name}_sentences_per_s"] = round(len(sources) / (time.perf_counter() - start), 1)
+    out["decoded_with"] = "trained model" if trained else "untrained model"
+    keras.backend.clear_session()
+    return out
+
+
+def bench_ner(cfg: Config) -> dict:
+    hp = cfg.ner
+    sentences = data.load_ner(cfg, "train")
+    model, tags, _ = train.build_tagger(cfg)
+    step = train.make_train_step(model, train.make_optimizer(hp), hp)
+    features = datasets.NerFeatures(cfg)
+    batches = datasets.ner_train_batches(cfg, datasets.ner_examples(cfg, sentences, tags), features, seed=hp.seed)
+    speed = _timed(batches, step, lambda b: int((b[0]["words"].numpy() != 0).sum()))
+    return {
+        "model": {k: getattr(hp, k) for k in ("units", "char_encoder", "output", "batch_size")},
+        "train_words_per_s": speed["units_per_s"],
+        "train_steps_timed": speed["steps"],
+    }
+
+
+def run(cfg: Config) -> None:
+    results = {"machine": machine(), "translate": bench_translate(cfg), "ner": bench_ner(cfg)}
+    results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    write_json(Path(cfg.paths.reports) / "bench.json", results)
+    t, n, m = results["translate"], results["ner"], results["machine"]
+    print(f"  machine: {m['cpu']}, {m['cores']} cores, GPUs {m['gpus'] or 'none'}")
+    rows = [
+        ("translator training", f"{t['train_tokens_per_s']:,.0f} tokens/s (source + target)", "2,300"),
+        ("NER training", f"{n['train_words_per_s']:,.0f} words/s", "5,000"),
+        ("greedy decoding, batch 64", f"{t['greedy_sentences_per_s']:,.1f} sentences/s", "-"),
+        ("beam-5 decoding, batch 64", f"{t['beam5_sentences_per_s']:,.1f} sentences/s", "30"),
+        ("peak memory", f"{results['peak_rss_mb']:,.0f} MB resident", "-"),
+    ]
+    print(f"  {'measure':<28}{'result':<40}target (2 CPU cores)")
+    for name, value, target in rows:
+        print(f"  {name:<28}{value:<40}{target}")

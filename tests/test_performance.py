@@ -1,0 +1,108 @@
+"""Speed guarantees that are behaviour, not timings: one trace per train / decode function for a whole epoch of
+bucketed batches of every shape, and recurrent layers that meet cuDNN's conditions (so a GPU uses the fast
+kernel). The numbers themselves come from `make bench`."""
+
+import keras
+import pytest
+import tensorflow as tf
+
+from pipeline import datasets, predict, train
+from pipeline.models import seq2seq
+from tests.conftest import tiny_config
+from tests.test_tagger import TINY_NER, synthetic, write_corpus
+from tests.test_translate_pipeline import TINY_TRANSLATE, synthetic_pairs, write_parallel
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory):
+    cfg = tiny_config(tmp_path_factory.mktemp("perf"), *TINY_NER, *TINY_TRANSLATE, "translate.batch_size=8")
+    write_corpus(cfg, synthetic(60, seed=2))
+    write_parallel(cfg, synthetic_pairs(120, seed=2))
+    return cfg
+
+
+def test_translate_train_and_decode_trace_once_per_epoch(cfg):
+    examples = datasets.translation_examples(cfg, synthetic_pairs(125, seed=2))  # a last, smaller batch
+    model = seq2seq.build(cfg)
+    step = train.make_translate_step(model, train.LazyAdam(1e-3), cfg.translate)
+    shapes = set()
+    for epoch in (1, 2):
+        for src, tgt_in, tgt_out in datasets.translation_batches(examples, cfg.translate.batch_size, seed=epoch):
+            shapes.add((src.shape, tgt_in.shape))
+            step(src, tgt_in, tgt_out)
+    assert len(shapes) > 5 and len({s[0][0] for s in shapes}) == 2  # many batch shapes ...
+    assert step.experimental_get_tracing_count() == 1  # ... one trace
+
+    translator = predict.Translator(model, cfg)
+    predict.translate_texts(translator, [s for s, _ in synthetic_pairs(50, seed=5)], batch_size=7)
+    assert translator.translate.experimental_get_tracing_count() == 1
+
+
+def test_ner_train_and_decode_trace_once_per_epoch(cfg):
+    from pipeline import data
+
+    sentences = data.load_ner(cfg, "train")
+    model, tags, _ = train.build_tagger(cfg)
+    step = train.make_train_step(model, train.make_optimizer(cfg.ner), cfg.ner)
+    features = datasets.NerFeatures(cfg)
+    examples = datasets.ner_examples(cfg, sentences, tags)
+    shapes = set()
+    for epoch in (1, 2):
+        for feats, y in datasets.ner_train_batches(cfg, examples, features, seed=epoch):
+            shapes.add(tuple(y.shape))
+            step(feats, y)
+    assert len(shapes) > 3 and step.experimental_get_tracing_count() == 1
+    tagger = predict.TrainedTagger(model, features, tags, predict.make_decoder(model, features))
+    predict.predict_tags(tagger, [w for w, _ in sentences])
+    assert tagger.decode.experimental_get_tracing_count() == 1
+
+
+def recurrent_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    out = []
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.Bidirectional):
+            out += [layer.forward_layer, layer.backward_layer]
+        elif isinstance(layer, keras.layers.LSTM | keras.layers.GRU):
+            out.append(layer)
+    return out
+
+
+def cudnn_eligible(layer) -> bool:
+    """Keras 3's conditions for the cuDNN kernel (keras/src/backend/tensorflow/rnn.py: cudnn_ok)."""
+    cell = layer.cell
+    ok = (
+        cell.activation is keras.activations.tanh
+        and cell.recurrent_activation is keras.activations.sigmoid
+        and cell.recurrent_dropout == 0
+        and not layer.unroll
+        and cell.use_bias
+        and layer.use_cudnn in ("auto", True)
+    )
+    return ok and (not isinstance(layer, keras.layers.GRU) or cell.reset_after)
+
+
+@pytest.mark.parametrize("rnn", ["lstm", "gru"])
+def test_every_recurrent_layer_meets_cudnn_conditions(cfg, rnn):
+    import dataclasses
+
+    tagger_cfg = dataclasses.replace(cfg, ner=dataclasses.replace(cfg.ner, rnn=rnn, char_encoder="lstm"))
+    tagger, _, _ = train.build_tagger(tagger_cfg)
+    translator = seq2seq.build(dataclasses.replace(cfg, translate=dataclasses.replace(cfg.translate, cell=rnn)))
+    layers = recurrent_layers(tagger) + recurrent_layers(translator)
+    assert len(layers) >= 4
+    assert all(cudnn_eligible(layer) for layer in layers), [layer.name for layer in layers if not cudnn_eligible(layer)]
+    translator.set_use_cudnn(False)  # what export does: the check itself must be able to fail
+    assert not any(cudnn_eligible(layer) for layer in recurrent_layers(translator))
+
+
+def test_right_padded_masks_never_have_an_empty_row(cfg):
+    """cuDNN asserts on an all-padding row: training drops empty pairs, and decoding gives empty input one <unk>."""
+    examples = datasets.translation_examples(cfg, [("man runs", "Runs Man."), ("", "Man."), ("dog", " ")])
+    assert len(examples) == 1
+    src, tgt_in, tgt_out = next(datasets.translation_batches(examples * 3, 4, seed=0))
+    for ids in (src, tgt_in, tgt_out):
+        real = ids != 0
+        assert real.sum(axis=1).min() >= 1 and (real[:, :-1] | ~real[:, 1:]).all()  # no gap before padding
+    ids, _, empty = predict.Translator(seq2seq.build(cfg), cfg).source(tf.constant(["", "man  runs", " "]))
+    assert ids.numpy().tolist()[0][0] == 1 and empty.numpy().tolist() == [True, False, True]
+    assert (ids.numpy() != 0).sum(axis=1).min() == 1
