@@ -165,6 +165,11 @@ class Translate:
     lr_patience: int = opt(0, "epochs without dev improvement before the learning rate decays")
     patience: int = opt(3, "epochs without dev improvement before training stops")
     max_minutes: float = opt(0, "stop after the first epoch that ends past this wall time (0 = no limit)")
+    strategy: str = opt(
+        "default",
+        "tf.distribute: one device; `mirrored` = all local GPUs; `multi_worker` = the cluster in $TF_CONFIG",
+        ("default", "mirrored", "multi_worker"),
+    )
     dev_beam_width: int = opt(1, "beam used for the per-epoch dev BLEU (1 = greedy: fast, and ranks epochs alike)")
     # Decoding.
     beam_width: int = opt(5, "beam size (1 = greedy)")
@@ -172,6 +177,17 @@ class Translate:
     max_length_a: float = opt(1.5, "output length limit a * source_length + b, a")
     max_length_b: int = opt(10, "output length limit a * source_length + b, b")
     replace_unk: bool = opt(True, "replace <unk> in the output by the most attended source token")
+
+
+# ---- stage `export` (owned by pipeline/export.py) ----
+@dataclass(frozen=True)
+class Export:
+    """Stage `export`: TF Serving SavedModels of both models (the search settings come from [translate])."""
+
+    serving_root: str = opt(
+        "/models",
+        "where TF Serving sees paths.models (the docker mount): models.config names <root>/ner, <root>/translate",
+    )
 
 
 SECTIONS = {
@@ -182,6 +198,7 @@ SECTIONS = {
     "embed": Embed,
     "ner": Ner,
     "translate": Translate,
+    "export": Export,
 }
 
 
@@ -194,6 +211,7 @@ class Config:
     embed: Embed = Embed()
     ner: Ner = Ner()
     translate: Translate = Translate()
+    export: Export = Export()
 
     def section_dict(self, name: str) -> dict:
         return dataclasses.asdict(getattr(self, name))

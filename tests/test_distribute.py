@@ -1,0 +1,116 @@
+"""tf.distribute: the translator's train step gives the same loss and update on two replicas as on one, and two
+worker processes on localhost (MultiWorkerMirroredStrategy from TF_CONFIG) train to identical weights.
+
+Both run in subprocesses: logical devices and multi-worker strategies must be set up before TF runs an op."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, path_overrides, tiny_config
+from tests.test_translate_pipeline import TINY_TRANSLATE, synthetic_pairs, write_parallel
+
+ENV = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_DETERMINISTIC_OPS": "1"}
+
+TWO_REPLICAS = textwrap.dedent(
+    """
+    import json, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from pipeline import config, data, datasets, train
+    from pipeline.models import seq2seq
+    cfg = config.load("configs/tiny.toml", sys.argv[1:])
+    examples = datasets.translation_examples(cfg, data.load_parallel(cfg, "train"))
+    batch = next(datasets.translation_batches(examples, 9, seed=0))  # odd: the replicas get 5 and 4 rows
+    out = {}
+    for name in ("one device", "two replicas"):
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if name == "two replicas" else None
+        with (strategy or tf.distribute.get_strategy()).scope():
+            model = seq2seq.build(cfg)  # seeded: the same initial weights both times
+            optimizer = train.LazyAdam(0.01)
+        step = train.make_translate_step(model, optimizer, cfg.translate, strategy)
+        losses = [float(step(*batch)[0]) for _ in range(3)]
+        out[name] = {"losses": losses, "replicas": (strategy or tf.distribute.get_strategy()).num_replicas_in_sync,
+                     "weight": float(tf.reduce_sum(model.trainable_variables[3]))}
+    print(json.dumps(out))
+    """
+)
+
+
+def test_two_replicas_match_one_device(tmp_path):
+    cfg = tiny_config(tmp_path, *TINY_TRANSLATE)
+    write_parallel(cfg, synthetic_pairs(40, seed=6))
+    args = [*path_overrides(tmp_path), *TINY_TRANSLATE]
+    run = subprocess.run([sys.executable, "-c", TWO_REPLICAS, *args], cwd=ROOT, env=ENV, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    one, two = out["one device"], out["two replicas"]
+    assert (one["replicas"], two["replicas"]) == (1, 2)
+    # The same per-token loss of the global batch (not a replica's share, not the sum), then the same updates.
+    assert two["losses"] == pytest.approx(one["losses"], rel=1e-4)
+    assert one["losses"][2] < one["losses"][0]
+    assert two["weight"] == pytest.approx(one["weight"], rel=1e-4)
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _weights(path) -> dict[str, np.ndarray]:
+    out = {}
+
+    def keep(name, obj):  # returning anything but None would stop the walk
+        if isinstance(obj, h5py.Dataset):
+            out[name] = obj[()]
+
+    with h5py.File(path, "r") as f:
+        f.visititems(keep)
+    return out
+
+
+def test_two_workers_on_localhost_agree_on_the_final_weights(tmp_path):
+    workers = [f"localhost:{p}" for p in _free_ports(2)]
+    settings = [*TINY_TRANSLATE, "translate.epochs=2", "translate.strategy=multi_worker", "translate.batch_size=8"]
+    procs = []
+    for index in range(2):
+        base = tmp_path / f"worker{index}"  # each worker writes its own checkpoints; the chief's are the ones to keep
+        # The same pairs in another order: the same vocabularies and embeddings, but other batches, so the
+        # workers end equal only if they really train together.
+        pairs = synthetic_pairs(60, seed=7)
+        write_parallel(tiny_config(base), pairs if index == 0 else pairs[::-1])
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        command = [sys.executable, "-m", "pipeline", "train-translate", "--config", "configs/tiny.toml",
+                   *path_overrides(base), *settings]  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=ENV | {"TF_CONFIG": json.dumps(tf_config)},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+        )
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, out[-2000:] + err[-3000:]
+    histories = [json.loads((tmp_path / f"worker{i}/reports/translate/history.json").read_text()) for i in range(2)]
+    assert [h["loss"] for h in histories[0]] == pytest.approx([h["loss"] for h in histories[1]], rel=1e-6)
+    a, b = (_weights(tmp_path / f"worker{i}/models/translate/best.weights.h5") for i in range(2))
+    assert a.keys() == b.keys() and len(a) > 5
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
