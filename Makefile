@@ -15,9 +15,9 @@ PIPELINE := $(PY) -m pipeline
 STAMPS := $(shell test -x $(PY) && $(PIPELINE) path stamps --config $(CONFIG) $(foreach a,$(ARGS),--set $(a)) 2>/dev/null || echo data/stamps)
 SETUP := $(VENV)/.installed
 
-STAGES := data prepare vocab embed train-ner evaluate-ner train-translate evaluate-translate
+STAGES := data prepare vocab embed train-ner evaluate-ner train-translate evaluate-translate export report
 
-.PHONY: all setup test lint clean help $(STAGES) FORCE
+.PHONY: all setup test lint clean help $(STAGES) bench bench-serving FORCE
 .DEFAULT_GOAL := help
 
 help:
@@ -26,6 +26,9 @@ help:
 	@echo "make setup    create $(VENV) and install the project (idempotent)"
 	@echo "make STAGE    one stage and what it needs: $(STAGES)"
 	@echo "make lint     ruff"
+	@echo "make report  data/reports/index.html: every result as tables and plots"
+	@echo "make bench   training and decoding speed on real batches (data/reports/bench.json)"
+	@echo "make bench-serving   CPU latency / throughput of the latest exported SavedModels"
 
 all: setup $(STAGES)
 
@@ -66,6 +69,22 @@ $(STAMPS)/train-translate.done: $(STAMPS)/embed.done $(STAMPS)/train-translate.c
 
 $(STAMPS)/evaluate-translate.done: $(STAMPS)/train-translate.done $(STAMPS)/evaluate-translate.cfg
 	$(PIPELINE) evaluate-translate --config $(CONFIG) $(ARGS)
+
+# ---- export for TF Serving: saved_models/{ner,translate}/<next version>/ and saved_models/models.config ----
+$(STAMPS)/export.done: $(STAMPS)/train-ner.done $(STAMPS)/train-translate.done $(STAMPS)/export.cfg
+	$(PIPELINE) export --config $(CONFIG) $(ARGS)
+
+# A measurement, not an artifact: it runs every time it is asked for.
+bench-serving: $(STAMPS)/export.done
+	$(PIPELINE) bench-serving --config $(CONFIG) $(ARGS)
+
+# The report reads every evaluation; it is remade when any of them is newer.
+$(STAMPS)/report.done: $(STAMPS)/evaluate-ner.done $(STAMPS)/evaluate-translate.done $(STAMPS)/report.cfg
+	$(PIPELINE) report --config $(CONFIG) $(ARGS)
+
+# Measurements, not artifacts: they run every time they are asked for.
+bench: $(STAMPS)/embed.done
+	$(PIPELINE) bench --config $(CONFIG) $(ARGS)
 
 $(STAGES): %: $(STAMPS)/%.done
 

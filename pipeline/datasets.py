@@ -74,8 +74,10 @@ class NerFeatures(tf.Module):
         # Fall back to the lowercase form, as common NER practice does for embedding lookups (ANCHORS.md).
         lower = self.word_table.lookup(tf.strings.lower(norm, encoding="utf-8"))
         words = tf.where(words == vocab.UNK_ID, lower, words)
-        chars = tf.ragged.map_flat_values(self.char_table.lookup, tf.strings.unicode_split(norm, "UTF-8"))
-        chars = chars.to_tensor(0, shape=[None, None, self.max_word_length])
+        # Split the flat tokens: a ragged [batch, time, chars] loses the time axis of an empty batch.
+        flat = tf.strings.unicode_split(tf.reshape(norm, [-1]), "UTF-8")
+        chars = tf.ragged.map_flat_values(self.char_table.lookup, flat).to_tensor(0, shape=[None, self.max_word_length])
+        chars = tf.reshape(chars, tf.concat([tf.shape(norm), [self.max_word_length]], 0))
         return {
             "words": tf.cast(tf.where(pad, tf.constant(vocab.PAD_ID, tf.int64), words), tf.int32),
             "chars": tf.cast(chars, tf.int32),

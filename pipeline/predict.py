@@ -1,9 +1,11 @@
 """Load the trained tagger or translator and tag or translate raw sentences.
 
-    <paths.models>/ner/tagger.json        hyper-parameters, sizes and tag set the weights were trained with
-    <paths.models>/ner/best.weights.h5    the weights of the best dev-F1 epoch (Keras format)
+    <paths.models>/ner/tagger.json              hyper-parameters, sizes and tag set the weights were trained with
+    <paths.models>/ner/best.weights.h5          the weights of the best dev-F1 epoch (Keras format)
+    <paths.models>/translate/translator.json    settings and embedding shapes the translator was trained with
+    <paths.models>/translate/best.weights.h5    the weights of the best dev-BLEU epoch
 
-Both are written by `pipeline.train.run_ner`.
+All are written by `pipeline.train` (run_ner, run_translate).
 """
 
 import dataclasses
@@ -126,7 +128,8 @@ class Translator(tf.Module):
         self.search_cfg = search or cfg.translate
         self.src_table = vocab.lookup_table(vocab.vocab_path(cfg, "src"))
         self.tgt_words = vocab.inverse_table(vocab.vocab_path(cfg, "tgt"))
-        self.translate = tf.function(self.__call__, input_signature=[tf.TensorSpec([None], tf.string)])
+        # No autograph: nothing branches on tensors, and autograph re-reads source files when it traces.
+        self.translate = tf.function(self.__call__, input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
 
     def source(self, texts: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """[B] strings -> (src ids [B, S>=1], src tokens [B, S] "" padded, empty [B] bool)."""
@@ -148,8 +151,8 @@ class Translator(tf.Module):
         keep = (ids != vocab.PAD_ID) & (ids != vocab.EOS_ID)
         return text.detokenize(tf.ragged.boolean_mask(words, keep))
 
-    def __call__(self, texts):
-        src_ids, src_tokens, empty = self.source(texts)
+    def __call__(self, text):
+        src_ids, src_tokens, empty = self.source(text)
         hyps = decode_lib.search(self.model, src_ids, self.search_cfg)
         out = self.target_text(hyps.ids, hyps.attention, src_tokens)
         return {"translation": tf.where(empty, "", out), "score": tf.where(empty, 0.0, hyps.scores)}

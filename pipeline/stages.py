@@ -63,6 +63,31 @@ STAGES = {
             ("paths", "prepare", "text", "vocab", "embed", "ner"),
             "entity-level P/R/F1 (seqeval) on valid and test",
         ),
+        # ---- export for TF Serving (pipeline/export.py, pipeline/bench_serving.py) ----
+        Stage(
+            "export",
+            "pipeline.export:run",
+            ("paths", "prepare", "text", "vocab", "embed", "ner", "translate", "export"),
+            "string-in/string-out SavedModels of both models, as the next TF Serving version, + models.config",
+        ),
+        Stage(
+            "bench-serving",
+            "pipeline.bench_serving:run",
+            ("paths", "prepare"),
+            "CPU batch-1 latency and batch throughput of the latest exported SavedModels",
+        ),
+        Stage(
+            "report",
+            "pipeline.report:run",
+            ("paths", "prepare", "text", "vocab", "embed", "ner", "translate"),
+            "one self-contained HTML page (+ Markdown) with tables and plots of every stage's results",
+        ),
+        Stage(
+            "bench",
+            "pipeline.bench:run",
+            ("paths", "prepare", "text", "vocab", "embed", "ner", "translate"),
+            "training tokens/s, decoding sentences/s and peak memory of both models on real batches",
+        ),
     )
 }
 

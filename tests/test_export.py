@@ -1,0 +1,338 @@
+"""Export for TF Serving: numbered versions that are never overwritten, graphs of core ops only (no cuDNN, no Python),
+warm-up records TF Serving can parse, outputs equal to the in-process predictors when reloaded by a process without
+this project, Keras or tensorflow-text, and well-formed output for hostile input."""
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from tensorflow.core.framework import tensor_pb2
+
+from pipeline import data, export, predict
+from tests.conftest import needs_data, tiny_config
+from tests.test_tagger import TINY_NER, synthetic, write_corpus
+from tests.test_translate_pipeline import TINY_TRANSLATE, synthetic_pairs, write_parallel
+
+# A few seconds of training: enough for both models to give varied output, which is what parity needs.
+SETTINGS = (
+    *TINY_NER,
+    "ner.epochs=8",
+    "ner.patience=8",
+    *TINY_TRANSLATE,
+    "translate.epochs=12",
+    "translate.patience=12",
+    "translate.lr_patience=99",
+    "translate.learning_rate=0.01",
+    "translate.batch_size=10",
+    "translate.encoder_units=32",
+    "translate.decoder_units=64",
+)
+HOSTILE = [
+    "",
+    " \t \u200b  ",  # whitespace only, once normalised
+    "Paris " * 10_000,  # cut at text.max_length tokens
+    "🙂🎉 東京タワーへ行く。 שלום עולם! مرحبا بالعالم",
+    "John Smith visited Paris on Monday.",
+]
+SIGNATURES = {"ner": {"serving_default", "tag_tokens"}, "translate": {"serving_default", "translate_nbest"}}
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory):
+    from pipeline import train
+
+    cfg = tiny_config(tmp_path_factory.mktemp("export"), *SETTINGS)
+    write_corpus(cfg, synthetic(20, seed=0))
+    write_parallel(cfg, synthetic_pairs(30, seed=0))
+    train.run_ner(cfg)
+    train.run_translate(cfg)
+    export.run(cfg)
+    return cfg
+
+
+def version_dir(cfg, name: str) -> Path:
+    return Path(cfg.paths.models) / name / "1"
+
+
+@pytest.fixture(scope="module")
+def served(cfg):
+    """The exported signatures, loaded back in this process (test_fresh_process_... loads them without pipeline)."""
+    models = {name: tf.saved_model.load(str(version_dir(cfg, name))) for name in SIGNATURES}
+    yield {name: model.signatures for name, model in models.items()}  # the models must outlive their signatures
+
+
+def test_layout_signatures_and_models_config(cfg, served):
+    for name, assets in (("ner", {"ner_words.txt", "ner_chars.txt"}), ("translate", {"src.txt", "tgt.txt"})):
+        where = version_dir(cfg, name)
+        assert export.versions(where.parent) == [1]  # ckpt/ and logs/ beside it are not versions
+        assert {p.name for p in (where / "assets").iterdir()} == assets
+        assert (where / export.WARMUP_FILE).is_file()
+        assert set(served[name]) == SIGNATURES[name]
+    text, tokens = tf.TensorSpec([None], tf.string, "text"), tf.TensorSpec([None, None], tf.string, "tokens")
+    ner, translate = served["ner"], served["translate"]
+    assert ner["serving_default"].structured_input_signature == ((), {"text": text})
+    assert ner["tag_tokens"].structured_input_signature == ((), {"tokens": tokens})
+    assert set(ner["serving_default"].structured_outputs) == {"tokens", "tags", "lengths"}
+    assert set(ner["tag_tokens"].structured_outputs) == {"tags", "lengths"}
+    for signature in ("serving_default", "translate_nbest"):
+        assert translate[signature].structured_input_signature == ((), {"text": text})
+        assert set(translate[signature].structured_outputs) == {"translation", "score"}
+    config = (Path(cfg.paths.models) / "models.config").read_text()
+    assert config.startswith("model_config_list {") and config.count("config {") == 2
+    for name in SIGNATURES:
+        assert f'name: "{name}"\n    base_path: "/models/{name}"\n    model_platform: "tensorflow"' in config
+
+
+def test_graphs_hold_core_ops_only(cfg):
+    for name in SIGNATURES:
+        ops = export.op_types(version_dir(cfg, name))
+        # Tokenization, vocabulary lookups from the asset files and the decoding loop are all in the graph.
+        assert {"StaticRegexReplace", "StringSplitV2", "InitializeTableFromTextFileV2", "LookupTableFindV2"} <= ops
+        assert ops & {"While", "StatelessWhile"}
+        assert not any(op.startswith("Cudnn") or "PyFunc" in op for op in ops), sorted(ops)
+
+
+def test_no_cudnn_op_even_when_exported_on_a_gpu_host(cfg, tmp_path, monkeypatch):
+    """Keras traces the fused cuDNN kernel, which CPU hosts lack, when it sees a GPU: make it see one."""
+    rnn = importlib.import_module("keras.src.backend.tensorflow.rnn")  # the package also has a function `rnn`
+    monkeypatch.setattr(rnn, "_is_gpu_available", lambda: True)
+    modules = {
+        "ner": export.ner_module(cfg),
+        "translate": export.translate_module(cfg),
+        "unguarded": export.NerServing(predict.load_tagger(cfg), cfg),  # use_cudnn left "auto", as in training
+    }
+    for name, module in modules.items():
+        tf.saved_model.save(module, str(tmp_path / name), signatures=module.signatures())
+    assert export.forbidden_ops(export.op_types(tmp_path / "unguarded")) == {"CudnnRNNV3"}  # the check has teeth
+    assert not export.forbidden_ops(export.op_types(tmp_path / "ner") | export.op_types(tmp_path / "translate"))
+
+
+def test_op_check_finds_python_ops_inside_functions(tmp_path):
+    module = tf.Module()
+    module.f = tf.function(
+        lambda text: tf.py_function(lambda t: t, [text], tf.string), input_signature=[tf.TensorSpec([None], tf.string)]
+    )
+    tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.f})
+    assert export.forbidden_ops(export.op_types(tmp_path)) == {"EagerPyFunc"}
+    assert export.forbidden_ops({"CudnnRNNV3", "MatMul"}) == {"CudnnRNNV3"}
+
+
+class Echo(tf.Module):
+    def __init__(self):
+        super().__init__()
+        self.serve = tf.function(lambda text: {"text": text}, input_signature=[tf.TensorSpec([None], tf.string)])
+
+    def signatures(self):
+        return {"serving_default": self.serve}
+
+
+def test_versions_count_up_and_a_failed_export_leaves_nothing(tmp_path, monkeypatch):
+    base = tmp_path / "ner"
+    for name in ("1", "3", "ckpt", "logs", ".export-old.tmp"):
+        (base / name).mkdir(parents=True)
+    (base / "3" / "saved_model.pb").write_text("version 3")
+    assert export.save_version(Echo(), base, [b"record"], {}) == base / "4"
+    assert (base / "3" / "saved_model.pb").read_text() == "version 3"
+    assert (base / "4" / "assets.extra" / "export.json").is_file()
+
+    monkeypatch.setattr(export, "forbidden_ops", lambda ops: {"CudnnRNNV3"})
+    with pytest.raises(RuntimeError, match="CudnnRNNV3"):
+        export.save_version(Echo(), base, [], {})
+    assert sorted(p.name for p in base.iterdir()) == [".export-old.tmp", "1", "3", "4", "ckpt", "logs"]
+
+
+def prediction_log_class():
+    """tensorflow.serving.PredictionLog, declared here from the field numbers in tensorflow_serving/apis/*.proto
+    (prediction_log, predict, model), as far as a warm-up request needs it. TensorProtos are kept as bytes."""
+    F = descriptor_pb2.FieldDescriptorProto
+    proto = descriptor_pb2.FileDescriptorProto(name="warmup_check.proto", package="tensorflow.serving", syntax="proto3")
+    messages = {
+        "ModelSpec": [("name", 1, F.TYPE_STRING, ""), ("signature_name", 3, F.TYPE_STRING, "")],
+        "InputsEntry": [("key", 1, F.TYPE_STRING, ""), ("value", 2, F.TYPE_BYTES, "")],  # map<string, TensorProto>
+        "PredictRequest": [
+            ("model_spec", 1, F.TYPE_MESSAGE, "ModelSpec"),
+            ("inputs", 2, F.TYPE_MESSAGE, "InputsEntry"),
+        ],
+        "PredictLog": [("request", 1, F.TYPE_MESSAGE, "PredictRequest")],
+        "PredictionLog": [("predict_log", 6, F.TYPE_MESSAGE, "PredictLog")],
+    }
+    for name, fields in messages.items():
+        message = proto.message_type.add(name=name)
+        for field, number, kind, type_name in fields:
+            label = F.LABEL_REPEATED if field == "inputs" else F.LABEL_OPTIONAL
+            entry = message.field.add(name=field, number=number, type=kind, label=label)
+            if type_name:
+                entry.type_name = f".tensorflow.serving.{type_name}"
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.PredictionLog"))
+
+
+def test_warmup_records_are_prediction_logs_the_models_accept(cfg, served):
+    PredictionLog = prediction_log_class()
+    for name in SIGNATURES:
+        records = tf.data.TFRecordDataset(str(version_dir(cfg, name) / export.WARMUP_FILE))
+        seen = set()
+        for record in records:
+            request = PredictionLog.FromString(record.numpy()).predict_log.request
+            assert request.model_spec.name == name
+            seen.add(signature := request.model_spec.signature_name)
+            feeds = {e.key: tf.make_ndarray(tensor_pb2.TensorProto.FromString(e.value)) for e in request.inputs}
+            if "text" in feeds:
+                assert [t.decode() for t in feeds["text"]] == list(export.WARMUP_TEXTS[: len(feeds["text"])])
+            out = served[name][signature](**{key: tf.constant(value) for key, value in feeds.items()})
+            assert {v.shape[0] for v in out.values()} == {len(next(iter(feeds.values())))}
+        assert seen == SIGNATURES[name]
+
+
+def test_hostile_input_gives_well_formed_output(cfg, served):
+    ner, translate = served["ner"], served["translate"]
+    tags = set(json.loads((Path(cfg.paths.models) / "ner/tagger.json").read_text())["tags"])
+    k, limit = cfg.translate.beam_width, cfg.text.max_length
+    for batch in [[t] for t in HOSTILE] + [HOSTILE, ["", " "], []]:
+        texts, b = tf.constant(batch, tf.string), len(batch)
+        out = {key: v.numpy() for key, v in ner["serving_default"](text=texts).items()}
+        real = out["tokens"] != b""
+        assert out["tokens"].shape == out["tags"].shape == (b, max(out["lengths"], default=0))
+        assert (real.sum(axis=1) == out["lengths"]).all() and (out["lengths"] <= limit).all()
+        assert ((out["tags"] != b"") == real).all() and {t.decode() for t in out["tags"][real]} <= tags
+        one, nbest = translate["serving_default"](text=texts), translate["translate_nbest"](text=texts)
+        assert one["translation"].shape == one["score"].shape == (b,)
+        assert nbest["translation"].shape == nbest["score"].shape == (b, k)
+
+    out = ner["serving_default"](text=tf.constant(HOSTILE))
+    assert list(out["lengths"].numpy()) == [0, 0, limit, 9, 7]
+    assert [t.decode() for t in out["tokens"].numpy()[3][:3]] == ["🙂", "🎉", "東京タワーへ行く"]
+    texts = tf.constant(HOSTILE)
+    one, nbest = translate["serving_default"](text=texts), translate["translate_nbest"](text=texts)
+    assert list(one["translation"].numpy()[:2]) == [b"", b""] and list(one["score"].numpy()[:2]) == [0, 0]
+    assert (nbest["translation"].numpy()[:2] == b"").all() and (nbest["score"].numpy()[:2] == 0).all()
+    assert np.isfinite(one["score"].numpy()).all()
+    for tokens in ([["Paris", ""], ["", ""]], np.zeros([2, 0], object), np.zeros([0, 0], object)):
+        tokens = tf.constant(tokens, tf.string)
+        out = ner["tag_tokens"](tokens=tokens)
+        assert out["tags"].shape == tokens.shape and out["lengths"].shape == tokens.shape[:1]
+
+
+# The child: a serving host has neither this project nor Keras nor tensorflow-text, so they are made unimportable.
+# (TensorFlow imports Keras itself when Keras is installed: checking sys.modules afterwards is not enough.)
+CHILD = """
+import json, sys
+for name in ("pipeline", "keras", "tensorflow_text"):
+    sys.modules[name] = None  # import fails
+import tensorflow as tf
+from tensorflow.python.framework import op_def_registry
+
+def plain(x):
+    return [plain(v) for v in x] if isinstance(x, list) else x.decode() if isinstance(x, bytes) else x
+
+result = {}
+for name, job in json.load(sys.stdin).items():
+    model = tf.saved_model.load(job["path"])
+    signatures = model.signatures
+    outputs = {}
+    for signature, feeds in job["calls"].items():
+        out = signatures[signature](**{key: tf.constant(value, tf.string) for key, value in feeds.items()})
+        outputs[signature] = {key: plain(value.numpy().tolist()) for key, value in out.items()}
+    result[name] = {"outputs": outputs, "unregistered": [op for op in job["ops"] if op_def_registry.get(op) is None]}
+blocked = ("pipeline", "keras", "tensorflow_text")
+loaded = [m for m, module in sys.modules.items() if module and m.split(".")[0] in blocked]
+print(json.dumps({"result": result, "loaded": loaded}))
+"""
+
+
+def serve_in_fresh_process(cfg, calls: dict, workdir: Path) -> dict:
+    """Run the exported signatures in a new Python that imports TensorFlow only, with the vocab dir moved away."""
+    jobs = {
+        name: {"path": str(version_dir(cfg, name)), "ops": sorted(export.op_types(version_dir(cfg, name))), "calls": c}
+        for name, c in calls.items()
+    }
+    vocab, hidden = Path(cfg.paths.vocab), workdir / "vocab.hidden"
+    vocab.rename(hidden)  # the vocabularies must come from the SavedModel's assets
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", CHILD],
+            input=json.dumps(jobs),
+            capture_output=True,
+            text=True,
+            cwd=workdir,
+            env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"},
+            timeout=600,
+        )
+    finally:
+        hidden.rename(vocab)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["loaded"] == []
+    assert {name: r["unregistered"] for name, r in out["result"].items()} == {name: [] for name in calls}
+    return {name: r["outputs"] for name, r in out["result"].items()}
+
+
+def check_parity(cfg, ner_texts: list[str], sources: list[str], workdir: Path) -> None:
+    """Exported signatures, run without this project, against predict.py's tagger and beam-search translator."""
+    tagger, translator = predict.load_tagger(cfg), predict.load_translator(cfg)
+    tokens = [item["tokens"] for item in predict.tag_sentences(tagger, cfg, ner_texts)]
+    want_tags = predict.predict_tags(tagger, tokens)
+    want = predict.translate_texts(translator, sources, batch_size=len(sources))  # one batch, as the child's
+    want_scores = translator.translate(tf.constant(sources))["score"].numpy()
+    width = max(map(len, tokens))
+    calls = {
+        "ner": {
+            "serving_default": {"text": ner_texts},
+            "tag_tokens": {"tokens": [t + [""] * (width - len(t)) for t in tokens]},
+        },
+        "translate": {"serving_default": {"text": sources}, "translate_nbest": {"text": sources}},
+    }
+    got = serve_in_fresh_process(cfg, calls, workdir)
+    ner = got["ner"]["serving_default"]
+    assert [row[:n] for row, n in zip(ner["tokens"], ner["lengths"], strict=True)] == tokens
+    assert [row[:n] for row, n in zip(ner["tags"], ner["lengths"], strict=True)] == want_tags
+    assert [row[: len(t)] for row, t in zip(got["ner"]["tag_tokens"]["tags"], tokens, strict=True)] == want_tags
+    one, nbest = got["translate"]["serving_default"], got["translate"]["translate_nbest"]
+    assert one["translation"] == want
+    np.testing.assert_allclose(one["score"], want_scores, rtol=1e-4, atol=1e-5)
+    assert [row[0] for row in nbest["translation"]] == want  # the n-best list starts with the 1-best
+    np.testing.assert_allclose([row[0] for row in nbest["score"]], want_scores, rtol=1e-4, atol=1e-5)
+    assert all(row == sorted(row, reverse=True) for row in nbest["score"])
+
+
+def test_fresh_process_matches_in_process_predictors(cfg, tmp_path):
+    ner_texts = [" ".join(words) for words, _ in synthetic(12, seed=5)] + HOSTILE[1:]
+    sources = [s for s, _ in synthetic_pairs(12, seed=5)] + ["the dog jumps in the xylophone", "", "🙂 東京"]
+    check_parity(cfg, ner_texts, sources, tmp_path)
+
+
+def test_bench_serving_reports_latency_and_throughput(cfg, monkeypatch, capsys):
+    from pipeline import bench_serving
+
+    monkeypatch.setattr(bench_serving, "REQUESTS", 5)
+    monkeypatch.setattr(bench_serving, "BATCH", 8)
+    monkeypatch.setattr(bench_serving, "BATCHES", 1)
+    bench_serving.run(cfg)
+    report = json.loads((Path(cfg.paths.reports) / "bench_serving.json").read_text())
+    for name, unit in bench_serving.UNITS.items():
+        assert report[name]["version"] == 1 and report[name]["requests"] == 5 and report[name]["batch"] == 8
+        assert 0 < report[name]["latency_ms"]["p50"] <= report[name]["latency_ms"]["p95"]
+        assert report[name][f"{unit}_per_s"] > 0
+    assert report["translate"]["beam_width"] == cfg.translate.beam_width
+    assert "tokens/s" in capsys.readouterr().out
+
+
+@needs_data
+@pytest.mark.data
+def test_real_corpora_export_matches_predictors(tmp_path, raw_dir):
+    from pipeline import stages
+
+    cfg = tiny_config(tmp_path, "ner.epochs=1", "translate.epochs=1", raw=raw_dir)
+    for name in ("data", "prepare", "vocab", "embed", "train-ner", "train-translate", "export"):
+        stages.run(cfg, name)
+    ner_texts = [" ".join(words) for words, _ in data.load_ner(cfg, "test")[:200]]
+    sources = [s for s, _ in data.load_parallel(cfg, "test")[:200]]
+    check_parity(cfg, ner_texts, sources, tmp_path)
