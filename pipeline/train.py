@@ -192,6 +192,19 @@ def build_tagger(cfg: Config) -> tuple[Tagger, list[str], dict]:
     return model, tags, meta | {"n_chars": n_chars, "tags": tags}
 
 
+def tagged_markdown(words: list[str], gold: list[str], pred: list[str]) -> str:
+    """A tagged sentence for TensorBoard's text tab: word/TAG for entity words, errors in bold with the gold tag."""
+    out = []
+    for w, g, p in zip(words, gold, pred, strict=True):
+        if g != p:
+            out.append(f"**{w}/{p}** (gold {g})")
+        elif p != "O":
+            out.append(f"{w}/{p}")
+        else:
+            out.append(w)
+    return " ".join(out)
+
+
 def format_epoch(s: dict, improved: bool) -> str:
     return (
         f"epoch {s['epoch']:3d}  loss {s['loss']:8.3f}  dev F1 {100 * s['dev_f1']:6.2f}{' *' if improved else '  '}"
@@ -246,6 +259,11 @@ def run_ner(cfg: Config) -> None:
         with writer.as_default(step=e):
             for key in ("loss", "dev_f1", "words_per_s", "padding", "lr"):
                 scalar_summary(key, stats[key])
+            samples = valid[:3]
+            tagged = predict.predict_tags(tagger, [w for w, _ in samples])
+            text_summary(
+                "dev_samples", "\n\n".join(tagged_markdown(w, g, p) for (w, g), p in zip(samples, tagged, strict=True))
+            )
         epoch.assign(e)
         manager.save()
         print(format_epoch(stats, improved), flush=True)

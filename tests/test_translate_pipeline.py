@@ -45,6 +45,11 @@ def write_parallel(cfg, pairs, dim: int = 16) -> None:
         np.save(Path(cfg.paths.embeddings) / f"{name}.npy", matrix)
 
 
+def summaries(path):
+    """The summary values of each record in a TensorBoard event file."""
+    return [e.summary.value for e in tf.compat.v1.train.summary_iterator(str(path)) if e.HasField("summary")]
+
+
 def test_overfits_fifty_pairs_to_bleu_above_90(tmp_path):
     """The tiny config's model learns 50 pairs through the real loop, bucketing and string-in/string-out decoding."""
     from pipeline import evaluate, train
@@ -66,6 +71,9 @@ def test_overfits_fifty_pairs_to_bleu_above_90(tmp_path):
     history = json.loads((tmp_path / "reports/translate/history.json").read_text())
     assert max(h["dev_bleu"] for h in history) > 90, [round(h["dev_bleu"], 1) for h in history]
     assert all(h["tokens_per_s"] > 0 and 0 <= h["padding"] < 0.5 for h in history)
+
+    tags = {v.tag for f in (tmp_path / "models/translate/logs").glob("events.*") for e in summaries(f) for v in e}
+    assert {"loss", "dev_bleu", "tokens_per_s", "padding", "lr", "dev_samples"} <= tags  # TensorBoard's view
 
     evaluate.run_translate(cfg)  # beam search (width 5) on the same pairs
     scores = json.loads((tmp_path / "reports/translate/metrics.json").read_text())
