@@ -65,8 +65,14 @@ def load_tagger(cfg: Config) -> TrainedTagger:
     hp = Ner(**meta["ner"])
     cfg = dataclasses.replace(cfg, ner=hp)
     sizes = {name: len(vocab.load_named(cfg, name)) for name in ("ner_words", "ner_chars")}
-    if sizes != {"ner_words": meta["n_words"], "ner_chars": meta["n_chars"]}:
-        raise InputError(f"{where}: the vocabularies changed since training", hint="run `make train-ner` again")
+    trained = {"ner_words": meta["n_words"], "ner_chars": meta["n_chars"]}
+    if sizes != trained:
+        raise InputError(
+            f"{where}: the tagger was trained with vocabularies of {trained['ner_words']} words / "
+            f"{trained['ner_chars']} characters, but {cfg.paths.vocab}/ner_words.txt / ner_chars.txt have "
+            f"{sizes['ner_words']} / {sizes['ner_chars']}",
+            hint="run `make train-ner` again",
+        )
     model = Tagger(hp, np.zeros((meta["n_words"], meta["word_dim"]), "float32"), meta["n_chars"], len(meta["tags"]))
     model(dummy_inputs(hp.max_word_length))
     model.load_weights(where / "best.weights.h5")

@@ -1,7 +1,7 @@
 """Stage `train-ner`: train the tagger with early stopping on dev entity F1; resumable.
 
     <paths.models>/ner/ckpt/              tf.train checkpoint of the last epoch: model, optimizer, counters
-    <paths.models>/ner/ckpt/run.json      fingerprint of the settings the checkpoint belongs to
+    <paths.models>/ner/ckpt/run.json      the settings the checkpoint belongs to
     <paths.models>/ner/best.weights.h5    weights of the best dev-F1 epoch (what evaluate / predict load)
     <paths.models>/ner/tagger.json        hyper-parameters, sizes and tags needed to rebuild the model
     <paths.models>/ner/logs/              TensorBoard scalars
@@ -12,7 +12,6 @@ ner.epochs and ner.patience starts over, since the old checkpoint belongs to ano
 """
 
 import dataclasses
-import hashlib
 import json
 import shutil
 import time
@@ -134,32 +133,49 @@ def dev_scores(tagger: predict.TrainedTagger, sentences) -> dict:
     return metrics.entity_scores([y for _, y in sentences], pred)
 
 
-def run_fingerprint(cfg: Config, section: str) -> str:
-    """What a checkpoint belongs to: every setting the model's training reads, except those that may change."""
-    sections = {s: cfg.section_dict(s) for s in ("paths", "prepare", "text", "vocab", "embed", section)}
-    for key in RESUMABLE_CHANGES:
-        sections[section].pop(key, None)
-    return hashlib.sha256(json.dumps(sections, sort_keys=True).encode()).hexdigest()
+def run_settings(cfg: Config, section: str) -> dict:
+    """Every setting a model's training reads (flattened `section.key`), except those that may change on resume."""
+    out = {}
+    for s in ("paths", "prepare", "text", "vocab", "embed", section):
+        for key, value in cfg.section_dict(s).items():
+            if not (s == section and key in RESUMABLE_CHANGES):
+                out[f"{s}.{key}"] = value
+    return out
+
+
+def settings_diff(old: dict, new: dict) -> list[str]:
+    """`key: checkpoint X, config Y` for every setting that differs."""
+    return [
+        f"{k}: checkpoint {old.get(k, '(unset)')!r}, config {new.get(k, '(unset)')!r}"
+        for k in sorted(old.keys() | new.keys())
+        if old.get(k) != new.get(k)
+    ]
 
 
 def open_checkpoints(
-    ckpt: tf.train.Checkpoint, where: Path, fingerprint: str, artifacts: tuple[str, ...]
+    ckpt: tf.train.Checkpoint, where: Path, settings: dict, artifacts: tuple[str, ...]
 ) -> tf.train.CheckpointManager:
     """Restore the last epoch's checkpoint if it belongs to these settings; otherwise start afresh.
 
-    `artifacts` (beside `where`) belong to the old run too and are deleted with its checkpoint.
+    A checkpoint of other settings is never loaded: the run names each setting that differs (the checkpoint's
+    value and the config's), then deletes it with `artifacts` (beside `where`, e.g. the best weights).
     """
     stamp = where / "run.json"
-    if where.exists() and (not stamp.is_file() or json.loads(stamp.read_text())["fingerprint"] != fingerprint):
-        print(f"  settings changed: discarding the checkpoint in {where} and the best weights beside it")
-        shutil.rmtree(where)
-        for name in artifacts:
-            (where.parent / name).unlink(missing_ok=True)
+    if where.exists():
+        old = json.loads(stamp.read_text()).get("settings") if stamp.is_file() else None
+        if old != settings:
+            diff = settings_diff(old, settings) if old is not None else ["(no record of the checkpoint's settings)"]
+            print(f"  settings changed: discarding the checkpoint in {where} and the best weights beside it:")
+            for line in diff[:10]:
+                print(f"    {line}")
+            shutil.rmtree(where)
+            for name in artifacts:
+                (where.parent / name).unlink(missing_ok=True)
     manager = tf.train.CheckpointManager(ckpt, str(where), max_to_keep=1)
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         print(f"  resuming after epoch {int(ckpt.epoch.numpy())} from {manager.latest_checkpoint}")
-    write_json(stamp, {"fingerprint": fingerprint})
+    write_json(stamp, {"settings": settings})
     return manager
 
 
@@ -223,7 +239,7 @@ def run_ner(cfg: Config) -> None:
     optimizer.build(model.trainable_variables)
     epoch, best_f1, bad_epochs = tf.Variable(0), tf.Variable(-1.0), tf.Variable(0)
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch, best_f1=best_f1, bad_epochs=bad_epochs)
-    manager = open_checkpoints(ckpt, out / "ckpt", run_fingerprint(cfg, "ner"), ("best.weights.h5", "tagger.json"))
+    manager = open_checkpoints(ckpt, out / "ckpt", run_settings(cfg, "ner"), ("best.weights.h5", "tagger.json"))
     history = load_history(manager, history_path, int(epoch.numpy()))
 
     n_params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
@@ -406,8 +422,8 @@ def run_translate(cfg: Config) -> None:
     ckpt = tf.train.Checkpoint(
         model=model, optimizer=optimizer, epoch=epoch, best=best, bad=bad, lr_bad=lr_bad, elapsed=elapsed, lr=lr
     )
-    fingerprint = run_fingerprint(cfg, "translate")
-    manager = open_checkpoints(ckpt, out / "ckpt", fingerprint, ("best.weights.h5", "translator.json"))
+    settings = run_settings(cfg, "translate")
+    manager = open_checkpoints(ckpt, out / "ckpt", settings, ("best.weights.h5", "translator.json"))
     history = load_history(manager, history_path, int(epoch.numpy()))
 
     n_params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)

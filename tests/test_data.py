@@ -4,6 +4,8 @@ import sys
 import urllib.error
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline import data
 from pipeline.errors import InputError
@@ -192,3 +194,24 @@ def test_real_tatoeba_split(raw_dir, tmp_path):
     splits = data.translation_splits(cfg)
     assert sum(len(v) for v in splits.values()) == 142787
     assert len({en for en, _ in splits["valid"]}) == 2000
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(max_size=300))
+def test_readers_on_arbitrary_unicode_parse_or_name_the_line(tmp_path_factory, content):
+    """Fuzzed files: every reader returns data or raises InputError (exit 2); nothing else escapes."""
+    base = tmp_path_factory.mktemp("fuzz")
+    raw = content.encode("utf-8", "surrogatepass")
+    for name in ("a.conll", "src.txt", "tgt.txt", "fra.txt"):
+        (base / name).write_bytes(raw)
+    (base / "tgt2.txt").write_bytes(raw[::-1])
+    for read in (
+        lambda: data.read_conll(base / "a.conll"),
+        lambda: data.read_parallel(base / "src.txt", base / "tgt.txt"),
+        lambda: data.read_parallel(base / "src.txt", base / "tgt2.txt"),
+        lambda: data.read_tatoeba(base / "fra.txt"),
+    ):
+        try:
+            read()
+        except InputError as e:
+            assert str(base) in str(e)  # names the file (and, where there is one, the line)

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from tensorflow.core.framework import tensor_pb2
 
@@ -336,3 +338,20 @@ def test_real_corpora_export_matches_predictors(tmp_path, raw_dir):
     ner_texts = [" ".join(words) for words, _ in data.load_ner(cfg, "test")[:200]]
     sources = [s for s, _ in data.load_parallel(cfg, "test")[:200]]
     check_parity(cfg, ner_texts, sources, tmp_path)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.text(max_size=60), min_size=1, max_size=4))
+def test_fuzzed_unicode_never_crashes_a_signature(served, texts):
+    """Arbitrary Unicode (surrogates excluded: a tf.string holds UTF-8) through all four signatures."""
+    texts = [t.encode("utf-8", "surrogatepass").decode("utf-8", "replace") for t in texts]
+    batch = tf.constant(texts, tf.string)
+    out = served["ner"]["serving_default"](text=batch)
+    assert out["tokens"].shape[0] == len(texts) and out["tags"].shape == out["tokens"].shape
+    one = served["translate"]["serving_default"](text=batch)
+    nbest = served["translate"]["translate_nbest"](text=batch)
+    assert one["translation"].shape == (len(texts),) and nbest["translation"].shape[0] == len(texts)
+    for t in one["translation"].numpy():
+        t.decode("utf-8")  # well-formed UTF-8
+    tagged = served["ner"]["tag_tokens"](tokens=out["tokens"])
+    assert (tagged["tags"].numpy() == out["tags"].numpy()).all()

@@ -49,15 +49,22 @@ def test_disk_full_is_a_clear_error_and_earlier_artifacts_survive(tmp_path, monk
 
 
 @needs_data
-def test_same_config_gives_identical_vocabularies(raw_dir, tmp_path):
+def test_same_config_gives_identical_vocabularies_and_embeddings(raw_dir, tmp_path):
+    from pipeline import embeddings
+
     runs = []
     for name in ("a", "b"):
         cfg = tiny_config(tmp_path / name, raw=raw_dir)
         data.run_prepare(cfg)
         vocab.run(cfg)
-        runs.append(tmp_path / name / "vocab")
-    match, mismatch, errors = filecmp.cmpfiles(runs[0], runs[1], [f"{n}.txt" for n in vocab.NAMES], shallow=False)
+        embeddings.run(cfg)  # includes German Word2Vec, trained with embed.seed and one worker thread
+        runs.append(tmp_path / name)
+    names = [f"{n}.txt" for n in vocab.NAMES]
+    match, mismatch, errors = filecmp.cmpfiles(runs[0] / "vocab", runs[1] / "vocab", names, shallow=False)
     assert len(match) == len(vocab.NAMES) and not mismatch and not errors
+    matrices = ["ner_words.npy", "src.npy", "tgt.npy"]
+    match, mismatch, errors = filecmp.cmpfiles(runs[0] / "embeddings", runs[1] / "embeddings", matrices, shallow=False)
+    assert match == matrices, (mismatch, errors)
 
 
 @needs_data

@@ -105,7 +105,8 @@ def test_resumes_restarts_and_refuses_other_vocabularies(tmp_path, capsys):
     assert [h["epoch"] for h in json.loads(history.read_text())] == [1, 2, 3]
     other = tiny_config(tmp_path, *TINY_TRANSLATE, "translate.epochs=1", "translate.decoder_units=16")
     train.run_translate(other)
-    assert "discarding the checkpoint" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "discarding the checkpoint" in out and "translate.decoder_units: checkpoint 32, config 16" in out
     assert len(json.loads(history.read_text())) == 1
 
     write_parallel(other, synthetic_pairs(30, seed=1)[:3])  # a smaller vocabulary than the weights expect
