@@ -46,6 +46,12 @@ STAGES = {
             "train the BiLSTM-CNN-CRF tagger",
         ),
         Stage(
+            "evaluate-ner",
+            "pipeline.evaluate:run_ner",
+            ("paths", "prepare", "text", "vocab", "embed", "ner"),
+            "entity-level P/R/F1 (seqeval) on valid and test",
+        ),
+        Stage(
             "train-translate",
             "pipeline.train:run_translate",
             ("paths", "prepare", "text", "vocab", "embed", "translate"),
@@ -56,12 +62,6 @@ STAGES = {
             "pipeline.evaluate:run_translate",
             ("paths", "prepare", "text", "vocab", "embed", "translate"),
             "sacreBLEU BLEU and chrF (beam search) on valid and test",
-        ),
-        Stage(
-            "evaluate-ner",
-            "pipeline.evaluate:run_ner",
-            ("paths", "prepare", "text", "vocab", "embed", "ner"),
-            "entity-level P/R/F1 (seqeval) on valid and test",
         ),
         # ---- export for TF Serving (pipeline/export.py, pipeline/bench_serving.py) ----
         Stage(
