@@ -170,6 +170,9 @@ class Translate:
         "tf.distribute: one device; `mirrored` = all local GPUs; `multi_worker` = the cluster in $TF_CONFIG",
         ("default", "mirrored", "multi_worker"),
     )
+    mixed_precision: bool = opt(
+        False, "mixed_float16 compute, float32 weights, dynamic loss scaling: for GPUs (float16 is slow on CPUs)"
+    )
     dev_beam_width: int = opt(1, "beam used for the per-epoch dev BLEU (1 = greedy: fast, and ranks epochs alike)")
     # Decoding.
     beam_width: int = opt(5, "beam size (1 = greedy)")

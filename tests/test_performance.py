@@ -106,3 +106,28 @@ def test_right_padded_masks_never_have_an_empty_row(cfg):
     ids, _, empty = predict.Translator(seq2seq.build(cfg), cfg).source(tf.constant(["", "man  runs", " "]))
     assert ids.numpy().tolist()[0][0] == 1 and empty.numpy().tolist() == [True, False, True]
     assert (ids.numpy() != 0).sum(axis=1).min() == 1
+
+
+def test_mixed_precision_step_scales_the_loss_and_skips_overflowing_updates(cfg):
+    """mixed_float16: float16 compute, float32 weights; the custom step scales the loss itself, clips at the
+    scaled norm, and an overflow skips the update and halves the scale (runs on CPU too, slowly)."""
+    import dataclasses
+
+    import numpy as np
+
+    mixed = dataclasses.replace(cfg, translate=dataclasses.replace(cfg.translate, mixed_precision=True))
+    model, optimizer = train.build_translator(mixed)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the build
+    assert model.decoder_cell.compute_dtype == "float16" and model.decoder_cell.variable_dtype == "float32"
+    assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    step = train.make_translate_step(model, optimizer, mixed.translate)
+    examples = datasets.translation_examples(mixed, synthetic_pairs(40, seed=2))
+    batch = next(datasets.translation_batches(examples, 8, seed=0))
+    losses = [float(step(*batch)[0]) for _ in range(5)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    optimizer.dynamic_scale.assign(2.0**60)  # float16 gradients overflow at this scale
+    step(*batch)
+    assert float(optimizer.dynamic_scale.numpy()) == 2.0**59
+    assert all((a == v.numpy()).all() for a, v in zip(before, model.trainable_variables, strict=True))

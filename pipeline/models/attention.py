@@ -19,8 +19,10 @@ _MASKED = -1e9
 
 def _masked_softmax(scores, mask):
     """Softmax over the last axis (source positions) with padded positions excluded."""
-    scores = ops.where(mask, scores, _MASKED)
-    return ops.softmax(scores, axis=-1)
+    # In float32 even under mixed precision: -1e9 is -inf in float16, and the weights must sum to one.
+    dtype = scores.dtype
+    scores = ops.where(mask, ops.cast(scores, "float32"), _MASKED)
+    return ops.cast(ops.softmax(scores, axis=-1), dtype)
 
 
 class _Attention(keras.layers.Layer):
