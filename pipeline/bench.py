@@ -90,6 +90,67 @@ def bench_translate(cfg: Config) -> dict:
     return out
 
 
+def profile_translate(cfg: Config, n_batches: int = 20) -> dict:
+    """Milliseconds per batch of each part of the translator's train step, by subtraction of nested programs:
+
+    input pipeline (numpy batching) | encoder fwd+bwd | + decoder recurrence fwd+bwd | + output softmax and
+    loss | + optimizer update = the whole step. Each program is one tf.function over the same real batches.
+    """
+    import tensorflow as tf
+
+    from pipeline.models import seq2seq
+
+    hp = cfg.translate
+    examples = datasets.translation_examples(cfg, data.load_parallel(cfg, "train"))
+    start = time.perf_counter()
+    batches = list(itertools.islice(datasets.translation_batches(examples, hp.batch_size, seed=hp.seed), n_batches))
+    n_batches = len(batches)
+    input_ms = 1000 * (time.perf_counter() - start) / n_batches
+    model = seq2seq.build(cfg)
+    spec = [tf.TensorSpec([None, None], tf.int32)] * 3
+
+    def grads_of(loss_fn):
+        @tf.function(input_signature=spec, autograph=False)
+        def run(src, tgt_in, tgt_out):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(src, tgt_in, tgt_out)
+            # Every gradient is an output, so none of the backward pass is pruned from the graph.
+            return [g for g in tape.gradient(loss, model.trainable_variables) if g is not None]
+
+        return run
+
+    def encoder(src, tgt_in, tgt_out):
+        memory, _ = model.encode(src, training=True)
+        return tf.reduce_sum(memory.values)
+
+    def recurrence(src, tgt_in, tgt_out):
+        return tf.reduce_sum(model.features((src, tgt_in), training=True))
+
+    def softmax_loss(src, tgt_in, tgt_out):
+        logits, labels = model.target_logits((src, tgt_in), tgt_out, training=True)
+        total, count = seq2seq.sequence_loss(logits, labels, hp.label_smoothing)
+        return total / count
+
+    programs = {
+        "encoder": grads_of(encoder),
+        "+ decoder recurrence": grads_of(recurrence),
+        "+ output softmax and loss": grads_of(softmax_loss),
+        "+ optimizer update (whole step)": train.make_translate_step(model, train.LazyAdam(hp.learning_rate), hp),
+    }
+    cumulative = {}
+    for name, fn in programs.items():
+        fn(*batches[0])  # trace
+        start = time.perf_counter()
+        for b in batches:
+            fn(*b)  # on the CPU a call returns once its outputs are computed
+        cumulative[name] = 1000 * (time.perf_counter() - start) / n_batches
+    parts, before = {"input pipeline (numpy batching)": round(input_ms, 2)}, 0.0
+    for name, ms in cumulative.items():
+        parts[name] = round(ms - before, 1)
+        before = ms
+    return {"ms_per_batch": parts, "step_ms": round(before, 1)}
+
+
 def bench_ner(cfg: Config) -> dict:
     hp = cfg.ner
     sentences = data.load_ner(cfg, "train")
@@ -107,6 +168,7 @@ def bench_ner(cfg: Config) -> dict:
 
 def run(cfg: Config) -> None:
     results = {"machine": machine(), "translate": bench_translate(cfg), "ner": bench_ner(cfg)}
+    results["translate_profile"] = profile_translate(cfg)
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     write_json(Path(cfg.paths.reports) / "bench.json", results)
     t, n, m = results["translate"], results["ner"], results["machine"]
@@ -121,3 +183,7 @@ def run(cfg: Config) -> None:
     print(f"  {'measure':<28}{'result':<40}target (2 CPU cores)")
     for name, value, target in rows:
         print(f"  {name:<28}{value:<40}{target}")
+    prof = results["translate_profile"]
+    print(f"  translator train step, {prof['step_ms']:.0f} ms per batch of {cfg.translate.batch_size}:")
+    for name, ms in prof["ms_per_batch"].items():
+        print(f"    {name:<36}{ms:8.1f} ms  {100 * ms / prof['step_ms']:5.1f}%")

@@ -131,3 +131,20 @@ def test_mixed_precision_step_scales_the_loss_and_skips_overflowing_updates(cfg)
     step(*batch)
     assert float(optimizer.dynamic_scale.numpy()) == 2.0**59
     assert all((a == v.numpy()).all() for a, v in zip(before, model.trainable_variables, strict=True))
+
+
+def test_bench_reports_every_measure(cfg, capsys):
+    """`make bench` on the tiny synthetic setup: every number present and positive, the profile adds up."""
+    import json
+    from pathlib import Path
+
+    from pipeline import bench
+
+    bench.run(cfg)
+    out = json.loads((Path(cfg.paths.reports) / "bench.json").read_text())
+    t, n, p = out["translate"], out["ner"], out["translate_profile"]
+    assert min(t["train_tokens_per_s"], t["greedy_sentences_per_s"], t["beam5_sentences_per_s"]) > 0
+    assert n["train_words_per_s"] > 0 and out["peak_rss_mb"] > 100 and out["machine"]["cores"] >= 1
+    parts = p["ms_per_batch"]
+    assert len(parts) == 5 and sum(list(parts.values())[1:]) == pytest.approx(p["step_ms"], abs=0.5)
+    assert "beam-5 decoding, batch 64" in capsys.readouterr().out
