@@ -135,6 +135,32 @@ def _plt():
 # ------------------------------------------------------------------------------------------------ sections
 
 
+# Published results to compare with (../shared/docs/ANCHORS.md); theirs are measured as noted.
+ANCHORS = {
+    "ner": "BiLSTM-CNN-CRF 91.21 (Ma & Hovy 2016), NCRF++ 91.35",
+    "translate": "attentive cGRU 37.33 (nmtpy; tokenized, lowercased BLEU: an easier measure)",
+}
+
+
+def summary_section(page: Page, reports: Path) -> None:
+    """The headline: how good each model is on test, beside the published results."""
+    page.heading("Summary")
+    ner, tr = _json(reports / "ner/metrics.json"), _json(reports / "translate/metrics.json")
+    rows = []
+    if ner:
+        rows.append(
+            ["CoNLL-2003 NER, test", "entity F1 (seqeval, strict IOB2)", 100 * ner["test"]["f1"], ANCHORS["ner"]]
+        )
+    if tr:
+        rows.append(
+            ["Multi30k translation, test", "sacreBLEU (cased, detokenized)", tr["test"]["bleu"], ANCHORS["translate"]]
+        )
+    if rows:
+        page.table(["task", "metric", "ours", "published"], rows)
+    else:
+        page.text("No evaluation yet: run `make evaluate-ner evaluate-translate`.", missing=True)
+
+
 def data_section(page: Page, reports: Path) -> None:
     page.heading("Data")
     stats, vocab, emb = (_json(reports / f) for f in ("data.json", "vocab.json", "embeddings.json"))
@@ -388,6 +414,7 @@ def run(cfg: Config, attention: bool = True) -> None:
     reports = Path(cfg.paths.reports)
     page = Page(reports / "figures")
     page.text("Everything below is read from the files the pipeline stages wrote; rerun `make report` after training.")
+    summary_section(page, reports)
     data_section(page, reports)
     curves_section(page, reports)
     ner_section(page, reports)

@@ -82,6 +82,7 @@ def test_report_has_every_part(built):
     reports = Path(built.paths.reports)
     page = (reports / "index.html").read_text()
     md = (reports / "index.md").read_text()
+    assert "<h2>Summary</h2>" in page and "entity F1" in md and "sacreBLEU" in md
     for part in ("Learning curves", "Named entities", "Translation", "Run manifest", "BLEU by source-sentence length"):
         assert part.lower() in page.lower(), part
     assert page.count('src="data:image/png;base64,') == 5  # curves, per type, confusion, BLEU/length, attention
