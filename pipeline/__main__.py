@@ -15,6 +15,19 @@ from pipeline import config, stages
 from pipeline.errors import InputError
 
 DEFAULT_CONFIG = "configs/default.toml"
+# Commands that run a trained model on raw sentences: (help, description, function in pipeline.predict).
+PREDICTORS = {
+    "tag": (
+        "tag named entities in sentences",
+        "Print the entities that the trained tagger finds, with their types.",
+        "tag_main",
+    ),
+    "translate": (
+        "translate sentences with the trained translator",
+        "Print one translation a line (beam search as configured in [translate]).",
+        "translate_main",
+    ),
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,20 +49,12 @@ def _parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         _common(p)
-    p = sub.add_parser(
-        "tag",
-        help="tag named entities in sentences (arguments, or one sentence a line on stdin)",
-        description="Print the entities that the trained tagger finds, with their types.",
-    )
-    p.add_argument("sentences", nargs="*", help="raw sentences; without any, read stdin line by line")
-    _common(p, overrides_flag=True)
-    p = sub.add_parser(
-        "translate",
-        help="translate sentences with the trained translator (arguments, or one sentence a line on stdin)",
-        description="Print one translation a line (beam search as configured in [translate]).",
-    )
-    p.add_argument("sentences", nargs="*", help="raw sentences; without any, read stdin line by line")
-    _common(p, overrides_flag=True)
+    for name, (help_text, description, _) in PREDICTORS.items():
+        p = sub.add_parser(
+            name, help=f"{help_text} (arguments, or one sentence a line on stdin)", description=description
+        )
+        p.add_argument("sentences", nargs="*", help="raw sentences; without any, read stdin line by line")
+        _common(p, overrides_flag=True)
     p = sub.add_parser("stamp", help="(for make) write the config fingerprints of stages whose config changed")
     p.add_argument("stage_names", nargs="+", metavar="STAGE", choices=list(stages.STAGES))
     _common(p, overrides_flag=True)
@@ -75,15 +80,11 @@ def main(argv: list[str] | None = None) -> int:
             for name in args.stage_names:
                 stages.write_cfg_stamp(cfg, name)
             return 0
-        if args.command == "tag":
+        if args.command in PREDICTORS:
             from pipeline import predict
 
-            predict.tag_main(cfg, args.sentences or [line.rstrip("\n") for line in sys.stdin])
-            return 0
-        if args.command == "translate":
-            from pipeline import predict
-
-            predict.translate_main(cfg, args.sentences or [line.rstrip("\n") for line in sys.stdin])
+            run_predictor = getattr(predict, PREDICTORS[args.command][2])
+            run_predictor(cfg, args.sentences or [line.rstrip("\n") for line in sys.stdin])
             return 0
         if args.command == "path":
             print(getattr(cfg.paths, args.key))

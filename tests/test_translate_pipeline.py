@@ -50,7 +50,7 @@ def summaries(path):
     return [e.summary.value for e in tf.compat.v1.train.summary_iterator(str(path)) if e.HasField("summary")]
 
 
-def test_overfits_fifty_pairs_to_bleu_above_90(tmp_path):
+def test_overfits_fifty_pairs_to_bleu_above_90(tmp_path, capsys):
     """The tiny config's model learns 50 pairs through the real loop, bucketing and string-in/string-out decoding."""
     from pipeline import evaluate, train
 
@@ -88,6 +88,13 @@ def test_overfits_fifty_pairs_to_bleu_above_90(tmp_path):
     assert out["translation"].shape == (4,) and out["score"].shape == (4,)
     assert out["translation"][0].numpy().decode() == pairs[0][1]
     assert list(out["translation"].numpy()[1:3]) == [b"", b""] and list(out["score"].numpy()[1:3]) == [0, 0]
+    from pipeline import __main__ as cli
+    from tests.conftest import TINY, path_overrides
+
+    args = [f"--set={o}" for o in (*path_overrides(tmp_path), *settings)]
+    assert cli.main(["translate", "--config", str(TINY), *args, pairs[1][0], ""]) == 0
+    assert capsys.readouterr().out.split("\n")[-3:] == [pairs[1][1], "", ""]  # one line per input
+
     greedy = predict.load_translator(cfg, search=cfg.translate.__class__(beam_width=1))
     assert predict.translate_texts(greedy, [p[0] for p in pairs[:5]]) == [p[1] for p in pairs[:5]]
 
