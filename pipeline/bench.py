@@ -63,12 +63,10 @@ def _timed(batches, step, count) -> dict:
 def bench_translate(cfg: Config) -> dict:
     import keras
 
-    from pipeline.models import seq2seq
-
     hp = cfg.translate
     examples = datasets.translation_examples(cfg, data.load_parallel(cfg, "train"))
-    model = seq2seq.build(cfg)
-    step = train.make_translate_step(model, train.LazyAdam(hp.learning_rate), hp)
+    model, optimizer = train.build_translator(cfg)
+    step = train.make_translate_step(model, optimizer, hp)
     batches = datasets.translation_batches(examples, hp.batch_size, seed=hp.seed)
     speed = _timed(batches, step, lambda b: int((b[0] != 0).sum() + (b[2] != 0).sum()))
     out = {

@@ -1,4 +1,5 @@
-"""Stage `train-ner`: train the tagger with early stopping on dev entity F1; resumable.
+"""Stages `train-ner` and `train-translate` (run_ner, run_translate): early stopping on dev entity F1 / dev
+BLEU, resumable. The tagger's files are below; the translator's are listed above run_translate.
 
     <paths.models>/ner/ckpt/              tf.train checkpoint of the last epoch: model, optimizer, counters
     <paths.models>/ner/ckpt/run.json      the settings the checkpoint belongs to
@@ -198,6 +199,22 @@ def load_history(manager: tf.train.CheckpointManager, path: Path, epoch: int) ->
     return json.loads(path.read_text())[:epoch] if resumed else []
 
 
+def finish_epoch(e: int, stats: dict, scalars: tuple[str, ...], samples: str, run: dict) -> None:
+    """Record epoch `e`: history file, TensorBoard scalars and sample text, then the checkpoint, in that order
+    (a resumed run trims the history to the checkpoint's epoch, so the history may run ahead, never behind).
+
+    `run` holds the loop's history list and its path, the summary writer, the epoch counter and the manager.
+    """
+    run["history"].append(stats)
+    write_json(run["history_path"], run["history"])
+    with run["writer"].as_default(step=e):
+        for key in scalars:
+            scalar_summary(key, stats[key])
+        text_summary("dev_samples", samples)
+    run["epoch"].assign(e)
+    run["manager"].save()
+
+
 def build_tagger(cfg: Config) -> tuple[Tagger, list[str], dict]:
     """The tagger with the pretrained embeddings, its tag set, and the metadata that rebuilds it (tagger.json)."""
     tags = vocab.load_named(cfg, "ner_tags")
@@ -237,7 +254,7 @@ def run_ner(cfg: Config) -> None:
     train, valid = data.load_ner(cfg, "train"), data.load_ner(cfg, "valid")
     model, tags, meta = build_tagger(cfg)
     optimizer = make_optimizer(hp)
-    optimizer.build(model.trainable_variables)
+    build_optimizer(optimizer, model)  # before the restore, so the checkpoint's slots have somewhere to go
     epoch, best_f1, bad_epochs = tf.Variable(0), tf.Variable(-1.0), tf.Variable(0)
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch, best_f1=best_f1, bad_epochs=bad_epochs)
     manager = open_checkpoints(ckpt, out / "ckpt", run_settings(cfg, "ner"), ("best.weights.h5", "tagger.json"))
@@ -253,6 +270,7 @@ def run_ner(cfg: Config) -> None:
     step = make_train_step(model, optimizer, hp)
     tagger = predict.TrainedTagger(model, features, tags, predict.make_decoder(model, features))
     writer = tf.summary.create_file_writer(str(out / "logs"))
+    run = {"history": history, "history_path": history_path, "writer": writer, "epoch": epoch, "manager": manager}
     while int(epoch.numpy()) < hp.epochs and int(bad_epochs.numpy()) < hp.patience:
         e = int(epoch.numpy()) + 1
         optimizer.learning_rate = hp.learning_rate / (1 + hp.lr_decay * (e - 1))
@@ -271,18 +289,9 @@ def run_ner(cfg: Config) -> None:
             save_best(model, out, "tagger.json", meta | {"epoch": e, "dev": dev})
         best_f1.assign(max(dev["f1"], float(best_f1.numpy())))
         bad_epochs.assign(0 if improved else int(bad_epochs.numpy()) + 1)
-        history.append(stats)
-        write_json(history_path, history)
-        with writer.as_default(step=e):
-            for key in ("loss", "dev_f1", "words_per_s", "padding", "lr"):
-                scalar_summary(key, stats[key])
-            samples = valid[:3]
-            tagged = predict.predict_tags(tagger, [w for w, _ in samples])
-            text_summary(
-                "dev_samples", "\n\n".join(tagged_markdown(w, g, p) for (w, g), p in zip(samples, tagged, strict=True))
-            )
-        epoch.assign(e)
-        manager.save()
+        tagged = predict.predict_tags(tagger, [w for w, _ in valid[:3]])
+        samples = "\n\n".join(tagged_markdown(w, g, p) for (w, g), p in zip(valid[:3], tagged, strict=True))
+        finish_epoch(e, stats, ("loss", "dev_f1", "words_per_s", "padding", "lr"), samples, run)
         print(format_epoch(stats, improved), flush=True)
     writer.close()
     print(f"  best dev F1 {100 * float(best_f1.numpy()):.2f}; weights in {out / 'best.weights.h5'}")
@@ -438,7 +447,7 @@ def run_translate(cfg: Config) -> None:
     valid = data.load_parallel(cfg, "valid")
     with strategy.scope():  # variables (model, optimizer slots) are mirrored across replicas and workers
         model, optimizer = build_translator(cfg)
-        optimizer.build(model.trainable_variables)
+        build_optimizer(optimizer, model)  # before the restore, so the checkpoint's slots have somewhere to go
     meta = {
         "translate": cfg.section_dict("translate"),
         "src_shape": list(model.src_embed.embeddings.shape),
@@ -463,6 +472,7 @@ def run_translate(cfg: Config) -> None:
     translator = predict.Translator(model, cfg, dev_search)
     sources, references = [s for s, _ in valid], [t for _, t in valid]
     writer = tf.summary.create_file_writer(str(out / "logs"))
+    run = {"history": history, "history_path": history_path, "writer": writer, "epoch": epoch, "manager": manager}
 
     def finished() -> bool:
         over_time = hp.max_minutes > 0 and float(elapsed.numpy()) >= 60 * hp.max_minutes
@@ -488,15 +498,9 @@ def run_translate(cfg: Config) -> None:
             lr_bad.assign(0)
         elapsed.assign_add(time.perf_counter() - started)
         stats |= {"dev_seconds": time.perf_counter() - t0, "elapsed": float(elapsed.numpy())}
-        history.append(stats)
-        write_json(history_path, history)
-        with writer.as_default(step=e):
-            for key in ("loss", "dev_bleu", "dev_chrf", "tokens_per_s", "padding", "lr"):
-                scalar_summary(key, stats[key])
-            samples = [f"{s}  \n→ {h}  \n(ref: {r})" for s, h, r in zip(sources[:3], hyps, references, strict=False)]
-            text_summary("dev_samples", "\n\n".join(samples))
-        epoch.assign(e)
-        manager.save()
+        samples = [f"{s}  \n→ {h}  \n(ref: {r})" for s, h, r in zip(sources[:3], hyps, references, strict=False)]
+        scalars = ("loss", "dev_bleu", "dev_chrf", "tokens_per_s", "padding", "lr")
+        finish_epoch(e, stats, scalars, "\n\n".join(samples), run)
         print(format_translate_epoch(stats, improved), flush=True)
     writer.close()
     print(f"  best dev BLEU {float(best.numpy()):.2f}; weights in {out / 'best.weights.h5'}")
