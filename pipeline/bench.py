@@ -158,8 +158,10 @@ def bench_ner(cfg: Config) -> dict:
     batches = datasets.ner_train_batches(cfg, datasets.ner_examples(cfg, sentences, tags), features, seed=hp.seed)
     speed = _timed(batches, step, lambda b: int((b[0]["words"].numpy() != 0).sum()))
     return {
-        "model": {k: getattr(hp, k) for k in ("units", "char_encoder", "output", "batch_size")},
+        "model": {k: getattr(hp, k) for k in ("units", "char_encoder", "output", "batch_size", "ensemble")},
         "train_words_per_s": speed["units_per_s"],
+        # An ensemble's step trains every member on each word: this is the speed of one tagger's training.
+        "train_member_words_per_s": speed["units_per_s"] * hp.ensemble,
         "train_steps_timed": speed["steps"],
     }
 
@@ -173,7 +175,12 @@ def run(cfg: Config) -> None:
     print(f"  machine: {m['cpu']}, {m['cores']} cores, GPUs {m['gpus'] or 'none'}")
     rows = [
         ("translator training", f"{t['train_tokens_per_s']:,.0f} tokens/s (source + target)", "2,300"),
-        ("NER training", f"{n['train_words_per_s']:,.0f} words/s", "5,000"),
+        (
+            "NER training",
+            f"{n['train_words_per_s']:,.0f} words/s"
+            + (f" ({n['train_member_words_per_s']:,.0f} per tagger)" if cfg.ner.ensemble > 1 else ""),
+            "5,000 per tagger",
+        ),
         ("greedy decoding, batch 64", f"{t['greedy_sentences_per_s']:,.1f} sentences/s", "-"),
         ("beam-5 decoding, batch 64", f"{t['beam5_sentences_per_s']:,.1f} sentences/s", "30"),
         ("peak memory", f"{results['peak_rss_mb']:,.0f} MB resident", "-"),

@@ -122,6 +122,11 @@ class Ner:
     units: int = opt(200, "recurrent units per direction")
     dropout: float = opt(0.5, "dropout on the input and output of every recurrent layer")
     output: str = opt("crf", "output layer: linear-chain CRF (Viterbi decoding) or token softmax", ("crf", "softmax"))
+    ensemble: int = opt(
+        1,
+        "train this many taggers side by side (seeds seed, seed+1, ...) and decode with their averaged scores; "
+        "each adds the time of one tagger",
+    )
     # Training: (lazy) Adam with global-norm clipping, early stopping on dev entity F1.
     optimizer: str = opt(
         "lazy_adam",

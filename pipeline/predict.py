@@ -75,7 +75,14 @@ def load_tagger(cfg: Config) -> TrainedTagger:
         )
     model = Tagger(hp, np.zeros((meta["n_words"], meta["word_dim"]), "float32"), meta["n_chars"], len(meta["tags"]))
     model(dummy_inputs(hp.max_word_length))
-    model.load_weights(where / "best.weights.h5")
+    try:
+        model.load_weights(where / "best.weights.h5")
+    except ValueError as e:  # weights of another version of the tagger's layout
+        raise InputError(
+            f"{where / 'best.weights.h5'}: these weights do not fit this version's tagger: "
+            + str(e).split("\n")[0].split(" Example")[0],
+            hint="run `make train-ner` again",
+        ) from None
     features = datasets.NerFeatures(cfg)
     return TrainedTagger(model, features, meta["tags"], make_decoder(model, features))
 

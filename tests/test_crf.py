@@ -107,7 +107,7 @@ def test_viterbi_in_a_fixed_signature_function_traces_once():
     for time, lengths in ((4, [4, 2]), (1, [1]), (6, [6, 3, 5])):
         em, mask, _ = _batch(rng, lengths, time)
         got = decode(em, mask).numpy()
-        want = crf.viterbi_decode(em, mask, *layer._params())[0].numpy()
+        want = crf.viterbi_decode(em, mask, *layer.params())[0].numpy()
         np.testing.assert_array_equal(got, want)
     assert len(traces) == 1
 

@@ -122,6 +122,41 @@ def test_recurrent_layers_are_cudnn_eligible(tmp_path, settings):
     assert datasets.CASES[0] == "<pad>"
 
 
+def test_ensemble_decodes_with_the_averaged_scores_and_trains_each_member_alone(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from pipeline import train
+    from pipeline.models.crf import viterbi_decode
+    from pipeline.models.tagger import Tagger, dummy_inputs
+
+    cfg = tiny_config(tmp_path, *TINY_NER, "ner.ensemble=3", "ner.clip_norm=0.01")
+    model = Tagger(cfg.ner, np.random.default_rng(0).normal(size=(10, 4)).astype("float32"), n_chars=5, n_tags=3)
+    model(dummy_inputs(cfg.ner.max_word_length))
+    rng = np.random.default_rng(1)
+    for member in model.members:  # distinct CRF scores, so averaging them is visible in the decoded paths
+        for weight in (member.crf.transitions, member.crf.start, member.crf.end):
+            weight.assign(rng.normal(0, 3, weight.shape).astype("float32"))
+    words = tf.constant([[2, 3, 4, 5, 6], [7, 8, 9, 0, 0]])
+    inputs = {"words": words, "chars": tf.ones([2, 5, cfg.ner.max_word_length], tf.int32), "casing": tf.ones_like(words)}
+    outputs = [m(inputs).numpy() for m in model.members]
+    assert not np.allclose(outputs[0], outputs[1])  # members start from different initialisations
+    np.testing.assert_allclose(model(inputs).numpy(), np.mean(outputs, axis=0), rtol=1e-5, atol=1e-6)
+    params = [np.mean([p.numpy() for p in ps], axis=0) for ps in zip(*(m.crf.params() for m in model.members))]
+    want = viterbi_decode(np.mean(outputs, axis=0), words != 0, *params)[0].numpy()
+    np.testing.assert_array_equal(model.decode(inputs).numpy(), want)
+    assert len(model.recurrent_layers()) == 3 * 2 * cfg.ner.layers
+
+    # One step with a tiny clip norm: each member's own update is clipped to it, not the members' joint norm
+    # (which would move each by about 0.01 / sqrt(3)). Repeated char ids make the sparse norms a little loose.
+    step = train.make_train_step(model, keras.optimizers.SGD(1.0), cfg.ner)
+    before = [[v.numpy() for v in group] for group in model.variable_groups()]
+    step(inputs, tf.constant([[1, 2, 0, 0, 1], [0, 1, 2, 0, 0]]))
+    for group, old in zip(model.variable_groups(), before, strict=True):
+        moved = np.sqrt(sum(np.sum((v.numpy() - o) ** 2) for v, o in zip(group, old, strict=True)))
+        assert moved == pytest.approx(0.01, rel=0.05)
+
+
 def test_lazy_adam_matches_adam_on_the_rows_it_updates():
     import keras
     import tensorflow as tf

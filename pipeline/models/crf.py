@@ -106,15 +106,16 @@ class CRF(keras.layers.Layer):
         self.start = self.add_weight(shape=(n_tags,), initializer="zeros", name="start", trainable=boundaries)
         self.end = self.add_weight(shape=(n_tags,), initializer="zeros", name="end", trainable=boundaries)
 
-    def _params(self):
+    def params(self) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """(transitions, start, end)."""
         return tf.convert_to_tensor(self.transitions), tf.convert_to_tensor(self.start), tf.convert_to_tensor(self.end)
 
     def loss(self, emissions, tags, mask) -> tf.Tensor:
         """[batch] negative log-likelihood of the gold paths."""
-        return -log_likelihood(tf.cast(emissions, tf.float32), tags, mask, *self._params())
+        return -log_likelihood(tf.cast(emissions, tf.float32), tags, mask, *self.params())
 
     def decode(self, emissions, mask) -> tf.Tensor:
-        return viterbi_decode(tf.cast(emissions, tf.float32), mask, *self._params())[0]
+        return viterbi_decode(tf.cast(emissions, tf.float32), mask, *self.params())[0]
 
     def get_config(self):
         return super().get_config() | {"n_tags": self.n_tags, "boundaries": self.boundaries}

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from pipeline.config import Ner
 from pipeline.datasets import CASES
-from pipeline.models.crf import CRF
+from pipeline.models.crf import CRF, viterbi_decode
 from pipeline.vocab import UNK_ID
 
 
@@ -56,8 +56,10 @@ class CharBiLSTM(keras.layers.Layer):
         return tf.reshape(h, [b, t, h.shape[-1]])
 
 
-class Tagger(keras.Model):
-    def __init__(self, hp: Ner, embeddings: np.ndarray, n_chars: int, n_tags: int, **kwargs):
+class TaggerNet(keras.layers.Layer):
+    """One tagger network: features -> emission scores, and its own CRF."""
+
+    def __init__(self, hp: Ner, embeddings: np.ndarray, n_chars: int, n_tags: int, seed: int, **kwargs):
         super().__init__(**kwargs)
         self.hp, self.n_tags = hp, n_tags
         n_words, dim = embeddings.shape
@@ -78,7 +80,7 @@ class Tagger(keras.Model):
         self.encoder = [_rnn(hp.rnn, hp.units, return_sequences=True, name=f"bi{hp.rnn}_{i}") for i in range(hp.layers)]
         self.emit = keras.layers.Dense(n_tags, name="emit")
         self.crf = CRF(n_tags, name="crf") if hp.output == "crf" else None
-        self.seeds = keras.random.SeedGenerator(hp.seed)
+        self.seeds = keras.random.SeedGenerator(seed)
 
     def build(self, input_shape=None):
         # Every sub-layer builds itself on the first call; this only stops Keras warning that we did not.
@@ -108,18 +110,51 @@ class Tagger(keras.Model):
         xent = keras.losses.sparse_categorical_crossentropy(tags, emissions, from_logits=True)
         return tf.reduce_mean(tf.reduce_sum(tf.where(mask, xent, 0.0), axis=1))
 
+    def recurrent_layers(self) -> list[keras.layers.Layer]:
+        bis = [*self.encoder, *([self.char_enc.rnn] if isinstance(self.char_enc, CharBiLSTM) else [])]
+        return [rnn for bi in bis for rnn in (bi.forward_layer, bi.backward_layer)]
+
+
+class Tagger(keras.Model):
+    """`ner.ensemble` networks with their own initialisation, dropout and CRF, trained side by side on the same
+    batches, each on its own likelihood. Decoding averages their emission and CRF scores (a product of experts),
+    so one Viterbi pass tags a batch; with ensemble = 1 this is the single BiLSTM-CNN-CRF."""
+
+    def __init__(self, hp: Ner, embeddings: np.ndarray, n_chars: int, n_tags: int, **kwargs):
+        super().__init__(**kwargs)
+        self.hp, self.n_tags = hp, n_tags
+        self.members = [
+            TaggerNet(hp, embeddings, n_chars, n_tags, seed=hp.seed + i, name=f"member_{i}")
+            for i in range(hp.ensemble)
+        ]
+
+    def build(self, input_shape=None):
+        self.built = True  # members build themselves on the first call
+
+    def call(self, inputs, training=False):
+        """Emission scores [batch, time, tags], averaged over the members."""
+        return tf.add_n([m(inputs, training=training) for m in self.members]) / len(self.members)
+
+    def sequence_loss(self, inputs, tags, training=False) -> tf.Tensor:
+        """The members' losses, summed: each member's gradient is that of its own loss alone."""
+        return tf.add_n([m.sequence_loss(inputs, tags, training=training) for m in self.members])
+
+    def variable_groups(self) -> list[list]:
+        """Trainable variables member by member (each member's gradients are clipped on their own)."""
+        return [m.trainable_variables for m in self.members]
+
     def decode(self, inputs) -> tf.Tensor:
         """Best tag ids [batch, time] int32, 0 on padding."""
         emissions = tf.cast(self(inputs, training=False), tf.float32)
         mask = inputs["words"] != 0
-        if self.crf is not None:
-            return self.crf.decode(emissions, mask)
+        if self.hp.output == "crf":
+            params = [tf.add_n(p) / len(self.members) for p in zip(*(m.crf.params() for m in self.members))]
+            return viterbi_decode(emissions, mask, *params)[0]
         return tf.where(mask, tf.argmax(emissions, axis=-1, output_type=tf.int32), 0)
 
     def recurrent_layers(self) -> list[keras.layers.Layer]:
         """Every LSTM/GRU in the model (for the cuDNN-eligibility test)."""
-        bis = [*self.encoder, *([self.char_enc.rnn] if isinstance(self.char_enc, CharBiLSTM) else [])]
-        return [rnn for bi in bis for rnn in (bi.forward_layer, bi.backward_layer)]
+        return [rnn for m in self.members for rnn in m.recurrent_layers()]
 
 
 def dummy_inputs(max_word_length: int) -> dict[str, tf.Tensor]:
