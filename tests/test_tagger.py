@@ -138,11 +138,13 @@ def test_ensemble_decodes_with_the_averaged_scores_and_trains_each_member_alone(
         for weight in (member.crf.transitions, member.crf.start, member.crf.end):
             weight.assign(rng.normal(0, 3, weight.shape).astype("float32"))
     words = tf.constant([[2, 3, 4, 5, 6], [7, 8, 9, 0, 0]])
-    inputs = {"words": words, "chars": tf.ones([2, 5, cfg.ner.max_word_length], tf.int32), "casing": tf.ones_like(words)}
+    chars = tf.ones([2, 5, cfg.ner.max_word_length], tf.int32)
+    inputs = {"words": words, "chars": chars, "casing": tf.ones_like(words)}
     outputs = [m(inputs).numpy() for m in model.members]
     assert not np.allclose(outputs[0], outputs[1])  # members start from different initialisations
     np.testing.assert_allclose(model(inputs).numpy(), np.mean(outputs, axis=0), rtol=1e-5, atol=1e-6)
-    params = [np.mean([p.numpy() for p in ps], axis=0) for ps in zip(*(m.crf.params() for m in model.members))]
+    per_member = [m.crf.params() for m in model.members]
+    params = [np.mean([p.numpy() for p in ps], axis=0) for ps in zip(*per_member, strict=True)]
     want = viterbi_decode(np.mean(outputs, axis=0), words != 0, *params)[0].numpy()
     np.testing.assert_array_equal(model.decode(inputs).numpy(), want)
     assert len(model.recurrent_layers()) == 3 * 2 * cfg.ner.layers

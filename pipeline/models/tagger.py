@@ -124,8 +124,7 @@ class Tagger(keras.Model):
         super().__init__(**kwargs)
         self.hp, self.n_tags = hp, n_tags
         self.members = [
-            TaggerNet(hp, embeddings, n_chars, n_tags, seed=hp.seed + i, name=f"member_{i}")
-            for i in range(hp.ensemble)
+            TaggerNet(hp, embeddings, n_chars, n_tags, seed=hp.seed + i, name=f"member_{i}") for i in range(hp.ensemble)
         ]
 
     def build(self, input_shape=None):
@@ -148,7 +147,8 @@ class Tagger(keras.Model):
         emissions = tf.cast(self(inputs, training=False), tf.float32)
         mask = inputs["words"] != 0
         if self.hp.output == "crf":
-            params = [tf.add_n(p) / len(self.members) for p in zip(*(m.crf.params() for m in self.members))]
+            per_member = [m.crf.params() for m in self.members]
+            params = [tf.add_n(list(p)) / len(self.members) for p in zip(*per_member, strict=True)]
             return viterbi_decode(emissions, mask, *params)[0]
         return tf.where(mask, tf.argmax(emissions, axis=-1, output_type=tf.int32), 0)
 
