@@ -43,6 +43,11 @@ class Prepare:
     target_lang: str = opt("de", "target language code", ("en", "de", "fr"))
     max_train: int = opt(0, "keep only the first N training sentences / pairs (0 = all); for tiny configs")
     max_eval: int = opt(0, "keep only the first N valid/test sentences / pairs (0 = all)")
+    ner_context_tokens: int = opt(
+        0,
+        "join consecutive sentences of one CoNLL document into sequences of up to N tokens, so the tagger reads "
+        "each sentence beside its neighbours (at most text.max_length; 0 = one sentence per sequence)",
+    )
     tatoeba_seed: int = opt(1234, "seed of Tatoeba's deterministic train/valid/test split")
     tatoeba_valid: int = opt(2000, "Tatoeba English sentences held out for valid")
     tatoeba_test: int = opt(2000, "Tatoeba English sentences held out for test")

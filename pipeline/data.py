@@ -217,18 +217,23 @@ def to_iob2(tags: list[str]) -> list[str]:
     return out
 
 
-def read_conll(path: Path) -> list[tuple[list[str], list[str]]]:
-    """Sentences of a CoNLL column file: token first, NER tag last, any columns between.
+def read_conll_documents(path: Path) -> list[list[tuple[list[str], list[str]]]]:
+    """Documents of a CoNLL column file, each a list of (tokens, tags) sentences: token first, NER tag last,
+    any columns between.
 
-    `-DOCSTART-` lines are dropped; tags are normalised to IOB2; the column count must not vary.
+    `-DOCSTART-` lines separate documents (a file without them is one document); tags are normalised to IOB2;
+    the column count must not vary.
     """
-    sentences, tokens, tags, width, width_line = [], [], [], None, None
+    documents, sentences, tokens, tags, width, width_line = [], [], [], [], None, None
     for number, line in _lines(path):
         cols = line.split()
         if not cols or cols[0] == "-DOCSTART-":
             if tokens:
                 sentences.append((tokens, to_iob2(tags)))
                 tokens, tags = [], []
+            if cols and sentences:
+                documents.append(sentences)
+                sentences = []
             continue
         if len(cols) < 2:
             raise at(path, number, f"expected at least 2 columns (token ... tag), got {len(cols)}")
@@ -241,9 +246,31 @@ def read_conll(path: Path) -> list[tuple[list[str], list[str]]]:
         tags.append(cols[-1])
     if tokens:
         sentences.append((tokens, to_iob2(tags)))
-    if not sentences:
+    if sentences:
+        documents.append(sentences)
+    if not documents:
         raise InputError(f"{path}: no sentences found")
-    return sentences
+    return documents
+
+
+def read_conll(path: Path) -> list[tuple[list[str], list[str]]]:
+    """The sentences of a CoNLL column file, documents one after another (see read_conll_documents)."""
+    return [sentence for document in read_conll_documents(path) for sentence in document]
+
+
+def join_sentences(documents: list[list[tuple[list[str], list[str]]]], max_tokens: int) -> list[tuple[list, list]]:
+    """Consecutive sentences of each document joined into sequences of at most `max_tokens` tokens (a longer
+    sentence stays alone); never across documents. max_tokens = 0 keeps one sentence per sequence."""
+    out = []
+    for document in documents:
+        tokens, tags = [], []
+        for words, labels in document:
+            if tokens and len(tokens) + len(words) > max_tokens:
+                out.append((tokens, tags))
+                tokens, tags = [], []
+            tokens, tags = tokens + words, tags + labels
+        out.append((tokens, tags))
+    return out
 
 
 def _clean(text: str) -> str:
@@ -328,8 +355,14 @@ def _limit(items: list, split: str, cfg: Config) -> list:
 def run_prepare(cfg: Config) -> None:
     """Read every raw corpus, check it, and write the processed splits plus data/reports/data.json."""
     raw, out = Path(cfg.paths.raw), Path(cfg.paths.processed)
+    if cfg.prepare.ner_context_tokens > cfg.text.max_length:
+        raise InputError(
+            f"prepare.ner_context_tokens = {cfg.prepare.ner_context_tokens} is more than text.max_length = "
+            f"{cfg.text.max_length}: training would cut the joined sequences"
+        )
     # Read and check everything before writing anything, so bad input leaves paths.processed untouched.
-    ner = {s: _limit(read_conll(raw / f"conll2003/{s}.txt"), s, cfg) for s in SPLITS}
+    documents = {s: read_conll_documents(raw / f"conll2003/{s}.txt") for s in SPLITS}
+    ner = {s: _limit(join_sentences(docs, cfg.prepare.ner_context_tokens), s, cfg) for s, docs in documents.items()}
     parallel = {s: _limit(pairs, s, cfg) for s, pairs in translation_splits(cfg).items()}
 
     stats = {"ner": {}, "translate": {}}
@@ -340,7 +373,9 @@ def run_prepare(cfg: Config) -> None:
             lines.append("")
         write_lines(out / f"ner/{split}.conll", lines)
         stats["ner"][split] = {
-            "sentences": len(sentences),
+            "documents": len(documents[split]),
+            "sentences": sum(len(d) for d in documents[split]),
+            "sequences": len(sentences),
             "tokens": sum(len(t) for t, _ in sentences),
             "entities": sum(tag.startswith("B-") for _, tags in sentences for tag in tags),
         }
@@ -353,7 +388,10 @@ def run_prepare(cfg: Config) -> None:
     write_json(Path(cfg.paths.reports) / "data.json", stats)
     for split in SPLITS:
         n = stats["ner"][split]
-        print(f"  ner/{split:5s}  {n['sentences']:6d} sentences {n['tokens']:7d} tokens {n['entities']:6d} entities")
+        print(
+            f"  ner/{split:5s}  {n['sentences']:6d} sentences in {n['sequences']:6d} sequences "
+            f"{n['tokens']:7d} tokens {n['entities']:6d} entities"
+        )
     for split in SPLITS:
         print(f"  translate/{split:5s}  {stats['translate'][split]['pairs']:6d} pairs")
 

@@ -57,6 +57,25 @@ def test_read_conll_tolerates_bom_crlf_and_drops_docstart(tmp_path):
     ]
 
 
+def test_documents_and_sentences_joined_within_them(tmp_path):
+    text = "-DOCSTART- -X- O O\n\na O\nb O\n\nc B-PER\n\n-DOCSTART- -X- O O\n\nd O\ne B-LOC\nf I-LOC\n\ng O\n"
+    docs = data.read_conll_documents(write(tmp_path / "d.txt", text.encode()))
+    assert [[words for words, _ in doc] for doc in docs] == [[["a", "b"], ["c"]], [["d", "e", "f"], ["g"]]]
+    assert data.join_sentences(docs, 0) == [s for doc in docs for s in doc]  # one sentence per sequence
+    assert data.join_sentences(docs, 3) == [
+        (["a", "b", "c"], ["O", "O", "B-PER"]),
+        (["d", "e", "f"], ["O", "B-LOC", "I-LOC"]),  # never joined across a -DOCSTART-
+        (["g"], ["O"]),
+    ]
+    assert data.join_sentences(docs, 2)[:2] == [(["a", "b"], ["O", "O"]), (["c"], ["B-PER"])]
+    assert data.join_sentences(docs, 99) == [
+        (["a", "b", "c"], ["O", "O", "B-PER"]),
+        (list("defg"), ["O", "B-LOC", "I-LOC", "O"]),
+    ]
+    # Without -DOCSTART- lines the file is one document.
+    assert len(data.read_conll_documents(write(tmp_path / "n.txt", b"a O\n\nb O\n"))) == 1
+
+
 def test_read_conll_two_columns_and_iob1(tmp_path):
     path = write(tmp_path / "x.txt", "New I-LOC\nYork I-LOC\nis O\n")
     assert data.read_conll(path) == [(["New", "York", "is"], ["B-LOC", "I-LOC", "O"])]
@@ -186,6 +205,26 @@ def test_real_corpora_counts(raw_dir, tmp_path):
     assert [len(data.load_ner(cfg, s)) for s in data.SPLITS] == [14041, 3250, 3453]
     assert [sum(len(t) for t, _ in data.load_ner(cfg, s)) for s in data.SPLITS] == [203621, 51362, 46435]
     assert [len(data.load_parallel(cfg, s)) for s in data.SPLITS] == [29000, 1014, 1000]
+
+
+@needs_data
+def test_real_conll_documents_joined_into_sequences(raw_dir, tmp_path):
+    sentences = {s: data.read_conll(raw_dir / f"conll2003/{s}.txt") for s in data.SPLITS}
+    assert [len(data.read_conll_documents(raw_dir / f"conll2003/{s}.txt")) for s in data.SPLITS] == [946, 216, 231]
+    cfg = tiny_config(
+        tmp_path, "prepare.max_train=0", "prepare.max_eval=0", "prepare.ner_context_tokens=60", raw=raw_dir
+    )
+    data.run_prepare(cfg)
+    for split in data.SPLITS:
+        joined = data.load_ner(cfg, split)
+        assert len(joined) < len(sentences[split]) / 2
+        # The same tokens and tags in the same order: only the sequence boundaries moved.
+        flat = lambda seqs: [(w, t) for words, tags in seqs for w, t in zip(words, tags, strict=True)]  # noqa: E731
+        assert flat(joined) == flat(sentences[split])
+        longest_sentence = max(len(w) for w, _ in sentences[split])
+        assert max(len(w) for w, _ in joined) <= max(60, longest_sentence)
+    with pytest.raises(InputError, match="text.max_length"):
+        data.run_prepare(tiny_config(tmp_path, "prepare.ner_context_tokens=101", "text.max_length=100", raw=raw_dir))
 
 
 @needs_data
