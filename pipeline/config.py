@@ -122,6 +122,11 @@ class Ner:
         False, "keep the pretrained word embeddings fixed (true trains ~1.7x faster on CPU but was 5 dev F1 worse)"
     )
     word_dropout: float = opt(0.1, "training only: replace this share of words by <unk>, so <unk> gets learned")
+    pretrained_dropout: float = opt(
+        0.0,
+        "training only: give this share of words their pretrained vector instead of their fine-tuned row, so the "
+        "tagger also learns to read the pretrained rows that valid/test words outside the train vocabulary keep",
+    )
     rnn: str = opt("lstm", "recurrent cell of the encoder (both cuDNN-eligible)", ("lstm", "gru"))
     layers: int = opt(1, "bidirectional recurrent layers")
     units: int = opt(200, "recurrent units per direction")

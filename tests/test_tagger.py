@@ -159,6 +159,33 @@ def test_ensemble_decodes_with_the_averaged_scores_and_trains_each_member_alone(
         assert moved == pytest.approx(0.01, rel=0.05)
 
 
+def test_pretrained_dropout_reads_the_pretrained_rows_in_training_only(tmp_path):
+    import tensorflow as tf
+
+    from pipeline.models.tagger import Tagger, dummy_inputs
+
+    matrix = np.random.default_rng(0).normal(size=(10, 4)).astype("float32")
+    cfg = tiny_config(tmp_path, *TINY_NER, "ner.pretrained_dropout=1.0", "ner.word_dropout=0")
+    model = Tagger(cfg.ner, matrix, n_chars=5, n_tags=3)
+    model(dummy_inputs(cfg.ner.max_word_length))
+    words = tf.constant([[2, 3, 4], [5, 6, 0]])
+    inputs = {
+        "words": words,
+        "chars": tf.ones([2, 3, cfg.ner.max_word_length], tf.int32),
+        "casing": tf.ones_like(words),
+    }
+    before = [model(inputs, training=b).numpy() for b in (True, False)]
+    [member] = model.members
+    member.word_emb.embeddings.assign(matrix + 1.0)  # what fine-tuning does to the trainable rows
+    after = [model(inputs, training=b).numpy() for b in (True, False)]
+    np.testing.assert_allclose(after[0], before[0], rtol=1e-5)  # training: every word read its pretrained row
+    assert not np.allclose(after[1], before[1])  # inference: the fine-tuned rows
+    # The pretrained copy is a constant: no extra weight to save or export.
+    plain = Tagger(tiny_config(tmp_path, *TINY_NER).ner, matrix, n_chars=5, n_tags=3)
+    plain(dummy_inputs(cfg.ner.max_word_length))
+    assert len(model.weights) == len(plain.weights)
+
+
 def test_lazy_adam_matches_adam_on_the_rows_it_updates():
     import keras
     import tensorflow as tf

@@ -70,6 +70,10 @@ class TaggerNet(keras.layers.Layer):
             trainable=not hp.freeze_embeddings,
             name="word_emb",
         )
+        # A fixed copy of the pretrained rows, read in training only (see `call`). A constant, not a variable: it
+        # stays out of the weights files and the exported SavedModel, whose graphs never read it.
+        use = hp.pretrained_dropout > 0 and not hp.freeze_embeddings
+        self.pretrained = tf.constant(embeddings) if use else None
         self.char_emb = keras.layers.Embedding(n_chars, hp.char_dim, name="char_emb")
         if hp.char_encoder == "cnn":
             self.char_enc = CharCNN(hp.char_filters, hp.char_width, name="char_cnn")
@@ -94,6 +98,11 @@ class TaggerNet(keras.layers.Layer):
             drop = keras.random.uniform(tf.shape(words), seed=self.seeds) < self.hp.word_dropout
             words = tf.where(drop & mask, UNK_ID, words)
         x = [self.word_emb(words), self.char_enc(self.char_emb(chars), chars != 0)]
+        if training and self.pretrained is not None:
+            # Valid/test words outside the train vocabulary keep their pretrained rows while train words drift;
+            # showing train words in their pretrained form too teaches the encoder to read that space.
+            drop = keras.random.uniform(tf.shape(words), seed=self.seeds) < self.hp.pretrained_dropout
+            x[0] = tf.where(drop[..., None], tf.gather(self.pretrained, words), x[0])
         if self.case_emb is not None:
             x.append(self.case_emb(inputs["casing"]))
         x = tf.concat(x, axis=-1)
