@@ -111,7 +111,9 @@ class Ner:
     # Adam 2e-3 another +0.6 (90.5); 2 layers changed nothing beyond seed noise; SGD (Ma & Hovy) and batch 16
     # trailed. Full runs: lr_decay 0.05 reached 92.05 dev; adding word dropout 0.1 and 50 char filters, which
     # keep the tagger from leaning on memorised word rows, reached 92.64 dev with LazyAdam (1.25x faster an
-    # epoch) and became the default.
+    # epoch) and became the default. configs/default.toml adds, again by dev F1: an ensemble of three (92.85) and
+    # pretrained dropout 0.25 (one tagger 92.84, the ensemble of three with it in README "Results"). Sentences joined
+    # with their document neighbours (prepare.ner_context_tokens=100, batch 10) reached only 92.02.
     char_encoder: str = opt("cnn", "character features of each word: CNN + max-pool, or BiLSTM", ("cnn", "lstm"))
     char_dim: int = opt(30, "character embedding width")
     char_filters: int = opt(50, "char CNN filters (or char BiLSTM units per direction)")
