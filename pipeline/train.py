@@ -102,14 +102,15 @@ def make_train_step(model: Tagger, optimizer, hp: Ner):
         with tf.GradientTape() as tape:
             loss = model.sequence_loss(features, tags, training=True)
         groups = model.variable_groups()
-        grads = tape.gradient(loss, [v for group in groups for v in group])
+        variables = [v for group in groups for v in group]
+        grads = tape.gradient(loss, variables)
         if hp.clip_norm > 0:  # member by member, so an ensemble trains each member as it would train alone
             chunks, start = [], 0
             for group in groups:
                 chunks += tf.clip_by_global_norm(grads[start : start + len(group)], hp.clip_norm)[0]
                 start += len(group)
             grads = chunks
-        optimizer.apply_gradients(zip(grads, [v for group in groups for v in group], strict=True))
+        optimizer.apply_gradients(zip(grads, variables, strict=True))
         mean_loss = loss / len(groups)  # reported per member
         return mean_loss, tf.reduce_sum(tf.cast(features["words"] != 0, tf.int32)), tf.size(features["words"])
 
