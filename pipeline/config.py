@@ -129,6 +129,12 @@ class Ner:
         "training only: give this share of words their pretrained vector instead of their fine-tuned row, so the "
         "tagger also learns to read the pretrained rows that valid/test words outside the train vocabulary keep",
     )
+    share_vector_rows: bool = opt(
+        False,
+        "words with the same pretrained vector (the CC0 table maps rare words onto shared rows, and GERMANY reads "
+        "Germany's) also share a learned offset, so valid/test words outside the train vocabulary move with the "
+        "train words of their row",
+    )
     rnn: str = opt("lstm", "recurrent cell of the encoder (both cuDNN-eligible)", ("lstm", "gru"))
     layers: int = opt(1, "bidirectional recurrent layers")
     units: int = opt(200, "recurrent units per direction")

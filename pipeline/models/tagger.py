@@ -56,10 +56,16 @@ class CharBiLSTM(keras.layers.Layer):
         return tf.reshape(h, [b, t, h.shape[-1]])
 
 
+def vector_groups(embeddings: np.ndarray) -> np.ndarray:
+    """Per word, the id of its distinct pretrained row: words with equal vectors share an id (all words without a
+    vector share the zero row's)."""
+    return np.unique(embeddings, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int32)
+
+
 class TaggerNet(keras.layers.Layer):
     """One tagger network: features -> emission scores, and its own CRF."""
 
-    def __init__(self, hp: Ner, embeddings: np.ndarray, n_chars: int, n_tags: int, seed: int, **kwargs):
+    def __init__(self, hp: Ner, embeddings: np.ndarray, n_chars: int, n_tags: int, seed: int, groups, **kwargs):
         super().__init__(**kwargs)
         self.hp, self.n_tags = hp, n_tags
         n_words, dim = embeddings.shape
@@ -74,6 +80,10 @@ class TaggerNet(keras.layers.Layer):
         # stays out of the weights files and the exported SavedModel, whose graphs never read it.
         use = hp.pretrained_dropout > 0 and not hp.freeze_embeddings
         self.pretrained = tf.constant(embeddings) if use else None
+        # Shared with the other members: (the int weight mapping each word to its pretrained row group, groups).
+        self.groups, self.row_offset = groups, None
+        if groups is not None:
+            self.row_offset = keras.layers.Embedding(groups[1], dim, embeddings_initializer="zeros", name="row_offset")
         self.char_emb = keras.layers.Embedding(n_chars, hp.char_dim, name="char_emb")
         if hp.char_encoder == "cnn":
             self.char_enc = CharCNN(hp.char_filters, hp.char_width, name="char_cnn")
@@ -97,12 +107,15 @@ class TaggerNet(keras.layers.Layer):
         if training and self.hp.word_dropout > 0:
             drop = keras.random.uniform(tf.shape(words), seed=self.seeds) < self.hp.word_dropout
             words = tf.where(drop & mask, UNK_ID, words)
-        x = [self.word_emb(words), self.char_enc(self.char_emb(chars), chars != 0)]
+        offset = 0.0
+        if self.row_offset is not None:  # (the cast: Keras traces a default serving function with float inputs)
+            offset = self.row_offset(tf.gather(self.groups[0], tf.cast(words, tf.int32)))
+        x = [self.word_emb(words) + offset, self.char_enc(self.char_emb(chars), chars != 0)]
         if training and self.pretrained is not None:
             # Valid/test words outside the train vocabulary keep their pretrained rows while train words drift;
             # showing train words in their pretrained form too teaches the encoder to read that space.
             drop = keras.random.uniform(tf.shape(words), seed=self.seeds) < self.hp.pretrained_dropout
-            x[0] = tf.where(drop[..., None], tf.gather(self.pretrained, words), x[0])
+            x[0] = tf.where(drop[..., None], tf.gather(self.pretrained, words) + offset, x[0])
         if self.case_emb is not None:
             x.append(self.case_emb(inputs["casing"]))
         x = tf.concat(x, axis=-1)
@@ -129,11 +142,27 @@ class Tagger(keras.Model):
     batches, each on its own likelihood. Decoding averages their emission and CRF scores (a product of experts),
     so one Viterbi pass tags a batch; with ensemble = 1 this is the single BiLSTM-CNN-CRF."""
 
-    def __init__(self, hp: Ner, embeddings: np.ndarray, n_chars: int, n_tags: int, **kwargs):
+    def __init__(self, hp: Ner, embeddings: np.ndarray, n_chars: int, n_tags: int, n_groups: int = 0, **kwargs):
+        """`n_groups` is only for rebuilding a trained tagger from zeros in place of `embeddings`: the word groups
+        of `ner.share_vector_rows` are then restored with the weights rather than derived from the vectors."""
         super().__init__(**kwargs)
         self.hp, self.n_tags = hp, n_tags
+        groups = None
+        if hp.share_vector_rows:
+            ids = vector_groups(embeddings) if not n_groups else np.zeros(len(embeddings), np.int32)
+            n_groups = n_groups or int(ids.max()) + 1
+            weight = self.add_weight(
+                shape=ids.shape,
+                dtype="int32",
+                initializer=keras.initializers.Constant(ids),
+                trainable=False,
+                name="word_groups",
+            )
+            groups = (weight, n_groups)
+        self.n_groups = n_groups
         self.members = [
-            TaggerNet(hp, embeddings, n_chars, n_tags, seed=hp.seed + i, name=f"member_{i}") for i in range(hp.ensemble)
+            TaggerNet(hp, embeddings, n_chars, n_tags, seed=hp.seed + i, groups=groups, name=f"member_{i}")
+            for i in range(hp.ensemble)
         ]
 
     def build(self, input_shape=None):
