@@ -226,7 +226,10 @@ def build_tagger(cfg: Config) -> tuple[Tagger, list[str], dict]:
     tags = vocab.load_named(cfg, "ner_tags")
     n_chars = len(vocab.load_named(cfg, "ner_chars"))
     matrix = embeddings.load_matrix(cfg, "ner_words")
-    model = Tagger(cfg.ner, matrix, n_chars, len(tags))
+    vectorless = ~embeddings.has_vector(cfg, "ner_words") if cfg.ner.vectorless_unk > 0 else None
+    if vectorless is not None:
+        vectorless[: len(vocab.SPECIALS["ner_words"])] = False
+    model = Tagger(cfg.ner, matrix, n_chars, len(tags), vectorless=vectorless)
     model(dummy_inputs(cfg.ner.max_word_length))
     meta = {"ner": cfg.section_dict("ner"), "n_words": matrix.shape[0], "word_dim": matrix.shape[1]}
     meta["n_groups"] = model.n_groups

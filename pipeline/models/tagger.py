@@ -65,7 +65,9 @@ def vector_groups(embeddings: np.ndarray) -> np.ndarray:
 class TaggerNet(keras.layers.Layer):
     """One tagger network: features -> emission scores, and its own CRF."""
 
-    def __init__(self, hp: Ner, embeddings: np.ndarray, n_chars: int, n_tags: int, seed: int, groups, **kwargs):
+    def __init__(
+        self, hp: Ner, embeddings: np.ndarray, n_chars: int, n_tags: int, seed: int, groups, vectorless, **kwargs
+    ):
         super().__init__(**kwargs)
         self.hp, self.n_tags = hp, n_tags
         n_words, dim = embeddings.shape
@@ -80,6 +82,8 @@ class TaggerNet(keras.layers.Layer):
         # stays out of the weights files and the exported SavedModel, whose graphs never read it.
         use = hp.pretrained_dropout > 0 and not hp.freeze_embeddings
         self.pretrained = tf.constant(embeddings) if use else None
+        # Per word: no pretrained vector (a constant read in training only, like `pretrained`).
+        self.vectorless = tf.constant(vectorless) if vectorless is not None and hp.vectorless_unk > 0 else None
         # Shared with the other members: (the int weight mapping each word to its pretrained row group, groups).
         self.groups, self.row_offset = groups, None
         if groups is not None:
@@ -107,6 +111,10 @@ class TaggerNet(keras.layers.Layer):
         if training and self.hp.word_dropout > 0:
             drop = keras.random.uniform(tf.shape(words), seed=self.seeds) < self.hp.word_dropout
             words = tf.where(drop & mask, UNK_ID, words)
+        if training and self.vectorless is not None:
+            # A train word without a vector has a learned row, but such a word in valid/test is mostly <unk>.
+            drop = keras.random.uniform(tf.shape(words), seed=self.seeds) < self.hp.vectorless_unk
+            words = tf.where(drop & tf.gather(self.vectorless, words), UNK_ID, words)
         offset = 0.0
         if self.row_offset is not None:  # (the cast: Keras traces a default serving function with float inputs)
             offset = self.row_offset(tf.gather(self.groups[0], tf.cast(words, tf.int32)))
@@ -142,9 +150,19 @@ class Tagger(keras.Model):
     batches, each on its own likelihood. Decoding averages their emission and CRF scores (a product of experts),
     so one Viterbi pass tags a batch; with ensemble = 1 this is the single BiLSTM-CNN-CRF."""
 
-    def __init__(self, hp: Ner, embeddings: np.ndarray, n_chars: int, n_tags: int, n_groups: int = 0, **kwargs):
+    def __init__(
+        self,
+        hp: Ner,
+        embeddings: np.ndarray,
+        n_chars: int,
+        n_tags: int,
+        n_groups: int = 0,
+        vectorless: np.ndarray | None = None,
+        **kwargs,
+    ):
         """`n_groups` is only for rebuilding a trained tagger from zeros in place of `embeddings`: the word groups
-        of `ner.share_vector_rows` are then restored with the weights rather than derived from the vectors."""
+        of `ner.share_vector_rows` are then restored with the weights rather than derived from the vectors.
+        `vectorless` (bool per word: no pretrained vector, never for the specials) is for `ner.vectorless_unk`."""
         super().__init__(**kwargs)
         self.hp, self.n_tags = hp, n_tags
         groups = None
@@ -161,7 +179,7 @@ class Tagger(keras.Model):
             groups = (weight, n_groups)
         self.n_groups = n_groups
         self.members = [
-            TaggerNet(hp, embeddings, n_chars, n_tags, seed=hp.seed + i, groups=groups, name=f"member_{i}")
+            TaggerNet(hp, embeddings, n_chars, n_tags, hp.seed + i, groups, vectorless, name=f"member_{i}")
             for i in range(hp.ensemble)
         ]
 
