@@ -134,12 +134,6 @@ class Ner:
         "training only: replace train words without a pretrained vector by <unk> with this probability, as valid/test "
         "words without one are <unk> (Lample et al. 2016 replace singletons with probability 0.5)",
     )
-    share_vector_rows: bool = opt(
-        False,
-        "words with the same pretrained vector (the CC0 table maps rare words onto shared rows, and GERMANY reads "
-        "Germany's) also share a learned offset, so valid/test words outside the train vocabulary move with the "
-        "train words of their row",
-    )
     rnn: str = opt("lstm", "recurrent cell of the encoder (both cuDNN-eligible)", ("lstm", "gru"))
     layers: int = opt(1, "bidirectional recurrent layers")
     units: int = opt(200, "recurrent units per direction")

@@ -73,8 +73,7 @@ def load_tagger(cfg: Config) -> TrainedTagger:
             f"{sizes['ner_words']} / {sizes['ner_chars']}",
             hint="run `make train-ner` again",
         )
-    zeros = np.zeros((meta["n_words"], meta["word_dim"]), "float32")
-    model = Tagger(hp, zeros, meta["n_chars"], len(meta["tags"]), n_groups=meta.get("n_groups", 0))
+    model = Tagger(hp, np.zeros((meta["n_words"], meta["word_dim"]), "float32"), meta["n_chars"], len(meta["tags"]))
     model(dummy_inputs(hp.max_word_length))
     try:
         model.load_weights(where / "best.weights.h5")

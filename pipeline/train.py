@@ -232,7 +232,6 @@ def build_tagger(cfg: Config) -> tuple[Tagger, list[str], dict]:
     model = Tagger(cfg.ner, matrix, n_chars, len(tags), vectorless=vectorless)
     model(dummy_inputs(cfg.ner.max_word_length))
     meta = {"ner": cfg.section_dict("ner"), "n_words": matrix.shape[0], "word_dim": matrix.shape[1]}
-    meta["n_groups"] = model.n_groups
     return model, tags, meta | {"n_chars": n_chars, "tags": tags}
 
 

@@ -27,7 +27,6 @@ SETTINGS = (
     *TINY_NER,
     "ner.ensemble=2",  # the default tagger is an ensemble with pretrained dropout: export and parity must hold
     "ner.pretrained_dropout=0.25",
-    "ner.share_vector_rows=true",
     "ner.epochs=8",
     "ner.patience=8",
     *TINY_TRANSLATE,

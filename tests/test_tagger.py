@@ -214,52 +214,6 @@ def test_lazy_adam_matches_adam_on_the_rows_it_updates():
     assert np.isfinite(twice).all()
 
 
-def test_words_with_one_pretrained_vector_share_a_learned_offset(tmp_path):
-    import tensorflow as tf
-
-    from pipeline.models.tagger import Tagger, dummy_inputs, vector_groups
-
-    matrix = np.random.default_rng(0).normal(size=(10, 4)).astype("float32")
-    matrix[[0, 1, 9]] = 0.0  # <pad>, <unk> and a word without a vector
-    matrix[7] = matrix[3]  # two words the vector table maps onto one row
-    groups = vector_groups(matrix)
-    assert groups[7] == groups[3] and groups[9] == groups[1] == groups[0]
-    assert len(set(groups.tolist())) == 7
-
-    cfg = tiny_config(tmp_path, *TINY_NER, "ner.share_vector_rows=true", "ner.ensemble=2")
-    model = Tagger(cfg.ner, matrix, n_chars=5, n_tags=3)
-    model(dummy_inputs(cfg.ner.max_word_length))
-    assert model.n_groups == 7
-    inputs = {"chars": tf.ones([1, 1, cfg.ner.max_word_length], tf.int32), "casing": tf.ones([1, 1], tf.int32)}
-    # Training one word with gradient descent moves its group's offset, so the unseen word of its row moves too.
-    member = model.members[0]
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(member({"words": tf.constant([[3]])} | inputs) ** 2)
-    [grad] = tape.gradient(loss, [member.row_offset.embeddings])
-    moved = np.flatnonzero(np.abs(tf.convert_to_tensor(grad).numpy()).sum(axis=1))
-    assert moved.tolist() == [groups[3]]
-    seen, unseen = ({"words": tf.constant([[w]])} | inputs for w in (3, 7))
-    before = member(unseen).numpy()
-    member.row_offset.embeddings.assign(member.row_offset.embeddings - 0.5 * tf.convert_to_tensor(grad))
-    assert not np.allclose(member(unseen), before)
-    assert np.allclose(member(unseen), member(seen), atol=1e-6)  # equal vectors, equal features here
-
-    # A trained tagger is rebuilt without its vectors: the groups come back with the weights.
-    model.save_weights(tmp_path / "t.weights.h5")
-    rebuilt = Tagger(cfg.ner, np.zeros_like(matrix), n_chars=5, n_tags=3, n_groups=model.n_groups)
-    rebuilt(dummy_inputs(cfg.ner.max_word_length))
-    rebuilt.load_weights(tmp_path / "t.weights.h5")
-    np.testing.assert_array_equal(rebuilt.weights[0].numpy(), groups)
-    words = tf.constant([[3, 7, 9]])
-    np.testing.assert_allclose(rebuilt(tile(inputs, 3) | {"words": words}), model(tile(inputs, 3) | {"words": words}))
-
-
-def tile(inputs: dict, n: int) -> dict:
-    import tensorflow as tf
-
-    return {k: tf.repeat(v, n, axis=1) for k, v in inputs.items()}
-
-
 def test_vectorless_words_read_unk_in_training_only(tmp_path):
     import tensorflow as tf
 
@@ -276,4 +230,3 @@ def test_vectorless_words_read_unk_in_training_only(tmp_path):
         out = {w: model({"words": tf.constant([[w, 2, 3]])} | inputs, training=training).numpy() for w in (1, 4, 5)}
         assert np.allclose(out[4], out[1]) == training  # a vectorless word is <unk> in training only
         assert not np.allclose(out[5], out[1])  # a word with a vector never is
-

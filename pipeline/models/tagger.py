@@ -56,18 +56,10 @@ class CharBiLSTM(keras.layers.Layer):
         return tf.reshape(h, [b, t, h.shape[-1]])
 
 
-def vector_groups(embeddings: np.ndarray) -> np.ndarray:
-    """Per word, the id of its distinct pretrained row: words with equal vectors share an id (all words without a
-    vector share the zero row's)."""
-    return np.unique(embeddings, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int32)
-
-
 class TaggerNet(keras.layers.Layer):
     """One tagger network: features -> emission scores, and its own CRF."""
 
-    def __init__(
-        self, hp: Ner, embeddings: np.ndarray, n_chars: int, n_tags: int, seed: int, groups, vectorless, **kwargs
-    ):
+    def __init__(self, hp: Ner, embeddings: np.ndarray, n_chars: int, n_tags: int, seed: int, vectorless, **kwargs):
         super().__init__(**kwargs)
         self.hp, self.n_tags = hp, n_tags
         n_words, dim = embeddings.shape
@@ -84,10 +76,6 @@ class TaggerNet(keras.layers.Layer):
         self.pretrained = tf.constant(embeddings) if use else None
         # Per word: no pretrained vector (a constant read in training only, like `pretrained`).
         self.vectorless = tf.constant(vectorless) if vectorless is not None and hp.vectorless_unk > 0 else None
-        # Shared with the other members: (the int weight mapping each word to its pretrained row group, groups).
-        self.groups, self.row_offset = groups, None
-        if groups is not None:
-            self.row_offset = keras.layers.Embedding(groups[1], dim, embeddings_initializer="zeros", name="row_offset")
         self.char_emb = keras.layers.Embedding(n_chars, hp.char_dim, name="char_emb")
         if hp.char_encoder == "cnn":
             self.char_enc = CharCNN(hp.char_filters, hp.char_width, name="char_cnn")
@@ -115,15 +103,12 @@ class TaggerNet(keras.layers.Layer):
             # A train word without a vector has a learned row, but such a word in valid/test is mostly <unk>.
             drop = keras.random.uniform(tf.shape(words), seed=self.seeds) < self.hp.vectorless_unk
             words = tf.where(drop & tf.gather(self.vectorless, words), UNK_ID, words)
-        offset = 0.0
-        if self.row_offset is not None:  # (the cast: Keras traces a default serving function with float inputs)
-            offset = self.row_offset(tf.gather(self.groups[0], tf.cast(words, tf.int32)))
-        x = [self.word_emb(words) + offset, self.char_enc(self.char_emb(chars), chars != 0)]
+        x = [self.word_emb(words), self.char_enc(self.char_emb(chars), chars != 0)]
         if training and self.pretrained is not None:
             # Valid/test words outside the train vocabulary keep their pretrained rows while train words drift;
             # showing train words in their pretrained form too teaches the encoder to read that space.
             drop = keras.random.uniform(tf.shape(words), seed=self.seeds) < self.hp.pretrained_dropout
-            x[0] = tf.where(drop[..., None], tf.gather(self.pretrained, words) + offset, x[0])
+            x[0] = tf.where(drop[..., None], tf.gather(self.pretrained, words), x[0])
         if self.case_emb is not None:
             x.append(self.case_emb(inputs["casing"]))
         x = tf.concat(x, axis=-1)
@@ -156,30 +141,14 @@ class Tagger(keras.Model):
         embeddings: np.ndarray,
         n_chars: int,
         n_tags: int,
-        n_groups: int = 0,
         vectorless: np.ndarray | None = None,
         **kwargs,
     ):
-        """`n_groups` is only for rebuilding a trained tagger from zeros in place of `embeddings`: the word groups
-        of `ner.share_vector_rows` are then restored with the weights rather than derived from the vectors.
-        `vectorless` (bool per word: no pretrained vector, never for the specials) is for `ner.vectorless_unk`."""
+        """`vectorless` (bool per word: no pretrained vector; never the specials) is for `ner.vectorless_unk`."""
         super().__init__(**kwargs)
         self.hp, self.n_tags = hp, n_tags
-        groups = None
-        if hp.share_vector_rows:
-            ids = vector_groups(embeddings) if not n_groups else np.zeros(len(embeddings), np.int32)
-            n_groups = n_groups or int(ids.max()) + 1
-            weight = self.add_weight(
-                shape=ids.shape,
-                dtype="int32",
-                initializer=keras.initializers.Constant(ids),
-                trainable=False,
-                name="word_groups",
-            )
-            groups = (weight, n_groups)
-        self.n_groups = n_groups
         self.members = [
-            TaggerNet(hp, embeddings, n_chars, n_tags, hp.seed + i, groups, vectorless, name=f"member_{i}")
+            TaggerNet(hp, embeddings, n_chars, n_tags, hp.seed + i, vectorless, name=f"member_{i}")
             for i in range(hp.ensemble)
         ]
 
