@@ -73,7 +73,13 @@ def load_tagger(cfg: Config) -> TrainedTagger:
             f"{sizes['ner_words']} / {sizes['ner_chars']}",
             hint="run `make train-ner` again",
         )
-    model = Tagger(hp, np.zeros((meta["n_words"], meta["word_dim"]), "float32"), meta["n_chars"], len(meta["tags"]))
+    # Without the training-only pretrained copy: it would be a constant of zeros here, one per member.
+    model = Tagger(
+        dataclasses.replace(hp, pretrained_dropout=0.0),
+        np.zeros((meta["n_words"], meta["word_dim"]), "float32"),
+        meta["n_chars"],
+        len(meta["tags"]),
+    )
     model(dummy_inputs(hp.max_word_length))
     try:
         model.load_weights(where / "best.weights.h5")

@@ -282,6 +282,7 @@ def serve_in_fresh_process(cfg, calls: dict, workdir: Path) -> dict:
 def check_parity(cfg, ner_texts: list[str], sources: list[str], workdir: Path) -> None:
     """Exported signatures, run without this project, against predict.py's tagger and beam-search translator."""
     tagger, translator = predict.load_tagger(cfg), predict.load_translator(cfg)
+    assert all(m.pretrained is None for m in tagger.model.members)  # training-only, not rebuilt to predict
     tokens = [item["tokens"] for item in predict.tag_sentences(tagger, cfg, ner_texts)]
     want_tags = predict.predict_tags(tagger, tokens)
     want = predict.translate_texts(translator, sources, batch_size=len(sources))  # one batch, as the child's
