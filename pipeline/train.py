@@ -285,7 +285,6 @@ def format_epoch(s: dict, improved: bool) -> str:
         f"epoch {s['epoch']:3d}  loss {s['loss']:8.3f}  dev F1 {100 * s['dev_f1']:6.2f}{' *' if improved else '  '}"
         f"  {s['train_seconds']:6.1f}s  {s['words_per_s']:7,.0f} words/s  padding {100 * s['padding']:4.1f}%"
         f"  dev {s['dev_seconds']:4.1f}s"
-        + (f"  (raw weights: dev F1 {100 * s['dev_f1_raw']:6.2f})" if "dev_f1_raw" in s else "")
     )
 
 
@@ -321,8 +320,6 @@ def run_ner(cfg: Config) -> None:
         optimizer.learning_rate = hp.learning_rate / (1 + hp.lr_decay * (e - 1))
         batches = datasets.ner_train_batches(cfg, examples, features, seed=hp.seed + e)
         stats = train_epoch(step, batches, e, n_batches)
-        if average is not None:  # what the averaging adds, in the history
-            stats["dev_f1_raw"] = dev_scores(tagger, valid)["f1"]
         start = time.perf_counter()
         with average.swapped_in() if average is not None else contextlib.nullcontext():  # the model to keep
             dev = dev_scores(tagger, valid)
