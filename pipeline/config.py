@@ -145,11 +145,6 @@ class Ner:
         "each adds the time of one tagger",
     )
     # Training: (lazy) Adam with global-norm clipping, early stopping on dev entity F1.
-    weight_average: float = opt(
-        0.0,
-        "decay of an exponential moving average of the weights (Polyak averaging), which the dev scores, the best "
-        "weights and so the export use; 0 = off, the raw weights",
-    )
     optimizer: str = opt(
         "lazy_adam",
         "lazy_adam (Adam with sparse embedding-row updates, 1.25x faster on CPU); adam; sgd with momentum 0.9",

@@ -91,37 +91,7 @@ def build_optimizer(optimizer, model) -> None:
         optimizer.build(model.trainable_variables)
 
 
-class WeightAverage:
-    """An exponential moving average of variables, with TF's warm-up (decay min(d, (1 + n) / (10 + n)) at update n),
-    and a context that swaps it into the variables, e.g. to score and save the averaged model."""
-
-    def __init__(self, variables: list, decay: float):
-        self.variables, self.decay = variables, decay
-        self.averages = [tf.Variable(v, trainable=False, name="average") for v in variables]
-        self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="updates")
-
-    def update(self) -> None:
-        n = tf.cast(self.updates.assign_add(1), tf.float32)
-        decay = tf.minimum(self.decay, (1.0 + n) / (10.0 + n))
-        for v, a in zip(self.variables, self.averages, strict=True):
-            a.assign(decay * a + (1.0 - decay) * v)
-
-    def _swap(self) -> None:
-        for v, a in zip(self.variables, self.averages, strict=True):
-            raw = tf.identity(v)
-            v.assign(a)
-            a.assign(raw)
-
-    @contextlib.contextmanager
-    def swapped_in(self):
-        self._swap()
-        try:
-            yield
-        finally:
-            self._swap()
-
-
-def make_train_step(model: Tagger, optimizer, hp: Ner, average: WeightAverage | None = None):
+def make_train_step(model: Tagger, optimizer, hp: Ner):
     """One traced step for every batch: unknown batch and time sizes in the signature, so no retracing."""
     signature = [datasets.feature_signature(hp.max_word_length), tf.TensorSpec([None, None], tf.int32, "tags")]
     build_optimizer(optimizer, model)
@@ -141,8 +111,6 @@ def make_train_step(model: Tagger, optimizer, hp: Ner, average: WeightAverage | 
                 start += len(group)
             grads = chunks
         optimizer.apply_gradients(zip(grads, variables, strict=True))
-        if average is not None:
-            average.update()
         mean_loss = loss / len(groups)  # reported per member
         return mean_loss, tf.reduce_sum(tf.cast(features["words"] != 0, tf.int32)), tf.size(features["words"])
 
@@ -298,9 +266,6 @@ def run_ner(cfg: Config) -> None:
     build_optimizer(optimizer, model)  # before the restore, so the checkpoint's slots have somewhere to go
     epoch, best_f1, bad_epochs = tf.Variable(0), tf.Variable(-1.0), tf.Variable(0)
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch, best_f1=best_f1, bad_epochs=bad_epochs)
-    average = WeightAverage(model.trainable_variables, hp.weight_average) if hp.weight_average > 0 else None
-    if average is not None:
-        ckpt.average = tf.train.Checkpoint(averages=average.averages, updates=average.updates)
     manager = open_checkpoints(ckpt, out / "ckpt", run_settings(cfg, "ner"), ("best.weights.h5", "tagger.json"))
     history = load_history(manager, history_path, int(epoch.numpy()))
 
@@ -311,7 +276,7 @@ def run_ner(cfg: Config) -> None:
     )
     features = datasets.NerFeatures(cfg)
     examples, n_batches = datasets.ner_examples(cfg, train, tags), datasets.count_batches(cfg, train)
-    step = make_train_step(model, optimizer, hp, average)
+    step = make_train_step(model, optimizer, hp)
     tagger = predict.TrainedTagger(model, features, tags, predict.make_decoder(model, features))
     writer = tf.summary.create_file_writer(str(out / "logs"))
     run = {"history": history, "history_path": history_path, "writer": writer, "epoch": epoch, "manager": manager}
@@ -321,21 +286,19 @@ def run_ner(cfg: Config) -> None:
         batches = datasets.ner_train_batches(cfg, examples, features, seed=hp.seed + e)
         stats = train_epoch(step, batches, e, n_batches)
         start = time.perf_counter()
-        with average.swapped_in() if average is not None else contextlib.nullcontext():  # the model to keep
-            dev = dev_scores(tagger, valid)
-            dev_seconds = time.perf_counter() - start
-            improved = dev["f1"] > float(best_f1.numpy())
-            if improved:  # weights first: a checkpoint must never claim a best epoch whose weights were not saved
-                save_best(model, out, "tagger.json", meta | {"epoch": e, "dev": dev})
-            tagged = predict.predict_tags(tagger, [w for w, _ in valid[:3]])
+        dev = dev_scores(tagger, valid)
         stats |= {
             "epoch": e,
             "dev_f1": dev["f1"],
-            "dev_seconds": dev_seconds,
+            "dev_seconds": time.perf_counter() - start,
             "lr": float(optimizer.learning_rate.numpy()),
         }
+        improved = dev["f1"] > float(best_f1.numpy())
+        if improved:  # weights first: a checkpoint must never claim a best epoch whose weights were not saved
+            save_best(model, out, "tagger.json", meta | {"epoch": e, "dev": dev})
         best_f1.assign(max(dev["f1"], float(best_f1.numpy())))
         bad_epochs.assign(0 if improved else int(bad_epochs.numpy()) + 1)
+        tagged = predict.predict_tags(tagger, [w for w, _ in valid[:3]])
         samples = "\n\n".join(tagged_markdown(w, g, p) for (w, g), p in zip(valid[:3], tagged, strict=True))
         finish_epoch(e, stats, ("loss", "dev_f1", "words_per_s", "padding", "lr"), samples, run)
         print(format_epoch(stats, improved), flush=True)

@@ -230,23 +230,3 @@ def test_vectorless_words_read_unk_in_training_only(tmp_path):
         out = {w: model({"words": tf.constant([[w, 2, 3]])} | inputs, training=training).numpy() for w in (1, 4, 5)}
         assert np.allclose(out[4], out[1]) == training  # a vectorless word is <unk> in training only
         assert not np.allclose(out[5], out[1])  # a word with a vector never is
-
-
-def test_weight_average_follows_the_variables_and_swaps_in_and_out():
-    import tensorflow as tf
-
-    from pipeline.train import WeightAverage
-
-    v = tf.Variable([0.0, 10.0])
-    average = WeightAverage([v], decay=0.5)
-    expected = np.array([0.0, 10.0])
-    for n, value in enumerate(([2.0, 2.0], [4.0, 0.0], [8.0, 8.0]), start=1):
-        v.assign(value)
-        average.update()
-        decay = min(0.5, (1 + n) / (10 + n))
-        expected = decay * expected + (1 - decay) * np.array(value)
-    np.testing.assert_allclose(average.averages[0].numpy(), expected, rtol=1e-6)
-    with average.swapped_in():
-        np.testing.assert_allclose(v.numpy(), expected, rtol=1e-6)
-    np.testing.assert_array_equal(v.numpy(), [8.0, 8.0])
-    np.testing.assert_allclose(average.averages[0].numpy(), expected, rtol=1e-6)
