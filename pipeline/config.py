@@ -129,11 +129,6 @@ class Ner:
         "training only: give this share of words their pretrained vector instead of their fine-tuned row, so the "
         "tagger also learns to read the pretrained rows that valid/test words outside the train vocabulary keep",
     )
-    vectorless_unk: float = opt(
-        0.0,
-        "training only: replace train words without a pretrained vector by <unk> with this probability, as valid/test "
-        "words without one are <unk> (Lample et al. 2016 replace singletons with probability 0.5)",
-    )
     rnn: str = opt("lstm", "recurrent cell of the encoder (both cuDNN-eligible)", ("lstm", "gru"))
     layers: int = opt(1, "bidirectional recurrent layers")
     units: int = opt(200, "recurrent units per direction")

@@ -346,9 +346,10 @@ def _forms(token: str, joiners: bool):
             yield "joiner", form
 
 
-def align(tokens: list[str], index: dict[str, int], n_specials: int, joiners: bool) -> tuple[np.ndarray, list[str]]:
-    """Per vocabulary row: the row of its vector in `index` (a KeyedVectors' key_to_index; -1: none) and how it
-    matched (a KINDS entry; "special" for <pad>, <unk>, ... which never take a pretrained vector)."""
+def align(tokens: list[str], kv: KeyedVectors, n_specials: int, joiners: bool) -> tuple[np.ndarray, list[str]]:
+    """Per vocabulary row: the row of its vector in `kv` (-1: none) and how it matched (a KINDS entry;
+    "special" for <pad>, <unk>, ... which never take a pretrained vector)."""
+    index = kv.key_to_index
     rows, kinds = np.full(len(tokens), -1, np.int64), ["special"] * n_specials
     for i, token in enumerate(tokens[n_specials:], start=n_specials):
         found = next(((how, index[form]) for how, form in _forms(token, joiners) if form in index), None)
@@ -370,18 +371,6 @@ def build_matrix(rows: np.ndarray, kv: KeyedVectors, cfg: Config, name: str) -> 
     matrix[found] = kv.vectors[rows[found]]
     matrix[vocab.PAD_ID] = 0.0
     return matrix
-
-
-def has_vector(cfg: Config, name: str) -> np.ndarray:
-    """Per word of vocabulary `name`: whether its row came from the pretrained vectors file, by the rule of `align`
-    applied to the file's word list (without loading the vectors). False for the specials."""
-    source = getattr(cfg.embed, language(cfg, name))
-    if not source:
-        raise InputError(f"embed.{language(cfg, name)} is empty: the {name} vectors are trained, not pretrained")
-    words = vocab.vector_words(Path(cfg.paths.raw) / source)
-    tokens = vocab.load_named(cfg, name)
-    rows, _ = align(tokens, dict.fromkeys(words, 0), len(vocab.SPECIALS[name]), joiners=name == "tgt")
-    return rows >= 0
 
 
 def load_matrix(cfg: Config, name: str) -> np.ndarray:
@@ -487,7 +476,7 @@ def run(cfg: Config) -> None:
     for name, tokens in vocabs.items():
         lang = language(cfg, name)
         source = sources[lang]
-        rows, kinds = align(tokens, source.kv.key_to_index, len(vocab.SPECIALS[name]), joiners=name == "tgt")
+        rows, kinds = align(tokens, source.kv, len(vocab.SPECIALS[name]), joiners=name == "tgt")
         matrices[name] = build_matrix(rows, source.kv, cfg, name)
         report[name] = {"language": lang, "size": len(tokens), "dim": source.kv.vector_size} | source.info
         report[name] |= coverage(tokens, kinds, {s: corpus[name][s] for s in data.SPLITS})

@@ -226,10 +226,7 @@ def build_tagger(cfg: Config) -> tuple[Tagger, list[str], dict]:
     tags = vocab.load_named(cfg, "ner_tags")
     n_chars = len(vocab.load_named(cfg, "ner_chars"))
     matrix = embeddings.load_matrix(cfg, "ner_words")
-    vectorless = ~embeddings.has_vector(cfg, "ner_words") if cfg.ner.vectorless_unk > 0 else None
-    if vectorless is not None:
-        vectorless[: len(vocab.SPECIALS["ner_words"])] = False
-    model = Tagger(cfg.ner, matrix, n_chars, len(tags), vectorless=vectorless)
+    model = Tagger(cfg.ner, matrix, n_chars, len(tags))
     model(dummy_inputs(cfg.ner.max_word_length))
     meta = {"ner": cfg.section_dict("ner"), "n_words": matrix.shape[0], "word_dim": matrix.shape[1]}
     return model, tags, meta | {"n_chars": n_chars, "tags": tags}

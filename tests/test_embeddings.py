@@ -74,10 +74,10 @@ def keyed(words: list[str], dim: int = 2) -> KeyedVectors:
 def test_align_tries_exact_then_lowercase_then_capitalized_then_without_joiners():
     kv = keyed(["Germany", "apple", ",", "Paris", "paris"])
     tokens = ["<pad>", "<unk>", "GERMANY", "Apple", "￭,", "Paris", "PARIS", "nope"]
-    rows, kinds = emb.align(tokens, kv.key_to_index, n_specials=2, joiners=True)
+    rows, kinds = emb.align(tokens, kv, n_specials=2, joiners=True)
     assert kinds == ["special", "special", "case", "case", "joiner", "exact", "case", "missing"]
     assert rows.tolist() == [-1, -1, 0, 1, 2, 3, 4, -1]  # "PARIS" finds the lowercase form first
-    _, kinds = emb.align(tokens, kv.key_to_index, n_specials=2, joiners=False)  # sources have no joiner marks
+    _, kinds = emb.align(tokens, kv, n_specials=2, joiners=False)  # sources have no joiner marks
     assert kinds[4] == "missing"
 
 
@@ -150,16 +150,6 @@ def test_stage_writes_aligned_matrices_and_a_coverage_report(tmp_path, capsys):
     assert "coverage" in out and "warning: ner_words vectors cover only 57.1% of train tokens" in out
 
 
-def test_has_vector_matches_the_rows_the_stage_filled(tmp_path):
-    cfg = project(tmp_path)
-    emb.run(cfg)
-    ner = np.load(tmp_path / "embeddings/ner_words.npy")
-    found = emb.has_vector(cfg, "ner_words")
-    vecs = np.array(list(VECS.values()), np.float32)
-    taken = [any(np.array_equal(row, v) for v in vecs) for row in ner]
-    assert found.tolist() == taken and not found[:2].any()  # <pad>, <unk>: never
-
-
 def test_word2vec_is_trained_once_then_reused(tmp_path, monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(emb, "Word2Vec", lambda *a, **k: calls.append(1) or Word2Vec(*a, **k))
@@ -230,6 +220,6 @@ def test_english_vectors_cover_conll_train():  # about 25 s, nearly all of it ge
     assert fmt == "glove" and kv.vector_size == 300 and len(kv) == 63922
     words = [w for tokens, _ in data.read_conll(ROOT / MIRROR / "conll2003/train.txt") for w in tokens]
     types = sorted(set(words))
-    _, kinds = emb.align(types, kv.key_to_index, n_specials=0, joiners=False)
+    _, kinds = emb.align(types, kv, n_specials=0, joiners=False)
     cov = emb.coverage(types, kinds, {"train": [words]})["tokens"]["train"]
     assert 1 - cov["missing"] > 0.95, cov

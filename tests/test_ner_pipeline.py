@@ -59,9 +59,7 @@ def test_resumes_and_restarts(tmp_path, capsys):
 def test_stages_from_raw_corpora_to_metrics(tmp_path, raw_dir):
     from pipeline import stages
 
-    cfg = tiny_config(
-        tmp_path, *TINY_NER, "ner.epochs=3", "ner.learning_rate=0.01", "ner.vectorless_unk=0.5", raw=raw_dir
-    )
+    cfg = tiny_config(tmp_path, *TINY_NER, "ner.epochs=3", "ner.learning_rate=0.01", raw=raw_dir)
     for name in ("data", "prepare", "vocab", "embed", "train-ner", "evaluate-ner"):
         stages.run(cfg, name)
     scores = json.loads((tmp_path / "reports/ner/metrics.json").read_text())

@@ -212,21 +212,3 @@ def test_lazy_adam_matches_adam_on_the_rows_it_updates():
     np.testing.assert_array_equal(lazy[[0, 2, 4]], start[[0, 2, 4]])  # dense Adam would move nothing here either
     _, twice = train(LazyAdam(0.1), [1, 1])  # duplicate ids sum their gradients, as the dense gradient does
     assert np.isfinite(twice).all()
-
-
-def test_vectorless_words_read_unk_in_training_only(tmp_path):
-    import tensorflow as tf
-
-    from pipeline.models.tagger import Tagger, dummy_inputs
-
-    matrix = np.random.default_rng(0).normal(size=(10, 4)).astype("float32")
-    vectorless = np.zeros(10, bool)
-    vectorless[[4, 6]] = True
-    cfg = tiny_config(tmp_path, *TINY_NER, "ner.vectorless_unk=1.0", "ner.word_dropout=0", "ner.dropout=0")
-    model = Tagger(cfg.ner, matrix, n_chars=5, n_tags=3, vectorless=vectorless)
-    model(dummy_inputs(cfg.ner.max_word_length))
-    inputs = {"chars": tf.ones([1, 3, cfg.ner.max_word_length], tf.int32), "casing": tf.ones([1, 3], tf.int32)}
-    for training in (True, False):
-        out = {w: model({"words": tf.constant([[w, 2, 3]])} | inputs, training=training).numpy() for w in (1, 4, 5)}
-        assert np.allclose(out[4], out[1]) == training  # a vectorless word is <unk> in training only
-        assert not np.allclose(out[5], out[1])  # a word with a vector never is

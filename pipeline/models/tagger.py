@@ -59,7 +59,7 @@ class CharBiLSTM(keras.layers.Layer):
 class TaggerNet(keras.layers.Layer):
     """One tagger network: features -> emission scores, and its own CRF."""
 
-    def __init__(self, hp: Ner, embeddings: np.ndarray, n_chars: int, n_tags: int, seed: int, vectorless, **kwargs):
+    def __init__(self, hp: Ner, embeddings: np.ndarray, n_chars: int, n_tags: int, seed: int, **kwargs):
         super().__init__(**kwargs)
         self.hp, self.n_tags = hp, n_tags
         n_words, dim = embeddings.shape
@@ -74,8 +74,6 @@ class TaggerNet(keras.layers.Layer):
         # stays out of the weights files and the exported SavedModel, whose graphs never read it.
         use = hp.pretrained_dropout > 0 and not hp.freeze_embeddings
         self.pretrained = tf.constant(embeddings) if use else None
-        # Per word: no pretrained vector (a constant read in training only, like `pretrained`).
-        self.vectorless = tf.constant(vectorless) if vectorless is not None and hp.vectorless_unk > 0 else None
         self.char_emb = keras.layers.Embedding(n_chars, hp.char_dim, name="char_emb")
         if hp.char_encoder == "cnn":
             self.char_enc = CharCNN(hp.char_filters, hp.char_width, name="char_cnn")
@@ -99,10 +97,6 @@ class TaggerNet(keras.layers.Layer):
         if training and self.hp.word_dropout > 0:
             drop = keras.random.uniform(tf.shape(words), seed=self.seeds) < self.hp.word_dropout
             words = tf.where(drop & mask, UNK_ID, words)
-        if training and self.vectorless is not None:
-            # A train word without a vector has a learned row, but such a word in valid/test is mostly <unk>.
-            drop = keras.random.uniform(tf.shape(words), seed=self.seeds) < self.hp.vectorless_unk
-            words = tf.where(drop & tf.gather(self.vectorless, words), UNK_ID, words)
         x = [self.word_emb(words), self.char_enc(self.char_emb(chars), chars != 0)]
         if training and self.pretrained is not None:
             # Valid/test words outside the train vocabulary keep their pretrained rows while train words drift;
@@ -135,21 +129,11 @@ class Tagger(keras.Model):
     batches, each on its own likelihood. Decoding averages their emission and CRF scores (a product of experts),
     so one Viterbi pass tags a batch; with ensemble = 1 this is the single BiLSTM-CNN-CRF."""
 
-    def __init__(
-        self,
-        hp: Ner,
-        embeddings: np.ndarray,
-        n_chars: int,
-        n_tags: int,
-        vectorless: np.ndarray | None = None,
-        **kwargs,
-    ):
-        """`vectorless` (bool per word: no pretrained vector; never the specials) is for `ner.vectorless_unk`."""
+    def __init__(self, hp: Ner, embeddings: np.ndarray, n_chars: int, n_tags: int, **kwargs):
         super().__init__(**kwargs)
         self.hp, self.n_tags = hp, n_tags
         self.members = [
-            TaggerNet(hp, embeddings, n_chars, n_tags, hp.seed + i, vectorless, name=f"member_{i}")
-            for i in range(hp.ensemble)
+            TaggerNet(hp, embeddings, n_chars, n_tags, seed=hp.seed + i, name=f"member_{i}") for i in range(hp.ensemble)
         ]
 
     def build(self, input_shape=None):
