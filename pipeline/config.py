@@ -113,7 +113,9 @@ class Ner:
     # keep the tagger from leaning on memorised word rows, reached 92.64 dev with LazyAdam (1.25x faster an
     # epoch) and became the default. configs/default.toml adds, again by dev F1: an ensemble of three (92.85) and
     # pretrained dropout 0.25 (one tagger 92.84, the ensemble of three with it in README "Results"). Sentences joined
-    # with their document neighbours (prepare.ner_context_tokens=100, batch 10) reached only 92.02.
+    # with their document neighbours (prepare.ner_context_tokens=100, batch 10) reached only 92.02. On the default
+    # ensemble, none of these beat 93.25 dev: an offset shared by words with one pretrained vector, train words
+    # without a vector read as <unk> half the time, an EMA of the weights (README, "Results").
     char_encoder: str = opt("cnn", "character features of each word: CNN + max-pool, or BiLSTM", ("cnn", "lstm"))
     char_dim: int = opt(30, "character embedding width")
     char_filters: int = opt(50, "char CNN filters (or char BiLSTM units per direction)")
