@@ -54,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
             name, help=f"{help_text} (arguments, or one sentence a line on stdin)", description=description
         )
         p.add_argument("sentences", nargs="*", help="raw sentences; without any, read stdin line by line")
+        if name == "tag":
+            p.add_argument(
+                "--document",
+                action="store_true",
+                help="the sentences are one document: with ner.doc_memory, names read their other mentions",
+            )
         _common(p, overrides_flag=True)
     p = sub.add_parser("stamp", help="(for make) write the config fingerprints of stages whose config changed")
     p.add_argument("stage_names", nargs="+", metavar="STAGE", choices=list(stages.STAGES))
@@ -84,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             from pipeline import predict
 
             run_predictor = getattr(predict, PREDICTORS[args.command][2])
-            run_predictor(cfg, args.sentences or [line.rstrip("\n") for line in sys.stdin])
+            options = {"document": args.document} if args.command == "tag" else {}
+            run_predictor(cfg, args.sentences or [line.rstrip("\n") for line in sys.stdin], **options)
             return 0
         if args.command == "path":
             print(getattr(cfg.paths, args.key))

@@ -151,14 +151,17 @@ def profile_translate(cfg: Config, n_batches: int = 20) -> dict:
 
 def bench_ner(cfg: Config) -> dict:
     hp = cfg.ner
-    sentences = data.load_ner(cfg, "train")
+    documents = data.load_ner_documents(cfg, "train")
     model, tags, _ = train.build_tagger(cfg)
     step = train.make_train_step(model, train.make_optimizer(hp), hp)
     features = datasets.NerFeatures(cfg)
-    batches = datasets.ner_train_batches(cfg, datasets.ner_examples(cfg, sentences, tags), features, seed=hp.seed)
+    examples = datasets.ner_examples(cfg, [s for d in documents for s in d], tags)
+    batches, _ = train.epoch_batches(cfg, documents, examples, tags, features, seed=hp.seed)
     speed = _timed(batches, step, lambda b: int((b[0]["words"].numpy() != 0).sum()))
     return {
-        "model": {k: getattr(hp, k) for k in ("units", "char_encoder", "output", "batch_size", "ensemble")},
+        "model": {
+            k: getattr(hp, k) for k in ("units", "char_encoder", "output", "batch_size", "ensemble", "doc_memory")
+        },
         "train_words_per_s": speed["units_per_s"],
         # An ensemble's step trains every member on each word: this is the speed of one tagger's training.
         "train_member_words_per_s": speed["units_per_s"] * hp.ensemble,

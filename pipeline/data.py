@@ -163,7 +163,7 @@ def run_data(cfg: Config) -> None:
 # ------------------------------------------------------------------------------------------- readers
 
 
-def _lines(path: Path):
+def read_lines(path: Path):
     """Yield (line_number, text) from a plain or gzipped UTF-8 file; tolerate a BOM and CRLF endings."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
@@ -225,7 +225,7 @@ def read_conll_documents(path: Path) -> list[list[tuple[list[str], list[str]]]]:
     the column count must not vary.
     """
     documents, sentences, tokens, tags, width, width_line = [], [], [], [], None, None
-    for number, line in _lines(path):
+    for number, line in read_lines(path):
         cols = line.split()
         if not cols or cols[0] == "-DOCSTART-":
             if tokens:
@@ -280,7 +280,7 @@ def _clean(text: str) -> str:
 
 def read_parallel(src_path: Path, tgt_path: Path) -> list[tuple[str, str]]:
     """Aligned sentence pairs from two line-aligned files (plain or .gz)."""
-    src, tgt = list(_lines(src_path)), list(_lines(tgt_path))
+    src, tgt = list(read_lines(src_path)), list(read_lines(tgt_path))
     if len(src) != len(tgt):
         raise InputError(f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; they must be aligned")
     pairs = []
@@ -297,7 +297,7 @@ def read_parallel(src_path: Path, tgt_path: Path) -> list[tuple[str, str]]:
 def read_tatoeba(path: Path) -> list[tuple[str, str]]:
     """(English, French) pairs from ManyThings' TSV (a third attribution column, if present, is ignored)."""
     pairs = []
-    for number, line in _lines(path):
+    for number, line in read_lines(path):
         cols = line.split("\t")
         if len(cols) not in (2, 3):
             raise at(path, number, f"expected English<TAB>French, got {len(cols)} tab-separated fields")
@@ -347,6 +347,22 @@ def translation_splits(cfg: Config) -> dict[str, list[tuple[str, str]]]:
     return splits
 
 
+def _limit_documents(documents: list, max_tokens: int, split: str, cfg: Config) -> list[list[tuple[list, list]]]:
+    """Each document's sentences (joined by join_sentences), cut after prepare.max_train / max_eval in all."""
+    n = cfg.prepare.max_train if split == "train" else cfg.prepare.max_eval
+    out, total = [], 0
+    for document in documents:
+        sequences = join_sentences([document], max_tokens)
+        if n and total + len(sequences) > n:
+            sequences = sequences[: n - total]
+        if sequences:
+            out.append(sequences)
+        total += len(sequences)
+        if n and total >= n:
+            break
+    return out
+
+
 def _limit(items: list, split: str, cfg: Config) -> list:
     n = cfg.prepare.max_train if split == "train" else cfg.prepare.max_eval
     return items[:n] if n else items
@@ -362,16 +378,19 @@ def run_prepare(cfg: Config) -> None:
         )
     # Read and check everything before writing anything, so bad input leaves paths.processed untouched.
     documents = {s: read_conll_documents(raw / f"conll2003/{s}.txt") for s in SPLITS}
-    ner = {s: _limit(join_sentences(docs, cfg.prepare.ner_context_tokens), s, cfg) for s, docs in documents.items()}
+    ner = {s: _limit_documents(docs, cfg.prepare.ner_context_tokens, s, cfg) for s, docs in documents.items()}
     parallel = {s: _limit(pairs, s, cfg) for s, pairs in translation_splits(cfg).items()}
 
     stats = {"ner": {}, "translate": {}}
-    for split, sentences in ner.items():
+    for split, docs in ner.items():
         lines = []
-        for tokens, tags in sentences:
-            lines.extend(f"{tok}\t{tag}" for tok, tag in zip(tokens, tags, strict=True))
-            lines.append("")
+        for doc in docs:  # -DOCSTART- lines keep the documents: the tagger's document memory reads them
+            lines += ["-DOCSTART-", ""]
+            for tokens, tags in doc:
+                lines.extend(f"{tok}\t{tag}" for tok, tag in zip(tokens, tags, strict=True))
+                lines.append("")
         write_lines(out / f"ner/{split}.conll", lines)
+        sentences = [s for doc in docs for s in doc]
         stats["ner"][split] = {
             "documents": len(documents[split]),
             "sentences": sum(len(d) for d in documents[split]),
@@ -404,10 +423,15 @@ def load_ner(cfg: Config, split: str) -> list[tuple[list[str], list[str]]]:
     return read_conll(path)
 
 
+def load_ner_documents(cfg: Config, split: str) -> list[list[tuple[list[str], list[str]]]]:
+    path = Path(cfg.paths.processed) / f"ner/{split}.conll"
+    return read_conll_documents(path)
+
+
 def load_parallel(cfg: Config, split: str) -> list[tuple[str, str]]:
     path = Path(cfg.paths.processed) / f"translate/{split}.tsv"
     pairs = []
-    for number, line in _lines(path):
+    for number, line in read_lines(path):
         s, sep, t = line.partition("\t")
         if not sep:
             raise at(path, number, "expected source<TAB>target")

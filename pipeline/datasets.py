@@ -46,6 +46,8 @@ def feature_signature(max_word_length: int) -> dict[str, tf.TensorSpec]:
         "words": tf.TensorSpec([None, None], tf.int32, name="words"),
         "chars": tf.TensorSpec([None, None, max_word_length], tf.int32, name="chars"),
         "casing": tf.TensorSpec([None, None], tf.int32, name="casing"),
+        "key": tf.TensorSpec([None, None], tf.int32, name="key"),
+        "doc": tf.TensorSpec([None], tf.int32, name="doc"),
     }
 
 
@@ -67,7 +69,8 @@ class NerFeatures(tf.Module):
         self.word_table = vocab.lookup_table(vocab.vocab_path(cfg, "ner_words"))
         self.char_table = vocab.lookup_table(vocab.vocab_path(cfg, "ner_chars"))
 
-    def __call__(self, tokens: tf.Tensor) -> dict[str, tf.Tensor]:
+    def __call__(self, tokens: tf.Tensor, doc: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+        """tokens [batch, time] ("" = padding); doc [batch]: the document of each sentence (default: its own)."""
         pad = tokens == ""
         norm = text.normalize(tokens, self.text_cfg)
         words = self.word_table.lookup(norm)
@@ -78,10 +81,16 @@ class NerFeatures(tf.Module):
         flat = tf.strings.unicode_split(tf.reshape(norm, [-1]), "UTF-8")
         chars = tf.ragged.map_flat_values(self.char_table.lookup, flat).to_tensor(0, shape=[None, self.max_word_length])
         chars = tf.reshape(chars, tf.concat([tf.shape(norm), [self.max_word_length]], 0))
+        casing = casing_classes(tf.where(pad, "", norm))
+        # The document memory's key: capitalised words, matched in lowercase ("BOLTON" meets "Bolton"); 0 = none.
+        lower_hash = tf.strings.to_hash_bucket_fast(tf.strings.lower(norm, encoding="utf-8"), 2**31 - 2) + 1
+        keyed = (casing == CASES.index("upper")) | (casing == CASES.index("title"))
         return {
             "words": tf.cast(tf.where(pad, tf.constant(vocab.PAD_ID, tf.int64), words), tf.int32),
             "chars": tf.cast(chars, tf.int32),
-            "casing": tf.cast(casing_classes(tf.where(pad, "", norm)), tf.int32),
+            "casing": tf.cast(casing, tf.int32),
+            "key": tf.cast(tf.where(keyed, lower_hash, 0), tf.int32),
+            "doc": tf.range(tf.shape(tokens)[0], dtype=tf.int32) if doc is None else tf.cast(doc, tf.int32),
         }
 
 
@@ -126,6 +135,73 @@ def ner_train_batches(cfg: Config, examples: tf.data.Dataset, features: NerFeatu
     )
     ds = ds.map(_plain(lambda w, y: (features(w), y)), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def document_batches(documents: list[list[int]], batch_size: int, noise: float, rng) -> list[list[int]]:
+    """Indices of whole documents per batch, from documents given as their sentence lengths.
+
+    Documents are sorted by their longest sentence (plus uniform noise of `noise` tokens, so batches differ
+    between epochs) and taken in order until a batch holds batch_size sentences; the batches come out shuffled.
+    """
+    keys = [max(d) + rng.uniform(0, noise) for d in documents]
+    batches, current, size = [], [], 0
+    for i in np.argsort(keys, kind="stable"):
+        current.append(int(i))
+        size += len(documents[i])
+        if size >= batch_size:
+            batches.append(current)
+            current, size = [], 0
+    if current:
+        batches.append(current)
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def ner_document_batches(cfg: Config, documents, tags: list[str], features: NerFeatures, seed: int):
+    """(batches of features with doc ids, tag ids) of whole documents for one epoch, and how many batches."""
+    n, index = cfg.text.max_length, {t: i for i, t in enumerate(tags)}
+    docs = [[(w[:n], [index[t] for t in y[:n]]) for w, y in d] for d in documents]
+    rng = np.random.default_rng(seed)
+    plan = document_batches([[len(w) for w, _ in d] for d in docs], cfg.ner.batch_size, 2 * cfg.ner.bucket_width, rng)
+
+    def generate():
+        for batch in plan:
+            rows = [(w, y, j) for j, i in enumerate(batch) for w, y in docs[i]]
+            width = max(len(w) for w, _, _ in rows)
+            tokens = np.array([w + [""] * (width - len(w)) for w, _, _ in rows], dtype=object)
+            tag_ids = np.array([y + [0] * (width - len(y)) for _, y, _ in rows], np.int32)
+            yield tokens, np.array([j for _, _, j in rows], np.int32), tag_ids
+
+    signature = (
+        tf.TensorSpec([None, None], tf.string),
+        tf.TensorSpec([None], tf.int32),
+        tf.TensorSpec([None, None], tf.int32),
+    )
+    ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    ds = ds.map(_plain(lambda w, d, y: (features(w, d), y)), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE), len(plan)
+
+
+def sorted_document_batches(token_lists: list[list[str]], doc_ids: list[int], batch_tokens: int = 4096):
+    """(indices, dense [batch, time] tokens, doc ids [batch]) of whole documents, for decoding with the
+    document memory: documents in order of their longest sentence, about `batch_tokens` positions a batch."""
+    docs: dict[int, list[int]] = collections.defaultdict(list)
+    for i, d in enumerate(doc_ids):
+        docs[d].append(i)
+    order = sorted(docs.values(), key=lambda idx: max(len(token_lists[i]) for i in idx))
+    start = 0
+    while start < len(order):
+        idx = list(order[start])
+        stop = start + 1
+        while stop < len(order):
+            more = idx + order[stop]
+            if len(more) * max(len(token_lists[i]) for i in more) > batch_tokens:
+                break
+            idx, stop = more, stop + 1
+        width = max(1, max(len(token_lists[i]) for i in idx))
+        rows = [list(token_lists[i]) + [""] * (width - len(token_lists[i])) for i in idx]
+        local = {d: j for j, d in enumerate(dict.fromkeys(doc_ids[i] for i in idx))}
+        yield np.array(idx), tf.constant(rows, tf.string), tf.constant([local[doc_ids[i]] for i in idx], tf.int32)
+        start = stop
 
 
 def sorted_batches(token_lists: list[list[str]], batch_tokens: int = 4096):

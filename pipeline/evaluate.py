@@ -21,9 +21,10 @@ def run_ner(cfg: Config) -> None:
     out = Path(cfg.paths.reports) / "ner"
     scores = {}
     for split in ("valid", "test"):
-        sentences = data.load_ner(cfg, split)
+        documents = data.load_ner_documents(cfg, split)
+        sentences = [s for d in documents for s in d]
         gold = [y for _, y in sentences]
-        pred = predict.predict_tags(tagger, [w for w, _ in sentences])
+        pred = predict.predict_tags(tagger, [w for w, _ in sentences], predict.document_ids(documents))
         scores[split] = metrics.entity_scores(gold, pred)
         lines = []
         for (words, g), p in zip(sentences, pred, strict=True):

@@ -12,6 +12,8 @@ Signatures (B = batch; every output is batch-leading, so TF Serving's REST row f
     ner        serving_default  text [B] string   -> tokens [B, n] string, tags [B, n] string ("" padded),
                                                      lengths [B] int32
                tag_tokens       tokens [B, n] string ("" = padding, right only) -> tags [B, n], lengths [B]
+               tag_document     text [B] string, the sentences of one document -> as serving_default; with
+                                                     ner.doc_memory its names read their other mentions there
     translate  serving_default  text [B] string   -> translation [B] string, score [B] float32
                translate_nbest  text [B] string   -> translation [B, K] string, score [B, K] float32,
                                                      K = translate.beam_width, best first
@@ -71,14 +73,18 @@ class NerServing(tf.Module):
         self.model, self.features, self.tag_names, self.text_cfg = tagger.model, tagger.features, tagger.tags, cfg.text
         self.serve = _function(self._serve, tf.TensorSpec([None], tf.string))
         self.tag_tokens = _function(self._tag, tf.TensorSpec([None, None], tf.string))
+        self.tag_document = _function(self._serve_document, tf.TensorSpec([None], tf.string))
 
-    def _tag(self, tokens: tf.Tensor) -> dict[str, tf.Tensor]:
-        """[B, n] tokens ("" padded) -> tags [B, n] ("" on padding) and lengths [B]."""
+    def _tag(self, tokens: tf.Tensor, one_document: bool = False) -> dict[str, tf.Tensor]:
+        """[B, n] tokens ("" padded) -> tags [B, n] ("" on padding) and lengths [B]; each row is its own
+        document unless one_document."""
         b, n = tf.unstack(tf.shape(tokens))
         # The CRF scans over time and needs one step, and the char features of an empty batch lose the time
         # axis: give the model at least one row and one column of padding, and cut them off again.
         padded = tf.pad(tokens, [[0, tf.maximum(1 - b, 0)], [0, tf.maximum(1 - n, 0)]], constant_values="")
-        ids = self.model.decode(self.features(padded))[:b, :n]
+        rows = tf.shape(padded)[0]
+        doc = tf.zeros([rows], tf.int32) if one_document else tf.range(rows, dtype=tf.int32)
+        ids = self.model.decode(self.features(padded, doc))[:b, :n]
         tags = tf.where(tokens == "", "", tf.gather(tf.constant(self.tag_names), ids))
         return {"tags": tags, "lengths": tf.reduce_sum(tf.cast(tokens != "", tf.int32), axis=1)}
 
@@ -86,8 +92,12 @@ class NerServing(tf.Module):
         tokens = text_lib.tokenize(text, self.text_cfg, joiner=False).to_tensor("")
         return {"tokens": tokens, **self._tag(tokens)}
 
+    def _serve_document(self, text):
+        tokens = text_lib.tokenize(text, self.text_cfg, joiner=False).to_tensor("")
+        return {"tokens": tokens, **self._tag(tokens, one_document=True)}
+
     def signatures(self) -> dict:
-        return {"serving_default": self.serve, "tag_tokens": self.tag_tokens}
+        return {"serving_default": self.serve, "tag_tokens": self.tag_tokens, "tag_document": self.tag_document}
 
 
 class TranslateServing(tf.Module):
@@ -199,7 +209,7 @@ def warmup_requests(name: str, cfg: Config) -> list[bytes]:
         token_lists = text_lib.tokenize_batches(list(WARMUP_TEXTS), cfg.text)
         width = max(map(len, token_lists))
         tokens = np.array([t + [""] * (width - len(t)) for t in token_lists], dtype=object)
-        inputs = {"serving_default": {"text": texts}, "tag_tokens": {"tokens": tokens}}
+        inputs = {"serving_default": {"text": texts}, "tag_tokens": {"tokens": tokens}, "tag_document": {"text": texts}}
     else:
         inputs = {"serving_default": {"text": texts}, "translate_nbest": {"text": texts}}
     return [

@@ -38,21 +38,35 @@ class TrainedTagger:
 def make_decoder(model: Tagger, features: datasets.NerFeatures):
     """One traced function for any batch and length: tokens -> features -> Viterbi (or argmax) tag ids."""
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string)], autograph=False)
-    def decode(tokens):
-        return model.decode(features(tokens))
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, None], tf.string), tf.TensorSpec([None], tf.int32)], autograph=False
+    )
+    def decode(tokens, doc):
+        return model.decode(features(tokens, doc))
 
     return decode
 
 
-def predict_tags(tagger: TrainedTagger, token_lists: list[list[str]]) -> list[list[str]]:
-    """One tag per token for every sentence; nothing is truncated (sentences are decoded sorted by length)."""
+def predict_tags(
+    tagger: TrainedTagger, token_lists: list[list[str]], doc_ids: list[int] | None = None
+) -> list[list[str]]:
+    """One tag per token for every sentence; nothing is truncated. With doc_ids (the document of each sentence)
+    and a tagger with a document memory, whole documents share a batch; otherwise each sentence stands alone."""
     out: list[list[str]] = [[] for _ in token_lists]
-    for idx, batch in datasets.sorted_batches(token_lists):
-        ids = tagger.decode(batch).numpy()
+    if doc_ids is not None and tagger.model.hp.doc_memory:
+        batches = datasets.sorted_document_batches(token_lists, doc_ids)
+    else:
+        batches = ((idx, b, tf.range(tf.shape(b)[0])) for idx, b in datasets.sorted_batches(token_lists))
+    for idx, batch, doc in batches:
+        ids = tagger.decode(batch, doc).numpy()
         for row, k in zip(ids, idx, strict=True):
             out[k] = [tagger.tags[i] for i in row[: len(token_lists[k])]]
     return out
+
+
+def document_ids(documents: list[list]) -> list[int]:
+    """The document index of each sentence of documents laid end to end."""
+    return [d for d, doc in enumerate(documents) for _ in doc]
 
 
 def load_tagger(cfg: Config) -> TrainedTagger:
@@ -93,13 +107,14 @@ def load_tagger(cfg: Config) -> TrainedTagger:
     return TrainedTagger(model, features, meta["tags"], make_decoder(model, features))
 
 
-def tag_sentences(tagger: TrainedTagger, cfg: Config, sentences: list[str]) -> list[dict]:
+def tag_sentences(tagger: TrainedTagger, cfg: Config, sentences: list[str], document: bool = False) -> list[dict]:
     """Raw sentences -> [{"tokens": [...], "entities": [{"text", "type", "start", "end"}]}] (token offsets).
 
-    Tokenized by the one tokenizer (text.tokenize), so longer input is cut at text.max_length tokens.
+    Tokenized by the one tokenizer (text.tokenize), so longer input is cut at text.max_length tokens. With
+    document, the sentences are tagged as one document (see predict_tags); otherwise each alone.
     """
     token_lists = text.tokenize_batches(sentences, cfg.text, joiner=False) if sentences else []
-    tagged = predict_tags(tagger, token_lists)
+    tagged = predict_tags(tagger, token_lists, [0] * len(token_lists) if document else None)
     out = []
     for tokens, tags in zip(token_lists, tagged, strict=True):
         ents = [
@@ -117,10 +132,10 @@ def format_tagged(item: dict) -> str:
     return " ".join(words)
 
 
-def tag_main(cfg: Config, sentences: list[str]) -> None:
-    """`pipeline tag SENTENCE...`: print each sentence with its entities, then one `TYPE<TAB>text` line each."""
+def tag_main(cfg: Config, sentences: list[str], document: bool = False) -> None:
+    """`pipeline tag [--document] SENTENCE...`: print each sentence with its entities, then `TYPE<TAB>text` lines."""
     tagger = load_tagger(cfg)
-    for item in tag_sentences(tagger, cfg, sentences):
+    for item in tag_sentences(tagger, cfg, sentences, document):
         print(format_tagged(item))
         for e in item["entities"]:
             print(f"  {e['type']}\t{e['text']}")

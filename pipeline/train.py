@@ -136,8 +136,8 @@ def train_epoch(step, dataset, epoch: int, n_batches: int) -> dict:
     }
 
 
-def dev_scores(tagger: predict.TrainedTagger, sentences) -> dict:
-    pred = predict.predict_tags(tagger, [w for w, _ in sentences])
+def dev_scores(tagger: predict.TrainedTagger, sentences, doc_ids: list[int]) -> dict:
+    pred = predict.predict_tags(tagger, [w for w, _ in sentences], doc_ids)
     return metrics.entity_scores([y for _, y in sentences], pred)
 
 
@@ -253,11 +253,22 @@ def format_epoch(s: dict, improved: bool) -> str:
     )
 
 
+def epoch_batches(cfg: Config, documents, examples, tags, features, seed: int) -> tuple[tf.data.Dataset, int]:
+    """One epoch's (features, tags) batches and their count: whole documents for the document memory,
+    else sentences bucketed by length (examples: datasets.ner_examples of the same sentences)."""
+    if cfg.ner.doc_memory:
+        return datasets.ner_document_batches(cfg, documents, tags, features, seed)
+    sentences = [s for d in documents for s in d]
+    return datasets.ner_train_batches(cfg, examples, features, seed), datasets.count_batches(cfg, sentences)
+
+
 def run_ner(cfg: Config) -> None:
     hp = cfg.ner
     keras.utils.set_random_seed(hp.seed)
     out, history_path = predict.ner_dir(cfg), Path(cfg.paths.reports) / "ner/history.json"
-    train, valid = data.load_ner(cfg, "train"), data.load_ner(cfg, "valid")
+    train_docs, valid_docs = data.load_ner_documents(cfg, "train"), data.load_ner_documents(cfg, "valid")
+    train, valid = [s for d in train_docs for s in d], [s for d in valid_docs for s in d]
+    valid_doc_ids = predict.document_ids(valid_docs)
     model, tags, meta = build_tagger(cfg)
     optimizer = make_optimizer(hp)
     build_optimizer(optimizer, model)  # before the restore, so the checkpoint's slots have somewhere to go
@@ -272,7 +283,7 @@ def run_ner(cfg: Config) -> None:
         f"{meta['n_words']}x{meta['word_dim']} {'frozen' if hp.freeze_embeddings else 'fine-tuned'}"
     )
     features = datasets.NerFeatures(cfg)
-    examples, n_batches = datasets.ner_examples(cfg, train, tags), datasets.count_batches(cfg, train)
+    examples = datasets.ner_examples(cfg, train, tags)
     step = make_train_step(model, optimizer, hp)
     tagger = predict.TrainedTagger(model, features, tags, predict.make_decoder(model, features))
     writer = tf.summary.create_file_writer(str(out / "logs"))
@@ -280,10 +291,10 @@ def run_ner(cfg: Config) -> None:
     while int(epoch.numpy()) < hp.epochs and int(bad_epochs.numpy()) < hp.patience:
         e = int(epoch.numpy()) + 1
         optimizer.learning_rate = hp.learning_rate / (1 + hp.lr_decay * (e - 1))
-        batches = datasets.ner_train_batches(cfg, examples, features, seed=hp.seed + e)
+        batches, n_batches = epoch_batches(cfg, train_docs, examples, tags, features, seed=hp.seed + e)
         stats = train_epoch(step, batches, e, n_batches)
         start = time.perf_counter()
-        dev = dev_scores(tagger, valid)
+        dev = dev_scores(tagger, valid, valid_doc_ids)
         stats |= {
             "epoch": e,
             "dev_f1": dev["f1"],

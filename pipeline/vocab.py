@@ -8,7 +8,6 @@ holds labels only (O first), since tags are outputs and padding is masked.
 """
 
 import collections
-import gzip
 from pathlib import Path
 
 import tensorflow as tf
@@ -125,12 +124,7 @@ def corpus_tokens(cfg: Config) -> dict[str, dict[str, list[list[str]]]]:
 
 def vector_words(path: Path) -> set[str]:
     """The words of a text-format vectors file (first field of each line), without parsing the vectors."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8", errors="replace") as f:
-            return {line.split(" ", 1)[0] for line in f}
-    except FileNotFoundError:
-        raise InputError(f"{path}: vectors file not found", hint="run `make data` first") from None
+    return {line.split(" ", 1)[0] for _, line in data.read_lines(path)}
 
 
 def pretrained_extras(cfg: Config, words: dict[str, list[list[str]]], known: set[str]) -> list[str]:

@@ -203,6 +203,7 @@ def test_real_corpora_counts(raw_dir, tmp_path):
     cfg = tiny_config(tmp_path, "prepare.max_train=0", "prepare.max_eval=0", raw=raw_dir)
     data.run_prepare(cfg)
     assert [len(data.load_ner(cfg, s)) for s in data.SPLITS] == [14041, 3250, 3453]
+    assert [len(data.load_ner_documents(cfg, s)) for s in data.SPLITS] == [946, 216, 231]  # kept for doc memory
     assert [sum(len(t) for t, _ in data.load_ner(cfg, s)) for s in data.SPLITS] == [203621, 51362, 46435]
     assert [len(data.load_parallel(cfg, s)) for s in data.SPLITS] == [29000, 1014, 1000]
 

@@ -27,6 +27,7 @@ SETTINGS = (
     *TINY_NER,
     "ner.ensemble=2",  # the default tagger is an ensemble with pretrained dropout: export and parity must hold
     "ner.pretrained_dropout=0.25",
+    "ner.doc_memory=true",
     "ner.epochs=8",
     "ner.patience=8",
     *TINY_TRANSLATE,
@@ -45,7 +46,10 @@ HOSTILE = [
     "🙂🎉 東京タワーへ行く。 שלום עולם! مرحبا بالعالم",
     "John Smith visited Paris on Monday.",
 ]
-SIGNATURES = {"ner": {"serving_default", "tag_tokens"}, "translate": {"serving_default", "translate_nbest"}}
+SIGNATURES = {
+    "ner": {"serving_default", "tag_tokens", "tag_document"},
+    "translate": {"serving_default", "translate_nbest"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +57,7 @@ def cfg(tmp_path_factory):
     from pipeline import train
 
     cfg = tiny_config(tmp_path_factory.mktemp("export"), *SETTINGS)
-    write_corpus(cfg, synthetic(20, seed=0))
+    write_corpus(cfg, synthetic(20, seed=0), doc_size=5)
     write_parallel(cfg, synthetic_pairs(30, seed=0))
     train.run_ner(cfg)
     train.run_translate(cfg)
@@ -83,7 +87,9 @@ def test_layout_signatures_and_models_config(cfg, served):
     ner, translate = served["ner"], served["translate"]
     assert ner["serving_default"].structured_input_signature == ((), {"text": text})
     assert ner["tag_tokens"].structured_input_signature == ((), {"tokens": tokens})
+    assert ner["tag_document"].structured_input_signature == ((), {"text": text})
     assert set(ner["serving_default"].structured_outputs) == {"tokens", "tags", "lengths"}
+    assert set(ner["tag_document"].structured_outputs) == {"tokens", "tags", "lengths"}
     assert set(ner["tag_tokens"].structured_outputs) == {"tags", "lengths"}
     for signature in ("serving_default", "translate_nbest"):
         assert translate[signature].structured_input_signature == ((), {"text": text})
@@ -285,6 +291,7 @@ def check_parity(cfg, ner_texts: list[str], sources: list[str], workdir: Path) -
     assert all(m.pretrained is None for m in tagger.model.members)  # training-only, not rebuilt to predict
     tokens = [item["tokens"] for item in predict.tag_sentences(tagger, cfg, ner_texts)]
     want_tags = predict.predict_tags(tagger, tokens)
+    want_document = predict.predict_tags(tagger, tokens, [0] * len(tokens))  # every sentence in one document
     want = predict.translate_texts(translator, sources, batch_size=len(sources))  # one batch, as the child's
     want_scores = translator.translate(tf.constant(sources))["score"].numpy()
     width = max(map(len, tokens))
@@ -292,6 +299,7 @@ def check_parity(cfg, ner_texts: list[str], sources: list[str], workdir: Path) -
         "ner": {
             "serving_default": {"text": ner_texts},
             "tag_tokens": {"tokens": [t + [""] * (width - len(t)) for t in tokens]},
+            "tag_document": {"text": ner_texts},
         },
         "translate": {"serving_default": {"text": sources}, "translate_nbest": {"text": sources}},
     }
@@ -300,6 +308,8 @@ def check_parity(cfg, ner_texts: list[str], sources: list[str], workdir: Path) -
     assert [row[:n] for row, n in zip(ner["tokens"], ner["lengths"], strict=True)] == tokens
     assert [row[:n] for row, n in zip(ner["tags"], ner["lengths"], strict=True)] == want_tags
     assert [row[: len(t)] for row, t in zip(got["ner"]["tag_tokens"]["tags"], tokens, strict=True)] == want_tags
+    document = got["ner"]["tag_document"]
+    assert [row[:n] for row, n in zip(document["tags"], document["lengths"], strict=True)] == want_document
     one, nbest = got["translate"]["serving_default"], got["translate"]["translate_nbest"]
     assert one["translation"] == want
     np.testing.assert_allclose(one["score"], want_scores, rtol=1e-4, atol=1e-5)
@@ -358,3 +368,5 @@ def test_fuzzed_unicode_never_crashes_a_signature(served, texts):
         t.decode("utf-8")  # well-formed UTF-8
     tagged = served["ner"]["tag_tokens"](tokens=out["tokens"])
     assert (tagged["tags"].numpy() == out["tags"].numpy()).all()
+    document = served["ner"]["tag_document"](text=batch)
+    assert document["tags"].shape == out["tags"].shape and (document["lengths"] == out["lengths"]).numpy().all()

@@ -56,10 +56,15 @@ def synthetic(n: int, seed: int) -> list[tuple[list[str], list[str]]]:
     return out
 
 
-def write_corpus(cfg, sentences, dim: int = 16) -> None:
-    """What the prepare, vocab and embed stages would write, for these sentences as every split."""
+def write_corpus(cfg, sentences, dim: int = 16, doc_size: int = 0) -> None:
+    """What the prepare, vocab and embed stages would write, for these sentences as every split
+    (in documents of doc_size sentences, or one document)."""
     for split in ("train", "valid", "test"):
-        lines = [line for words, tags in sentences for line in [*map("\t".join, zip(words, tags, strict=True)), ""]]
+        lines = []
+        for i, (words, tags) in enumerate(sentences):
+            if doc_size and i % doc_size == 0:
+                lines += ["-DOCSTART-", ""]
+            lines += [*map("\t".join, zip(words, tags, strict=True)), ""]
         write_lines(Path(cfg.paths.processed) / f"ner/{split}.conll", lines)
     words = collections.Counter(w for s, _ in sentences for w in s)
     chars = collections.Counter(c for w in words for c in w)
@@ -74,12 +79,12 @@ def write_corpus(cfg, sentences, dim: int = 16) -> None:
     np.save(Path(cfg.paths.embeddings) / "ner_words.npy", matrix)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+@pytest.fixture(scope="module", params=[False, True], ids=["sentences", "doc_memory"])
+def trained(tmp_path_factory, request):
     from pipeline import evaluate, train
 
-    cfg = tiny_config(tmp_path_factory.mktemp("ner"), *TINY_NER)
-    write_corpus(cfg, synthetic(20, seed=0))
+    cfg = tiny_config(tmp_path_factory.mktemp("ner"), *TINY_NER, f"ner.doc_memory={str(request.param).lower()}")
+    write_corpus(cfg, synthetic(20, seed=0), doc_size=5 if request.param else 0)
     train.run_ner(cfg)
     evaluate.run_ner(cfg)
     return cfg
@@ -102,6 +107,23 @@ def test_tags_raw_text(trained):
     assert item["tokens"][-1] == "."
     assert [(e["text"], e["type"]) for e in item["entities"]] == [("Angela Merkel", "PER"), ("Paris", "LOC")]
     assert predict.format_tagged(item) == "[PER Angela Merkel] visited [LOC Paris] on Monday ."
+    texts = ["Angela Merkel visited Paris on Monday.", "Merkel lives in Paris ."]
+    alone = predict.tag_sentences(tagger, trained, texts)
+    together = predict.tag_sentences(tagger, trained, texts, document=True)
+    assert [i["tokens"] for i in together] == [i["tokens"] for i in alone]
+    if not trained.ner.doc_memory:  # without a memory, the sentences of a document do not meet
+        assert together == alone
+
+
+def test_a_document_is_tagged_the_same_alone_or_among_others(trained):
+    from pipeline import data, predict
+
+    tagger = predict.load_tagger(trained)
+    documents = data.load_ner_documents(trained, "test")
+    tokens = [w for d in documents for w, _ in d]
+    together = predict.predict_tags(tagger, tokens, predict.document_ids(documents))
+    first = [w for w, _ in documents[0]]
+    assert predict.predict_tags(tagger, first, [0] * len(first)) == together[: len(first)]
 
 
 @pytest.mark.parametrize("settings", [(), ("ner.char_encoder=lstm", "ner.rnn=gru", "ner.layers=2")])
@@ -139,7 +161,8 @@ def test_ensemble_decodes_with_the_averaged_scores_and_trains_each_member_alone(
             weight.assign(rng.normal(0, 3, weight.shape).astype("float32"))
     words = tf.constant([[2, 3, 4, 5, 6], [7, 8, 9, 0, 0]])
     chars = tf.ones([2, 5, cfg.ner.max_word_length], tf.int32)
-    inputs = {"words": words, "chars": chars, "casing": tf.ones_like(words)}
+    inputs = {"words": words, "chars": chars, "casing": tf.ones_like(words), "key": tf.zeros_like(words)}
+    inputs["doc"] = tf.range(2)
     outputs = [m(inputs).numpy() for m in model.members]
     assert not np.allclose(outputs[0], outputs[1])  # members start from different initialisations
     np.testing.assert_allclose(model(inputs).numpy(), np.mean(outputs, axis=0), rtol=1e-5, atol=1e-6)
@@ -173,6 +196,8 @@ def test_pretrained_dropout_reads_the_pretrained_rows_in_training_only(tmp_path)
         "words": words,
         "chars": tf.ones([2, 3, cfg.ner.max_word_length], tf.int32),
         "casing": tf.ones_like(words),
+        "key": tf.zeros_like(words),
+        "doc": tf.range(2),
     }
     before = [model(inputs, training=b).numpy() for b in (True, False)]
     [member] = model.members
@@ -212,3 +237,63 @@ def test_lazy_adam_matches_adam_on_the_rows_it_updates():
     np.testing.assert_array_equal(lazy[[0, 2, 4]], start[[0, 2, 4]])  # dense Adam would move nothing here either
     _, twice = train(LazyAdam(0.1), [1, 1])  # duplicate ids sum their gradients, as the dense gradient does
     assert np.isfinite(twice).all()
+
+
+def test_document_memory_averages_the_other_mentions_in_the_same_document(tmp_path):
+    import tensorflow as tf
+
+    from pipeline.models.tagger import TaggerNet
+
+    cfg = tiny_config(tmp_path, *TINY_NER, "ner.doc_memory=true")
+    net = TaggerNet(cfg.ner, np.zeros((10, 4), "float32"), n_chars=5, n_tags=3, seed=1)
+    h = tf.constant(np.random.default_rng(0).normal(size=(3, 4, 5)).astype("float32"))
+    key = tf.constant([[7, 0, 9, 0], [7, 7, 0, 0], [9, 7, 0, 0]])
+    doc = tf.constant([0, 0, 1])
+    mem = net.memory(h, key, doc).numpy()
+    assert mem.shape == (3, 4, 6)
+    want = (h[1, 0] + h[1, 1]) / 2  # (0, 0)'s other mentions of key 7 in document 0; (2, 1) is in document 1
+    np.testing.assert_allclose(mem[0, 0, :5], want, rtol=1e-6)
+    np.testing.assert_allclose(mem[1, 1, :5], (h[0, 0] + h[1, 0]) / 2, rtol=1e-6)
+    assert mem[0, 0, 5] == mem[1, 0, 5] == 1.0
+    # Alone in its document (key 9 in documents 0 and 1; key 7 once in document 1), unkeyed or padding: nothing.
+    for i, j in [(0, 2), (2, 0), (2, 1), (0, 1), (1, 2), (2, 3)]:
+        assert not mem[i, j].any(), (i, j)
+
+
+def test_memory_keys_match_capitalised_words_in_lowercase(tmp_path):
+    import tensorflow as tf
+
+    from pipeline import datasets
+
+    cfg = tiny_config(tmp_path, *TINY_NER)
+    write_corpus(cfg, synthetic(5, seed=0))
+    features = datasets.NerFeatures(cfg)
+    f = features(tf.constant([["Bolton", "BOLTON", "bolton", ",", ""], ["Wigan", "Bolton", "", "", ""]]))
+    key = f["key"].numpy()
+    assert key[0, 0] == key[0, 1] == key[1, 1] > 0 and key[1, 0] not in (0, key[0, 0])
+    assert (key[0, 2:] == 0).all() and (key[1, 2:] == 0).all()
+    assert f["doc"].numpy().tolist() == [0, 1]  # by default each sentence is its own document
+    assert features(tf.constant([["a"], ["b"]]), tf.constant([3, 3]))["doc"].numpy().tolist() == [3, 3]
+
+
+def test_document_batches_keep_documents_whole():
+    from pipeline import datasets
+
+    documents = [[5] * n for n in (1, 7, 3, 12, 2, 2, 9)]
+    plans = [datasets.document_batches(documents, 8, 2.0, np.random.default_rng(s)) for s in (0, 0, 1)]
+    assert plans[0] == plans[1]
+    assert sorted(i for batch in plans[0] for i in batch) == list(range(len(documents)))
+    sizes = sorted(sum(len(documents[i]) for i in batch) for batch in plans[0])
+    assert all(size >= 8 for size in sizes[1:])  # only the last batch of the order may fall short
+
+    lengths = [[3, 1], [2], [4, 4, 1]]
+    tokens = [["a"] * n for d in lengths for n in d]
+    doc_ids = [d for d, lens in enumerate(lengths) for _ in lens]
+    seen = []
+    for idx, batch, doc in datasets.sorted_document_batches(tokens, doc_ids, batch_tokens=6):
+        ids = [doc_ids[i] for i in idx]
+        assert batch.shape == (len(idx), max(len(tokens[i]) for i in idx))
+        pairs = list(zip(ids, doc.numpy().tolist(), strict=True))
+        assert all((a == b) == (x == y) for a, x in pairs for b, y in pairs)  # local ids name the documents
+        seen += list(idx)
+    assert sorted(seen) == list(range(len(tokens)))

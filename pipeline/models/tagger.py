@@ -90,6 +90,21 @@ class TaggerNet(keras.layers.Layer):
         # Every sub-layer builds itself on the first call; this only stops Keras warning that we did not.
         self.built = True
 
+    def memory(self, h, key, doc):
+        """[batch, time, units + 1]: the mean state of each keyed word's other mentions in its document, and
+        whether it has any (key 0: no memory). Only keyed tokens (capitalised words) enter the product."""
+        b, t, d = tf.shape(h)[0], tf.shape(h)[1], h.shape[-1]
+        flat_key = tf.reshape(key, [-1])
+        flat_doc = tf.reshape(tf.broadcast_to(doc[:, None], [b, t]), [-1])
+        sel = tf.where(flat_key > 0)[:, 0]
+        states = tf.gather(tf.reshape(h, [b * t, d]), sel)
+        k, dd = tf.gather(flat_key, sel), tf.gather(flat_doc, sel)
+        same = (k[:, None] == k[None, :]) & (dd[:, None] == dd[None, :])
+        same = tf.cast(same & ~tf.eye(tf.shape(sel)[0], dtype=tf.bool), h.dtype)
+        count = tf.reduce_sum(same, axis=1, keepdims=True)
+        mem = tf.concat([tf.matmul(same, states) / tf.maximum(count, 1.0), tf.cast(count > 0, h.dtype)], axis=-1)
+        return tf.reshape(tf.scatter_nd(sel[:, None], mem, tf.cast(tf.stack([b * t, d + 1]), tf.int64)), [b, t, d + 1])
+
     def call(self, inputs, training=False):
         """Emission scores [batch, time, tags]."""
         words, chars = inputs["words"], inputs["chars"]
@@ -108,6 +123,12 @@ class TaggerNet(keras.layers.Layer):
         x = tf.concat(x, axis=-1)
         for rnn in self.encoder:
             x = rnn(self.dropout(x, training=training), mask=mask, training=training)
+        if self.hp.doc_memory:
+            memory = self.memory(x, inputs["key"], inputs["doc"])
+            if training and self.hp.doc_memory_dropout > 0:
+                keep = keras.random.uniform(tf.shape(words)[:1], seed=self.seeds) >= self.hp.doc_memory_dropout
+                memory = tf.where(keep[:, None, None], memory, 0.0)
+            x = tf.concat([x, memory], axis=-1)
         return self.emit(self.dropout(x, training=training))
 
     def sequence_loss(self, inputs, tags, training=False) -> tf.Tensor:
@@ -172,4 +193,6 @@ def dummy_inputs(max_word_length: int) -> dict[str, tf.Tensor]:
         "words": tf.ones([1, 1], tf.int32),
         "chars": tf.ones([1, 1, max_word_length], tf.int32),
         "casing": tf.ones([1, 1], tf.int32),
+        "key": tf.ones([1, 1], tf.int32),
+        "doc": tf.zeros([1], tf.int32),
     }
