@@ -259,13 +259,16 @@ def ner_section(page: Page, reports: Path) -> None:
     scores = _json(reports / "ner/metrics.json")
     if scores is None:
         return page.text("No NER metrics: run `make evaluate-ner`.", missing=True)
-    splits = list(scores)
+    splits = [s for s in scores if s in data.SPLITS]
     types = sorted(scores[splits[0]]["per_type"])
     rows = [
         [t] + [100 * scores[s]["per_type"][t][k] for s in splits for k in ("precision", "recall", "f1")] for t in types
     ]
     rows.append(["overall"] + [100 * scores[s][k] for s in splits for k in ("precision", "recall", "f1")])
     page.table(["type"] + [f"{s} {k}" for s in splits for k in ("P", "R", "F1")], rows)
+    if "sentences_alone" in scores:
+        alone = ", ".join(f"{s} F1 {100 * v['f1']:.2f}" for s, v in scores["sentences_alone"].items())
+        page.text(f"Documents are tagged whole (document memory). Each sentence tagged alone: {alone}.")
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 3.2))
     width = 0.25

@@ -1,10 +1,12 @@
 """The BiLSTM-CNN-CRF tagger (Ma & Hovy 2016; Lample et al. 2016 with `char_encoder = "lstm"`).
 
     word embedding (pretrained) ┐
-    char CNN / char BiLSTM      ├ concat -> dropout -> BiLSTM (xN) -> dropout -> Dense -> CRF / softmax
+    char CNN / char BiLSTM      ├ concat -> dropout -> BiLSTM (xN) -> [+ memory] -> dropout -> Dense -> CRF / softmax
     casing embedding (optional) ┘
 
-Inputs are the dicts of `pipeline.datasets.NerFeatures`. The recurrent layers keep cuDNN-eligible
+The optional document memory (`doc_memory`) appends to each capitalised word's BiLSTM state the mean state of
+its other mentions in the same document (`TaggerNet.memory`), so a name can borrow the context of a sentence
+where it is plain. Inputs are the dicts of `pipeline.datasets.NerFeatures`. The recurrent layers keep cuDNN-eligible
 settings (tanh/sigmoid, no recurrent dropout, no unrolling, with biases) and get a right-padded mask,
 so they run the fused cuDNN kernels on a GPU.
 """
