@@ -425,6 +425,12 @@ def load_ner(cfg: Config, split: str) -> list[tuple[list[str], list[str]]]:
 
 def load_ner_documents(cfg: Config, split: str) -> list[list[tuple[list[str], list[str]]]]:
     path = Path(cfg.paths.processed) / f"ner/{split}.conll"
+    first = next(read_lines(path), (1, ""))[1]
+    if first != "-DOCSTART-":  # all of it would read as one document
+        raise InputError(
+            f"{path}: no -DOCSTART- line: written by an older `prepare`, before documents were kept",
+            hint="run `make prepare` again",
+        )
     return read_conll_documents(path)
 
 

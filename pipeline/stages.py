@@ -20,6 +20,8 @@ class Stage:
     target: str  # "module:function", imported only when the stage runs (TensorFlow is slow to import)
     sections: tuple[str, ...]
     help: str
+    # Raised when what the stage writes changes form, so `make` reruns it, and what follows, over old outputs.
+    output_version: int = 1
 
 
 STAGES = {
@@ -31,7 +33,8 @@ STAGES = {
             ("paths",),
             "fetch and sha256-verify the raw corpora and vectors",
         ),
-        Stage("prepare", "pipeline.data:run_prepare", ("paths", "prepare"), "check and normalise the corpora"),
+        # Version 2: data/processed/ner/*.conll keep the -DOCSTART- lines (the tagger's document memory).
+        Stage("prepare", "pipeline.data:run_prepare", ("paths", "prepare"), "check and normalise the corpora", 2),
         Stage("vocab", "pipeline.vocab:run", ("paths", "prepare", "text", "vocab"), "vocabularies + OOV report"),
         Stage(
             "embed",
@@ -103,7 +106,10 @@ def done_stamp(cfg: Config, name: str) -> Path:
 def write_cfg_stamp(cfg: Config, name: str) -> bool:
     """Write the stage's config fingerprint only if it changed, so its mtime tells make what changed."""
     stage = STAGES[name]
-    content = json.dumps({s: cfg.section_dict(s) for s in stage.sections}, indent=2, sort_keys=True) + "\n"
+    payload = {s: cfg.section_dict(s) for s in stage.sections}
+    if stage.output_version > 1:
+        payload["output_version"] = stage.output_version
+    content = json.dumps(payload, indent=2, sort_keys=True) + "\n"
     path = cfg_stamp(cfg, name)
     if path.is_file() and path.read_text(encoding="utf-8") == content:
         return False

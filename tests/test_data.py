@@ -144,6 +144,18 @@ def test_prepare_writes_plain_files(tmp_path):
     ]
 
 
+def test_processed_ner_keeps_documents_and_older_files_are_refused(tmp_path):
+    cfg = tiny_config(tmp_path, raw=fake_raw(tmp_path / "raw"))
+    data.run_prepare(cfg)
+    documents = data.load_ner_documents(cfg, "train")
+    assert [s for d in documents for s in d] == data.load_ner(cfg, "train")
+    path = tmp_path / "processed/ner/train.conll"
+    path.write_text("EU\tB-ORG\n\n", encoding="utf-8")  # as `prepare` wrote it before documents were kept
+    with pytest.raises(InputError, match=r"train\.conll: no -DOCSTART- line") as e:
+        data.load_ner_documents(cfg, "train")
+    assert e.value.hint == "run `make prepare` again"
+
+
 def test_cli_prepare_with_broken_conll_exits_2_and_writes_nothing(tmp_path):
     raw = fake_raw(tmp_path / "raw")
     write(raw / "conll2003/valid.txt", CONLL.replace("German JJ B-NP B-MISC", "German JJ B-NP"))

@@ -62,7 +62,7 @@ def write_corpus(cfg, sentences, dim: int = 16, doc_size: int = 0) -> None:
     for split in ("train", "valid", "test"):
         lines = []
         for i, (words, tags) in enumerate(sentences):
-            if doc_size and i % doc_size == 0:
+            if i % (doc_size or len(sentences)) == 0:
                 lines += ["-DOCSTART-", ""]
             lines += [*map("\t".join, zip(words, tags, strict=True)), ""]
         write_lines(Path(cfg.paths.processed) / f"ner/{split}.conll", lines)
