@@ -16,7 +16,7 @@ from tests.test_translate_pipeline import TINY_TRANSLATE, synthetic_pairs, write
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory):
     cfg = tiny_config(tmp_path_factory.mktemp("perf"), *TINY_NER, *TINY_TRANSLATE, "translate.batch_size=8")
-    write_corpus(cfg, synthetic(60, seed=2))
+    write_corpus(cfg, synthetic(60, seed=2), doc_size=5)  # documents, as the default tagger trains on
     write_parallel(cfg, synthetic_pairs(120, seed=2))
     return cfg
 
@@ -39,21 +39,30 @@ def test_translate_train_and_decode_trace_once_per_epoch(cfg):
 
 
 def test_ner_train_and_decode_trace_once_per_epoch(cfg):
+    import dataclasses
+
     from pipeline import data
 
-    sentences = data.load_ner(cfg, "train")
+    documents = data.load_ner_documents(cfg, "train")
+    sentences = [s for d in documents for s in d]
     model, tags, _ = train.build_tagger(cfg)
     step = train.make_train_step(model, train.make_optimizer(cfg.ner), cfg.ner)
     features = datasets.NerFeatures(cfg)
     examples = datasets.ner_examples(cfg, sentences, tags)
-    shapes = set()
-    for epoch in (1, 2):
-        for feats, y in datasets.ner_train_batches(cfg, examples, features, seed=epoch):
-            shapes.add(tuple(y.shape))
-            step(feats, y)
-    assert len(shapes) > 3 and step.experimental_get_tracing_count() == 1
+    for doc_memory in (True, False):  # whole-document batches (the default) and length-bucketed sentences
+        c = dataclasses.replace(cfg, ner=dataclasses.replace(cfg.ner, doc_memory=doc_memory))
+        shapes = set()
+        for epoch in (1, 2):
+            batches, n = train.epoch_batches(c, documents, examples, tags, features, seed=epoch)
+            for feats, y in batches:
+                shapes.add(tuple(y.shape))
+                step(feats, y)
+                n -= 1
+            assert n == 0  # the count the progress bar shows
+        assert len(shapes) > 3 and step.experimental_get_tracing_count() == 1
     tagger = predict.TrainedTagger(model, features, tags, predict.make_decoder(model, features))
     predict.predict_tags(tagger, [w for w, _ in sentences])
+    predict.predict_tags(tagger, [w for w, _ in sentences], predict.document_ids(documents))
     assert tagger.decode.experimental_get_tracing_count() == 1
 
 
