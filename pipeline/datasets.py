@@ -181,44 +181,26 @@ def ner_document_batches(cfg: Config, documents, tags: list[str], features: NerF
     return ds.prefetch(tf.data.AUTOTUNE), len(plan)
 
 
-def sorted_document_batches(token_lists: list[list[str]], doc_ids: list[int], batch_tokens: int = 4096):
-    """(indices, dense [batch, time] tokens, doc ids [batch]) of whole documents, for decoding with the
-    document memory: documents in order of their longest sentence, about `batch_tokens` positions a batch."""
+def sorted_batches(token_lists: list[list[str]], doc_ids: list[int] | None = None, batch_tokens: int = 4096):
+    """(indices, dense [batch, time] tokens "" padded, doc ids [batch]) for decoding, about `batch_tokens`
+    positions a batch: whole documents (doc_ids: the document of each sentence; by default each sentence is its
+    own) in order of their longest sentence. Nothing is truncated and little is padded; the caller puts results
+    back by `indices`. Doc ids are numbered within each batch."""
     docs: dict[int, list[int]] = collections.defaultdict(list)
-    for i, d in enumerate(doc_ids):
+    for i, d in enumerate(range(len(token_lists)) if doc_ids is None else doc_ids):
         docs[d].append(i)
-    order = sorted(docs.values(), key=lambda idx: max(len(token_lists[i]) for i in idx))
+    groups = sorted(docs.values(), key=lambda idx: max(len(token_lists[i]) for i in idx))  # a stable sort
+    widths = [max(1, *(len(token_lists[i]) for i in idx)) for idx in groups]  # ascending
     start = 0
-    while start < len(order):
-        idx = list(order[start])
+    while start < len(groups):
         stop = start + 1
-        while stop < len(order):
-            more = idx + order[stop]
-            if len(more) * max(len(token_lists[i]) for i in more) > batch_tokens:
-                break
-            idx, stop = more, stop + 1
-        width = max(1, max(len(token_lists[i]) for i in idx))
-        rows = [list(token_lists[i]) + [""] * (width - len(token_lists[i])) for i in idx]
-        local = {d: j for j, d in enumerate(dict.fromkeys(doc_ids[i] for i in idx))}
-        yield np.array(idx), tf.constant(rows, tf.string), tf.constant([local[doc_ids[i]] for i in idx], tf.int32)
-        start = stop
-
-
-def sorted_batches(token_lists: list[list[str]], batch_tokens: int = 4096):
-    """(indices, dense [batch, time] tokens, "" padded) in order of length, about `batch_tokens` positions each.
-
-    For decoding: nothing is truncated and little is padded; the caller puts results back by `indices`.
-    """
-    order = np.argsort([len(t) for t in token_lists], kind="stable")
-    start = 0
-    while start < len(order):
-        stop = start + 1
-        while stop < len(order) and (stop + 1 - start) * len(token_lists[order[stop]]) <= batch_tokens:
-            stop += 1
-        idx = order[start:stop]
-        width = max(1, len(token_lists[idx[-1]]))
-        rows = [list(token_lists[k]) + [""] * (width - len(token_lists[k])) for k in idx]
-        yield idx, tf.constant(rows, tf.string)
+        size = len(groups[start])
+        while stop < len(groups) and (size + len(groups[stop])) * widths[stop] <= batch_tokens:
+            size, stop = size + len(groups[stop]), stop + 1
+        idx = [i for group in groups[start:stop] for i in group]
+        local = [j for j, group in enumerate(groups[start:stop]) for _ in group]
+        rows = [list(token_lists[i]) + [""] * (widths[stop - 1] - len(token_lists[i])) for i in idx]
+        yield np.array(idx), tf.constant(rows, tf.string), tf.constant(local, tf.int32)
         start = stop
 
 

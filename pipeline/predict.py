@@ -53,11 +53,8 @@ def predict_tags(
     """One tag per token for every sentence; nothing is truncated. With doc_ids (the document of each sentence)
     and a tagger with a document memory, whole documents share a batch; otherwise each sentence stands alone."""
     out: list[list[str]] = [[] for _ in token_lists]
-    if doc_ids is not None and tagger.model.hp.doc_memory:
-        batches = datasets.sorted_document_batches(token_lists, doc_ids)
-    else:
-        batches = ((idx, b, tf.range(tf.shape(b)[0])) for idx, b in datasets.sorted_batches(token_lists))
-    for idx, batch, doc in batches:
+    documents = doc_ids if tagger.model.hp.doc_memory else None
+    for idx, batch, doc in datasets.sorted_batches(token_lists, documents):
         ids = tagger.decode(batch, doc).numpy()
         for row, k in zip(ids, idx, strict=True):
             out[k] = [tagger.tags[i] for i in row[: len(token_lists[k])]]

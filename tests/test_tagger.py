@@ -290,7 +290,7 @@ def test_document_batches_keep_documents_whole():
     tokens = [["a"] * n for d in lengths for n in d]
     doc_ids = [d for d, lens in enumerate(lengths) for _ in lens]
     seen = []
-    for idx, batch, doc in datasets.sorted_document_batches(tokens, doc_ids, batch_tokens=6):
+    for idx, batch, doc in datasets.sorted_batches(tokens, doc_ids, batch_tokens=6):
         ids = [doc_ids[i] for i in idx]
         assert batch.shape == (len(idx), max(len(tokens[i]) for i in idx))
         pairs = list(zip(ids, doc.numpy().tolist(), strict=True))
