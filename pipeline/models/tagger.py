@@ -1,7 +1,7 @@
 """The BiLSTM-CNN-CRF tagger (Ma & Hovy 2016; Lample et al. 2016 with `char_encoder = "lstm"`).
 
     word embedding (pretrained) ┐
-    char CNN / char BiLSTM      ├ concat -> dropout -> BiLSTM (xN) -> [+ memory] -> dropout -> Dense -> CRF / softmax
+    char CNN / char BiLSTM      ├ concat -> dropout -> (BiLSTM -> [+ memory]) xN -> dropout -> Dense -> CRF / softmax
     casing embedding (optional) ┘
 
 The optional document memory (`doc_memory`) appends to each capitalised word's BiLSTM state the mean state of
@@ -123,14 +123,18 @@ class TaggerNet(keras.layers.Layer):
         if self.case_emb is not None:
             x.append(self.case_emb(inputs["casing"]))
         x = tf.concat(x, axis=-1)
+        keep = None
         for rnn in self.encoder:
             x = rnn(self.dropout(x, training=training), mask=mask, training=training)
-        if self.hp.doc_memory:
-            memory = self.memory(x, inputs["key"], inputs["doc"])
-            if training and self.hp.doc_memory_dropout > 0:
-                keep = keras.random.uniform(tf.shape(words)[:1], seed=self.seeds) >= self.hp.doc_memory_dropout
-                memory = tf.where(keep[:, None, None], memory, 0.0)
-            x = tf.concat([x, memory], axis=-1)
+            if self.hp.doc_memory:
+                # After every layer: a second layer reads the first one's memory in context, so the borrowed
+                # evidence spreads to a name's neighbours (multi-word names, "X 's chairman") before the output.
+                memory = self.memory(x, inputs["key"], inputs["doc"])
+                if training and self.hp.doc_memory_dropout > 0:
+                    if keep is None:  # one draw per sentence, for all layers
+                        keep = keras.random.uniform(tf.shape(words)[:1], seed=self.seeds) >= self.hp.doc_memory_dropout
+                    memory = tf.where(keep[:, None, None], memory, 0.0)
+                x = tf.concat([x, memory], axis=-1)
         return self.emit(self.dropout(x, training=training))
 
     def sequence_loss(self, inputs, tags, training=False) -> tf.Tensor:
