@@ -143,9 +143,14 @@ class Ner:
         "each capitalised word also reads the mean encoder state of its other mentions in the same document "
         "(lowercase match); training and evaluation batch whole documents",
     )
+    doc_context: bool = opt(
+        False,
+        "with doc_memory: every word also reads the mean encoder state of the other sentences of its document",
+    )
     doc_memory_dropout: float = opt(
         0.25,
-        "training only: this share of sentences reads no document memory, as a sentence tagged alone will not",
+        "training only: this share of sentences reads no document memory (nor context), as a sentence tagged alone"
+        " will not",
     )
     ensemble: int = opt(
         1,
