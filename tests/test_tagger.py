@@ -126,9 +126,7 @@ def test_a_document_is_tagged_the_same_alone_or_among_others(trained):
     assert predict.predict_tags(tagger, first, [0] * len(first)) == together[: len(first)]
 
 
-@pytest.mark.parametrize(
-    "settings", [(), ("ner.char_encoder=lstm", "ner.rnn=gru", "ner.layers=2", "ner.doc_context=true")]
-)
+@pytest.mark.parametrize("settings", [(), ("ner.char_encoder=lstm", "ner.rnn=gru", "ner.layers=2")])
 def test_recurrent_layers_are_cudnn_eligible(tmp_path, settings):
     from pipeline import datasets
     from pipeline.models.tagger import Tagger, dummy_inputs
@@ -144,6 +142,9 @@ def test_recurrent_layers_are_cudnn_eligible(tmp_path, settings):
         assert c["recurrent_dropout"] == 0 and not c["unroll"] and c["use_bias"] and layer.use_cudnn == "auto"
         assert c.get("reset_after", True)  # GRU: cuDNN needs reset_after=True
     assert datasets.CASES[0] == "<pad>"
+    if cfg.ner.layers > 1 and cfg.ner.doc_memory:  # the second layer reads the first one's states and memory
+        width = 2 * cfg.ner.units
+        assert model.members[0].encoder[1].forward_layer.cell.kernel.shape[0] == width + width + 1
 
 
 def test_ensemble_decodes_with_the_averaged_scores_and_trains_each_member_alone(tmp_path):
@@ -260,24 +261,6 @@ def test_document_memory_averages_the_other_mentions_in_the_same_document(tmp_pa
     # Alone in its document (key 9 in documents 0 and 1; key 7 once in document 1), unkeyed or padding: nothing.
     for i, j in [(0, 2), (2, 0), (2, 1), (0, 1), (1, 2), (2, 3)]:
         assert not mem[i, j].any(), (i, j)
-
-
-def test_document_context_averages_the_other_sentences_of_the_document(tmp_path):
-    import tensorflow as tf
-
-    from pipeline.models.tagger import TaggerNet
-
-    cfg = tiny_config(tmp_path, *TINY_NER, "ner.doc_memory=true", "ner.doc_context=true")
-    net = TaggerNet(cfg.ner, np.zeros((10, 4), "float32"), n_chars=5, n_tags=3, seed=1)
-    h = tf.constant(np.random.default_rng(0).normal(size=(4, 3, 5)).astype("float32"))
-    mask = tf.constant([[1, 1, 1], [1, 0, 0], [1, 1, 0], [1, 1, 1]]) > 0
-    ctx = net.context(h, mask, tf.constant([0, 0, 0, 1])).numpy()
-    assert ctx.shape == (4, 3, 6)
-    mean = [h[0].numpy().mean(0), h[1, 0].numpy(), h[2, :2].numpy().mean(0)]  # padding never counts
-    np.testing.assert_allclose(ctx[0, 2, :5], (mean[1] + mean[2]) / 2, rtol=1e-5)
-    np.testing.assert_allclose(ctx[1, 0, :5], (mean[0] + mean[2]) / 2, rtol=1e-5)
-    assert (ctx[:3, :, 5] == 1).all()
-    assert not ctx[3].any()  # alone in its document: nothing, as when tagged alone
 
 
 def test_memory_keys_match_capitalised_words_in_lowercase(tmp_path):

@@ -107,17 +107,6 @@ class TaggerNet(keras.layers.Layer):
         mem = tf.concat([tf.matmul(same, states) / tf.maximum(count, 1.0), tf.cast(count > 0, h.dtype)], axis=-1)
         return tf.reshape(tf.scatter_nd(sel[:, None], mem, tf.cast(tf.stack([b * t, d + 1]), tf.int64)), [b, t, d + 1])
 
-    def context(self, h, mask, doc):
-        """[batch, time, units + 1]: for every word, the mean over the other sentences of its document of their
-        mean state (what kind of story this is: a results table, company news), and whether there are any."""
-        m = tf.cast(mask, h.dtype)[..., None]
-        sentence = tf.reduce_sum(h * m, axis=1) / tf.maximum(tf.reduce_sum(m, axis=1), 1.0)
-        same = (doc[:, None] == doc[None, :]) & ~tf.eye(tf.shape(doc)[0], dtype=tf.bool)
-        same = tf.cast(same, h.dtype)
-        count = tf.reduce_sum(same, axis=1, keepdims=True)
-        ctx = tf.concat([tf.matmul(same, sentence) / tf.maximum(count, 1.0), tf.cast(count > 0, h.dtype)], axis=-1)
-        return tf.broadcast_to(ctx[:, None, :], tf.concat([tf.shape(h)[:2], tf.shape(ctx)[1:]], axis=0))
-
     def call(self, inputs, training=False):
         """Emission scores [batch, time, tags]."""
         words, chars = inputs["words"], inputs["chars"]
@@ -141,8 +130,6 @@ class TaggerNet(keras.layers.Layer):
                 # After every layer: a second layer reads the first one's memory in context, so the borrowed
                 # evidence spreads to a name's neighbours (multi-word names, "X 's chairman") before the output.
                 memory = self.memory(x, inputs["key"], inputs["doc"])
-                if self.hp.doc_context:
-                    memory = tf.concat([memory, self.context(x, mask, inputs["doc"])], axis=-1)
                 if training and self.hp.doc_memory_dropout > 0:
                     if keep is None:  # one draw per sentence, for all layers
                         keep = keras.random.uniform(tf.shape(words)[:1], seed=self.seeds) >= self.hp.doc_memory_dropout
