@@ -123,16 +123,16 @@ class TaggerNet(keras.layers.Layer):
         if self.case_emb is not None:
             x.append(self.case_emb(inputs["casing"]))
         x = tf.concat(x, axis=-1)
-        keep = None
+        keep = None  # the sentences that read the memory in training, drawn once for all layers
+        if self.hp.doc_memory and training and self.hp.doc_memory_dropout > 0:
+            keep = keras.random.uniform(tf.shape(words)[:1], seed=self.seeds) >= self.hp.doc_memory_dropout
         for rnn in self.encoder:
             x = rnn(self.dropout(x, training=training), mask=mask, training=training)
             if self.hp.doc_memory:
                 # After every layer: a second layer reads the first one's memory in context, so the borrowed
                 # evidence spreads to a name's neighbours (multi-word names, "X 's chairman") before the output.
                 memory = self.memory(x, inputs["key"], inputs["doc"])
-                if training and self.hp.doc_memory_dropout > 0:
-                    if keep is None:  # one draw per sentence, for all layers
-                        keep = keras.random.uniform(tf.shape(words)[:1], seed=self.seeds) >= self.hp.doc_memory_dropout
+                if keep is not None:
                     memory = tf.where(keep[:, None, None], memory, 0.0)
                 x = tf.concat([x, memory], axis=-1)
         return self.emit(self.dropout(x, training=training))
