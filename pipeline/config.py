@@ -166,6 +166,9 @@ class Ner:
     bucket_width: int = opt(4, "batch sentences of similar length: buckets every N tokens up to text.max_length")
     epochs: int = opt(30, "maximum training epochs (dev F1 plateaus after about 5-10)")
     patience: int = opt(5, "stop after this many epochs without a better dev entity F1")
+    max_minutes: float = opt(
+        0, "wall-time budget, dev scoring included: start no epoch that would end past it at the mean pace (0 = none)"
+    )
     seed: int = opt(1, "seed of initialisation, dropout and shuffling")
 
 
@@ -195,7 +198,9 @@ class Translate:
     lr_decay: float = opt(0.5, "multiply the learning rate by this when dev BLEU does not improve")
     lr_patience: int = opt(0, "epochs without dev improvement before the learning rate decays")
     patience: int = opt(3, "epochs without dev improvement before training stops")
-    max_minutes: float = opt(0, "stop after the first epoch that ends past this wall time (0 = no limit)")
+    max_minutes: float = opt(
+        0, "wall-time budget, dev BLEU included: start no epoch that would end past it at the mean pace (0 = none)"
+    )
     strategy: str = opt(
         "default",
         "tf.distribute: one device; `mirrored` = all local GPUs; `multi_worker` = the cluster in $TF_CONFIG",

@@ -117,6 +117,14 @@ def make_train_step(model: Tagger, optimizer, hp: Ner):
     return step
 
 
+def out_of_time(elapsed_s: float, epochs_done: int, max_minutes: float) -> bool:
+    """Whether the next epoch, taking as long as the mean one so far, would end past `max_minutes` (0: never):
+    a budget is a promise about the whole run, so training stops before it, not one epoch after."""
+    if max_minutes <= 0 or epochs_done == 0:
+        return False
+    return elapsed_s * (epochs_done + 1) / epochs_done > 60 * max_minutes
+
+
 def train_epoch(step, dataset, epoch: int, n_batches: int) -> dict:
     progress = Progress(n_batches, f"epoch {epoch} batches")
     start, losses, words, positions = time.perf_counter(), [], 0, 0
@@ -249,7 +257,7 @@ def format_epoch(s: dict, improved: bool) -> str:
     return (
         f"epoch {s['epoch']:3d}  loss {s['loss']:8.3f}  dev F1 {100 * s['dev_f1']:6.2f}{' *' if improved else '  '}"
         f"  {s['train_seconds']:6.1f}s  {s['words_per_s']:7,.0f} words/s  padding {100 * s['padding']:4.1f}%"
-        f"  dev {s['dev_seconds']:4.1f}s"
+        f"  dev {s['dev_seconds']:4.1f}s  elapsed {s['elapsed'] / 60:5.1f} min"
     )
 
 
@@ -273,7 +281,10 @@ def run_ner(cfg: Config) -> None:
     optimizer = make_optimizer(hp)
     build_optimizer(optimizer, model)  # before the restore, so the checkpoint's slots have somewhere to go
     epoch, best_f1, bad_epochs = tf.Variable(0), tf.Variable(-1.0), tf.Variable(0)
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch, best_f1=best_f1, bad_epochs=bad_epochs)
+    elapsed = tf.Variable(0.0, dtype=tf.float64)  # wall seconds of the finished epochs, across resumptions
+    ckpt = tf.train.Checkpoint(
+        model=model, optimizer=optimizer, epoch=epoch, best_f1=best_f1, bad_epochs=bad_epochs, elapsed=elapsed
+    )
     manager = open_checkpoints(ckpt, out / "ckpt", run_settings(cfg, "ner"), ("best.weights.h5", "tagger.json"))
     history = load_history(manager, history_path, int(epoch.numpy()))
 
@@ -288,8 +299,16 @@ def run_ner(cfg: Config) -> None:
     tagger = predict.TrainedTagger(model, features, tags, predict.make_decoder(model, features))
     writer = tf.summary.create_file_writer(str(out / "logs"))
     run = {"history": history, "history_path": history_path, "writer": writer, "epoch": epoch, "manager": manager}
-    while int(epoch.numpy()) < hp.epochs and int(bad_epochs.numpy()) < hp.patience:
+
+    def finished() -> bool:
+        e = int(epoch.numpy())
+        return (
+            e >= hp.epochs or int(bad_epochs.numpy()) >= hp.patience or out_of_time(elapsed.numpy(), e, hp.max_minutes)
+        )
+
+    while not finished():
         e = int(epoch.numpy()) + 1
+        started = time.perf_counter()
         optimizer.learning_rate = hp.learning_rate / (1 + hp.lr_decay * (e - 1))
         batches, n_batches = epoch_batches(cfg, train_docs, examples, tags, features, seed=hp.seed + e)
         stats = train_epoch(step, batches, e, n_batches)
@@ -308,6 +327,8 @@ def run_ner(cfg: Config) -> None:
         bad_epochs.assign(0 if improved else int(bad_epochs.numpy()) + 1)
         tagged = predict.predict_tags(tagger, [w for w, _ in valid[:3]])
         samples = "\n\n".join(tagged_markdown(w, g, p) for (w, g), p in zip(valid[:3], tagged, strict=True))
+        elapsed.assign_add(time.perf_counter() - started)
+        stats["elapsed"] = float(elapsed.numpy())
         finish_epoch(e, stats, ("loss", "dev_f1", "words_per_s", "padding", "lr"), samples, run)
         print(format_epoch(stats, improved), flush=True)
     writer.close()
@@ -492,8 +513,8 @@ def run_translate(cfg: Config) -> None:
     run = {"history": history, "history_path": history_path, "writer": writer, "epoch": epoch, "manager": manager}
 
     def finished() -> bool:
-        over_time = hp.max_minutes > 0 and float(elapsed.numpy()) >= 60 * hp.max_minutes
-        return int(epoch.numpy()) >= hp.epochs or int(bad.numpy()) >= hp.patience or over_time
+        e = int(epoch.numpy())
+        return e >= hp.epochs or int(bad.numpy()) >= hp.patience or out_of_time(elapsed.numpy(), e, hp.max_minutes)
 
     while not finished():
         e = int(epoch.numpy()) + 1

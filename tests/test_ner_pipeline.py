@@ -27,6 +27,15 @@ def test_strict_iob2_spans_and_scores():
         metrics.entity_scores(gold, [["O"], ["O"]])
 
 
+def test_a_time_budget_stops_before_an_epoch_that_would_overrun_it():
+    from pipeline.train import out_of_time
+
+    assert not out_of_time(0.0, 0, 1.0)  # the first epoch always runs
+    assert not out_of_time(20.0, 1, 1.0)  # a second 20-s epoch ends at 40 s, inside 60 s
+    assert out_of_time(40.0, 1, 1.0)  # a second 40-s epoch would end at 80 s
+    assert not out_of_time(1e9, 5, 0)  # 0: no budget
+
+
 def test_resumes_and_restarts(tmp_path, capsys):
     from pipeline import predict, train
 
@@ -39,6 +48,9 @@ def test_resumes_and_restarts(tmp_path, capsys):
     # More epochs resume where the last run stopped ...
     train.run_ner(tiny_config(base, *TINY_NER, "ner.epochs=3", "ner.patience=9"))
     assert "resuming after epoch 2" in capsys.readouterr().out
+    assert [h["epoch"] for h in json.loads(history.read_text())] == [1, 2, 3]
+    # A wall-time budget that the next epoch would overrun ends training before it (the time spent is resumed too).
+    train.run_ner(tiny_config(base, *TINY_NER, "ner.epochs=9", "ner.patience=9", "ner.max_minutes=1e-6"))
     assert [h["epoch"] for h in json.loads(history.read_text())] == [1, 2, 3]
     # ... but another model starts over.
     cfg = tiny_config(base, *TINY_NER, "ner.epochs=1", "ner.units=8", "ner.output=softmax")
