@@ -148,13 +148,6 @@ class Ner:
         0.25,
         "training only: this share of sentences reads no document memory, as a sentence tagged alone will not",
     )
-    lm_weight: float = opt(
-        0.0,
-        "training only: weight of an auxiliary language-model loss (Rei 2017): the first layer's forward states "
-        "predict the next word and its backward states the previous one (0 = off)",
-    )
-    lm_vocab: int = opt(5000, "the auxiliary language model predicts the N most frequent words, the rest as <unk>")
-    lm_hidden: int = opt(50, "tanh layer between the recurrent states and each language-model softmax")
     ensemble: int = opt(
         1,
         "train this many taggers side by side (seeds seed, seed+1, ...) and decode with their averaged scores; "

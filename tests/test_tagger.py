@@ -214,50 +214,6 @@ def test_pretrained_dropout_reads_the_pretrained_rows_in_training_only(tmp_path)
     assert len(model.weights) == len(plain.weights)
 
 
-def test_language_model_loss_predicts_the_neighbouring_words_in_training_only(tmp_path):
-    import tensorflow as tf
-
-    from pipeline.models.tagger import Tagger, dummy_inputs
-
-    matrix = np.random.default_rng(0).normal(size=(10, 4)).astype("float32")
-    no_noise = ("ner.word_dropout=0", "ner.doc_memory_dropout=0")  # TINY_NER has no dropout either
-    cfg = tiny_config(tmp_path, *TINY_NER, *no_noise, "ner.lm_weight=0.5", "ner.lm_vocab=6")
-    model = Tagger(cfg.ner, matrix, n_chars=5, n_tags=3)
-    model(dummy_inputs(cfg.ner.max_word_length))
-    [member] = model.members
-    words = tf.constant([[2, 3, 7, 5], [5, 6, 0, 0]])
-    inputs = {
-        "words": words,
-        "chars": tf.ones([2, 4, cfg.ner.max_word_length], tf.int32),
-        "casing": tf.ones_like(words),
-        "key": tf.zeros_like(words),
-        "doc": tf.range(2),
-    }
-    states = member.encode(inputs)[1].numpy()
-    u = cfg.ner.units
-
-    def xent(head, h, target):
-        logits = head(h[None]).numpy()[0]
-        return np.log(np.sum(np.exp(logits - logits.max()))) + logits.max() - logits[target]
-
-    # Forward states predict the next word, backward states the previous one; 6 and 7 are past lm_vocab: <unk> = 1.
-    forward = [((0, 0), 3), ((0, 1), 1), ((0, 2), 5), ((1, 0), 1)]
-    backward = [((0, 1), 2), ((0, 2), 3), ((0, 3), 1), ((1, 1), 5)]
-    want = sum(xent(member.lm[0], states[i, t, :u], y) for (i, t), y in forward)
-    want += sum(xent(member.lm[1], states[i, t, u:], y) for (i, t), y in backward)
-    assert float(member.lm_loss(states, words)) == pytest.approx(want / 2, rel=1e-4)
-
-    tags = tf.constant([[1, 2, 0, 0], [0, 1, 0, 0]])
-    tagging = float(model.sequence_loss(inputs, tags, training=False))
-    assert float(model.sequence_loss(inputs, tags, training=True)) == pytest.approx(tagging + 0.5 * want / 2, rel=1e-4)
-    # Tagging never reads the heads.
-    before = model(inputs).numpy()
-    for head in member.lm:
-        for w in head.weights:
-            w.assign(tf.zeros_like(w))
-    np.testing.assert_array_equal(model(inputs).numpy(), before)
-
-
 def test_lazy_adam_matches_adam_on_the_rows_it_updates():
     import keras
     import tensorflow as tf

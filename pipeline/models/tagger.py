@@ -85,17 +85,6 @@ class TaggerNet(keras.layers.Layer):
         self.dropout = keras.layers.Dropout(hp.dropout, name="dropout")
         self.encoder = [_rnn(hp.rnn, hp.units, return_sequences=True, name=f"bi{hp.rnn}_{i}") for i in range(hp.layers)]
         self.emit = keras.layers.Dense(n_tags, name="emit")
-        # Auxiliary language model (Rei 2017), training only: [forward, backward] heads, built here so that the
-        # optimizer and checkpoints see their weights before the first training step.
-        self.lm = []
-        if hp.lm_weight > 0:
-            for direction in ("next", "prev"):
-                head = keras.Sequential(
-                    [keras.layers.Dense(hp.lm_hidden, activation="tanh"), keras.layers.Dense(hp.lm_vocab)],
-                    name=f"lm_{direction}",
-                )
-                head.build((None, hp.units))
-                self.lm.append(head)
         self.crf = CRF(n_tags, name="crf") if hp.output == "crf" else None
         self.seeds = keras.random.SeedGenerator(seed)
 
@@ -120,10 +109,6 @@ class TaggerNet(keras.layers.Layer):
 
     def call(self, inputs, training=False):
         """Emission scores [batch, time, tags]."""
-        return self.emit(self.dropout(self.encode(inputs, training)[0], training=training))
-
-    def encode(self, inputs, training=False):
-        """(encoder output [batch, time, d] with the memory, first recurrent layer's states [batch, time, 2 units])."""
         words, chars = inputs["words"], inputs["chars"]
         mask = words != 0
         if training and self.hp.word_dropout > 0:
@@ -141,10 +126,8 @@ class TaggerNet(keras.layers.Layer):
         keep = None  # the sentences that read the memory in training, drawn once for all layers
         if self.hp.doc_memory and training and self.hp.doc_memory_dropout > 0:
             keep = keras.random.uniform(tf.shape(words)[:1], seed=self.seeds) >= self.hp.doc_memory_dropout
-        states = None
         for rnn in self.encoder:
             x = rnn(self.dropout(x, training=training), mask=mask, training=training)
-            states = x if states is None else states
             if self.hp.doc_memory:
                 # After every layer: a second layer reads the first one's memory in context, so the borrowed
                 # evidence spreads to a name's neighbours (multi-word names, "X 's chairman") before the output.
@@ -152,39 +135,16 @@ class TaggerNet(keras.layers.Layer):
                 if keep is not None:
                     memory = tf.where(keep[:, None, None], memory, 0.0)
                 x = tf.concat([x, memory], axis=-1)
-        return x, states
-
-    def lm_loss(self, states, words) -> tf.Tensor:
-        """Summed cross-entropy of the forward states predicting the next word and the backward states the
-        previous one, over the real words, per sentence on average. Words outside the `lm_vocab` most
-        frequent (the vocabulary is sorted by frequency) are predicted as <unk>."""
-        u, n = self.hp.units, tf.cast(tf.shape(words)[0], tf.float32)
-        targets = tf.where(words < self.hp.lm_vocab, words, UNK_ID)
-        total = 0.0
-        for head, h, y in (
-            (self.lm[0], states[:, :-1, :u], targets[:, 1:]),  # forward state at t: words up to t -> word t+1
-            (self.lm[1], states[:, 1:, u:], targets[:, :-1]),  # backward state at t: words from t -> word t-1
-        ):
-            real = (words[:, 1:] != 0) & (words[:, :-1] != 0)  # right-padded: both positions real
-            logits = head(tf.boolean_mask(h, real))  # real positions only: half the batch is padding
-            xent = keras.losses.sparse_categorical_crossentropy(tf.boolean_mask(y, real), logits, from_logits=True)
-            total += tf.reduce_sum(xent) / n
-        return total
+        return self.emit(self.dropout(x, training=training))
 
     def sequence_loss(self, inputs, tags, training=False) -> tf.Tensor:
-        """Mean over sentences of the negative log-likelihood (CRF) or summed token cross-entropy, plus the
-        weighted auxiliary language-model loss in training."""
-        x, states = self.encode(inputs, training)
-        emissions = tf.cast(self.emit(self.dropout(x, training=training)), tf.float32)
+        """Mean over sentences of the negative log-likelihood (CRF) or summed token cross-entropy."""
+        emissions = tf.cast(self(inputs, training=training), tf.float32)
         mask = inputs["words"] != 0
         if self.crf is not None:
-            loss = tf.reduce_mean(self.crf.loss(emissions, tags, mask))
-        else:
-            xent = keras.losses.sparse_categorical_crossentropy(tags, emissions, from_logits=True)
-            loss = tf.reduce_mean(tf.reduce_sum(tf.where(mask, xent, 0.0), axis=1))
-        if self.lm and training:
-            loss += self.hp.lm_weight * self.lm_loss(tf.cast(states, tf.float32), inputs["words"])
-        return loss
+            return tf.reduce_mean(self.crf.loss(emissions, tags, mask))
+        xent = keras.losses.sparse_categorical_crossentropy(tags, emissions, from_logits=True)
+        return tf.reduce_mean(tf.reduce_sum(tf.where(mask, xent, 0.0), axis=1))
 
     def recurrent_layers(self) -> list[keras.layers.Layer]:
         bis = [*self.encoder, *([self.char_enc.rnn] if isinstance(self.char_enc, CharBiLSTM) else [])]
