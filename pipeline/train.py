@@ -6,7 +6,7 @@ BLEU, resumable. The tagger's files are below; the translator's are listed above
     <paths.models>/ner/best.weights.h5    weights of the best dev-F1 epoch (what evaluate / predict load)
     <paths.models>/ner/tagger.json        hyper-parameters, sizes and tags needed to rebuild the model
     <paths.models>/ner/logs/              TensorBoard scalars
-    <paths.reports>/ner/history.json      per epoch: loss, dev F1, seconds, words/s, padding share
+    <paths.reports>/ner/history.json      per epoch: loss, dev F1, seconds, words/s, padding share, elapsed time
 
 Re-running after an interruption resumes from the last finished epoch. A change of any setting except
 ner.epochs and ner.patience starts over, since the old checkpoint belongs to another model or data.
