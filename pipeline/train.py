@@ -9,7 +9,8 @@ BLEU, resumable. The tagger's files are below; the translator's are listed above
     <paths.reports>/ner/history.json      per epoch: loss, dev F1, seconds, words/s, padding share, elapsed time
 
 Re-running after an interruption resumes from the last finished epoch. A change of any setting except
-ner.epochs and ner.patience starts over, since the old checkpoint belongs to another model or data.
+ner.epochs, ner.patience and ner.max_minutes starts over, since the old checkpoint belongs to another model
+or data.
 """
 
 import contextlib
