@@ -282,12 +282,10 @@ def run_ner(cfg: Config) -> None:
     optimizer = make_optimizer(hp)
     build_optimizer(optimizer, model)  # before the restore, so the checkpoint's slots have somewhere to go
     epoch, best_f1, bad_epochs = tf.Variable(0), tf.Variable(-1.0), tf.Variable(0)
-    elapsed = tf.Variable(0.0, dtype=tf.float64)  # wall seconds of the finished epochs, across resumptions
-    ckpt = tf.train.Checkpoint(
-        model=model, optimizer=optimizer, epoch=epoch, best_f1=best_f1, bad_epochs=bad_epochs, elapsed=elapsed
-    )
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch, best_f1=best_f1, bad_epochs=bad_epochs)
     manager = open_checkpoints(ckpt, out / "ckpt", run_settings(cfg, "ner"), ("best.weights.h5", "tagger.json"))
     history = load_history(manager, history_path, int(epoch.numpy()))
+    elapsed = history[-1].get("elapsed", 0.0) if history else 0.0  # wall seconds of the finished epochs
 
     n_params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     print(
@@ -303,9 +301,7 @@ def run_ner(cfg: Config) -> None:
 
     def finished() -> bool:
         e = int(epoch.numpy())
-        return (
-            e >= hp.epochs or int(bad_epochs.numpy()) >= hp.patience or out_of_time(elapsed.numpy(), e, hp.max_minutes)
-        )
+        return e >= hp.epochs or int(bad_epochs.numpy()) >= hp.patience or out_of_time(elapsed, e, hp.max_minutes)
 
     while not finished():
         e = int(epoch.numpy()) + 1
@@ -328,8 +324,8 @@ def run_ner(cfg: Config) -> None:
         bad_epochs.assign(0 if improved else int(bad_epochs.numpy()) + 1)
         tagged = predict.predict_tags(tagger, [w for w, _ in valid[:3]])
         samples = "\n\n".join(tagged_markdown(w, g, p) for (w, g), p in zip(valid[:3], tagged, strict=True))
-        elapsed.assign_add(time.perf_counter() - started)
-        stats["elapsed"] = float(elapsed.numpy())
+        elapsed += time.perf_counter() - started
+        stats["elapsed"] = elapsed
         finish_epoch(e, stats, ("loss", "dev_f1", "words_per_s", "padding", "lr"), samples, run)
         print(format_epoch(stats, improved), flush=True)
     writer.close()
