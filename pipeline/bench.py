@@ -160,7 +160,8 @@ def bench_ner(cfg: Config) -> dict:
     speed = _timed(batches, step, lambda b: int((b[0]["words"].numpy() != 0).sum()))
     return {
         "model": {
-            k: getattr(hp, k) for k in ("units", "char_encoder", "output", "batch_size", "ensemble", "doc_memory")
+            k: getattr(hp, k)
+            for k in ("units", "char_encoder", "output", "batch_size", "ensemble", "doc_memory", "lexicon")
         },
         "train_words_per_s": speed["units_per_s"],
         # An ensemble's step trains every member on each word: this is the speed of one tagger's training.

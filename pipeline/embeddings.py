@@ -2,6 +2,7 @@
 
     paths.embeddings/{ner_words,src,tgt}.npy   float32 [vocab size, dim]; row i is line i of the vocab file
     paths.embeddings/w2v.<lang>.<key>.bin      gensim-trained vectors (word2vec binary) + .json with settings
+    paths.embeddings/ner_lexicon.npz           English word statistics aligned to ner_words (pipeline/lexicon.py)
     paths.reports/embeddings.json              source, dim, load time and coverage per vocabulary
 
 ner_words takes English vectors, src and tgt those of prepare.source_lang / target_lang. `embed.<lang>` names
@@ -32,7 +33,7 @@ import numpy as np
 from gensim.models import KeyedVectors, Word2Vec
 from gensim.models.callbacks import CallbackAny2Vec
 
-from pipeline import data, vocab
+from pipeline import data, lexicon, vocab
 from pipeline.config import Config
 from pipeline.errors import InputError, at
 from pipeline.files import atomic_path, write_json
@@ -430,6 +431,12 @@ def format_report(report: dict) -> str:
         for over, shares in [("types", r["types"])] + list(r["tokens"].items()):
             cells = " ".join(f"{100 * shares[k]:7.2f}%" for k in KINDS)
             lines.append(f"{name:<10} {over:<6} {shares['count']:>8} {cells}")
+    for name, r in report.items():
+        if "lexicon" in r:
+            lines += ["", f"{'statistics':<10} {'over':<6} {'count':>8} {'prob':>8} {'cluster':>8}"]
+            for over, shares in [("types", r["lexicon"]["types"])] + list(r["lexicon"]["tokens"].items()):
+                cells = f"{100 * shares['prob']:7.2f}% {100 * shares['cluster']:7.2f}%"
+                lines.append(f"{name:<10} {over:<6} {shares['count']:>8} {cells}")
     return "\n".join(lines)
 
 
@@ -481,8 +488,15 @@ def run(cfg: Config) -> None:
         report[name] = {"language": lang, "size": len(tokens), "dim": source.kv.vector_size} | source.info
         report[name] |= coverage(tokens, kinds, {s: corpus[name][s] for s in data.SPLITS})
 
+    probs, clusters = lexicon.source_tables()
+    n_specials = len(vocab.SPECIALS["ner_words"])
+    lex = lexicon.features(vocabs["ner_words"], probs, clusters, n_specials)
+    splits = {s: corpus["ner_words"][s] for s in data.SPLITS}
+    report["ner_words"]["lexicon"] = lexicon.coverage(lex, vocabs["ner_words"], n_specials, splits)
+
     for name, matrix in matrices.items():
         save_matrix(Path(cfg.paths.embeddings) / f"{name}.npy", matrix)
+    lexicon.save(cfg, lex)
     write_json(Path(cfg.paths.reports) / "embeddings.json", report)
     print(format_report(report))
     for name, r in report.items():

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from pipeline import datasets, metrics, text, vocab
+from pipeline import datasets, lexicon, metrics, text, vocab
 from pipeline import decode as decode_lib
 from pipeline.config import Config, Ner, Translate
 from pipeline.errors import InputError
@@ -90,6 +90,7 @@ def load_tagger(cfg: Config) -> TrainedTagger:
         np.zeros((meta["n_words"], meta["word_dim"]), "float32"),
         meta["n_chars"],
         len(meta["tags"]),
+        lexicon.load(cfg) if hp.lexicon else None,
     )
     model(dummy_inputs(hp.max_word_length))
     try:

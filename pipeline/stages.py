@@ -36,11 +36,13 @@ STAGES = {
         # Version 2: data/processed/ner/*.conll keep the -DOCSTART- lines (the tagger's document memory).
         Stage("prepare", "pipeline.data:run_prepare", ("paths", "prepare"), "check and normalise the corpora", 2),
         Stage("vocab", "pipeline.vocab:run", ("paths", "prepare", "text", "vocab"), "vocabularies + OOV report"),
+        # Version 2: also data/embeddings/ner_lexicon.npz (the tagger's English word statistics).
         Stage(
             "embed",
             "pipeline.embeddings:run",
             ("paths", "prepare", "text", "vocab", "embed"),
-            "embedding matrices from pretrained or gensim-trained vectors + coverage report",
+            "embedding matrices from pretrained or gensim-trained vectors, word statistics + coverage report",
+            2,
         ),
         Stage(
             "train-ner",

@@ -139,6 +139,9 @@ def test_stage_writes_aligned_matrices_and_a_coverage_report(tmp_path, capsys):
     assert ner.shape == (len(words), 3) and ner.dtype == np.float32 and not ner[0].any()
     for token, word in (("GERMANY", "Germany"), ("The", "the"), (".", ".")):
         np.testing.assert_array_equal(ner[words.index(token)], np.float32(VECS[word]))
+    lex = np.load(tmp_path / "embeddings/ner_lexicon.npz")
+    assert lex["dense"].shape == (len(words), 6) and lex["cluster"].shape == (len(words),)
+    assert not lex["dense"][:2].any() and lex["dense"][words.index("The"), 0] > 0.5  # "the" is mostly lowercase
     tgt = np.load(tmp_path / "embeddings/tgt.npy")
     assert tgt.shape == (len(VOCABS["tgt"]), 8)  # the width comes from the vectors: trained at w2v_dim
 
@@ -146,6 +149,7 @@ def test_stage_writes_aligned_matrices_and_a_coverage_report(tmp_path, capsys):
     assert report["ner_words"]["types"]["case"] == pytest.approx(2 / 7)
     assert report["ner_words"]["vectors"].endswith("en.txt") and report["ner_words"]["dim"] == 3
     assert report["tgt"]["vectors"] == "word2vec-trained" and report["tgt"]["types"]["exact"] == 1.0
+    assert report["ner_words"]["lexicon"]["types"]["prob"] == 1.0  # every word here is common English
     out = capsys.readouterr().out
     assert "coverage" in out and "warning: ner_words vectors cover only 57.1% of train tokens" in out
 

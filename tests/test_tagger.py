@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import vocab
+from pipeline import lexicon, vocab
 from pipeline.files import write_lines
 from tests.conftest import tiny_config
 
@@ -22,6 +22,13 @@ TEMPLATES = (
     ("{PER} , who works for {ORG} , lives in {LOC} .", ()),
     ("the {MISC} team lost 3-1 to {ORG} in {LOC} .", ()),
 )
+
+# Word statistics for the tagger's lexicon (a made-up table: names mostly Capitalised, with their own clusters).
+PROBS = {w: -12.0 for w in ("john", "mary", "paris", "monday", "the", "to", "in", "on")}
+PROBS |= {w: -10.0 for w in ("John", "Mary", "Paris", "Monday", "Germany", "EU", "FIFA")}
+CLUSTERS = {"John": 0b100, "Mary": 0b100, "Paris": 0b101, "Germany": 0b101, "EU": 0b110, "the": 0b111, "Monday": 0b1000}
+
+BARE = "ner.lexicon=false"  # for models built here without a word-statistics file
 
 TINY_NER = [
     "ner.char_dim=8",
@@ -77,6 +84,7 @@ def write_corpus(cfg, sentences, dim: int = 16, doc_size: int = 0) -> None:
     matrix[0] = 0
     Path(cfg.paths.embeddings).mkdir(parents=True, exist_ok=True)
     np.save(Path(cfg.paths.embeddings) / "ner_words.npy", matrix)
+    lexicon.save(cfg, lexicon.features(vocab.load_named(cfg, "ner_words"), PROBS, CLUSTERS, 2))
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["sentences", "doc_memory"])
@@ -131,7 +139,7 @@ def test_recurrent_layers_are_cudnn_eligible(tmp_path, settings):
     from pipeline import datasets
     from pipeline.models.tagger import Tagger, dummy_inputs
 
-    cfg = tiny_config(tmp_path, *TINY_NER, *settings)
+    cfg = tiny_config(tmp_path, *TINY_NER, BARE, *settings)
     model = Tagger(cfg.ner, np.zeros((10, 4), "float32"), n_chars=5, n_tags=3)
     model(dummy_inputs(cfg.ner.max_word_length))
     layers = model.recurrent_layers()
@@ -155,7 +163,7 @@ def test_ensemble_decodes_with_the_averaged_scores_and_trains_each_member_alone(
     from pipeline.models.crf import viterbi_decode
     from pipeline.models.tagger import Tagger, dummy_inputs
 
-    cfg = tiny_config(tmp_path, *TINY_NER, "ner.ensemble=3", "ner.clip_norm=0.01")
+    cfg = tiny_config(tmp_path, *TINY_NER, BARE, "ner.ensemble=3", "ner.clip_norm=0.01")
     model = Tagger(cfg.ner, np.random.default_rng(0).normal(size=(10, 4)).astype("float32"), n_chars=5, n_tags=3)
     model(dummy_inputs(cfg.ner.max_word_length))
     rng = np.random.default_rng(1)
@@ -191,7 +199,7 @@ def test_pretrained_dropout_reads_the_pretrained_rows_in_training_only(tmp_path)
     from pipeline.models.tagger import Tagger, dummy_inputs
 
     matrix = np.random.default_rng(0).normal(size=(10, 4)).astype("float32")
-    cfg = tiny_config(tmp_path, *TINY_NER, "ner.pretrained_dropout=1.0", "ner.word_dropout=0")
+    cfg = tiny_config(tmp_path, *TINY_NER, BARE, "ner.pretrained_dropout=1.0", "ner.word_dropout=0")
     model = Tagger(cfg.ner, matrix, n_chars=5, n_tags=3)
     model(dummy_inputs(cfg.ner.max_word_length))
     words = tf.constant([[2, 3, 4], [5, 6, 0]])
@@ -209,7 +217,7 @@ def test_pretrained_dropout_reads_the_pretrained_rows_in_training_only(tmp_path)
     np.testing.assert_allclose(after[0], before[0], rtol=1e-5)  # training: every word read its pretrained row
     assert not np.allclose(after[1], before[1])  # inference: the fine-tuned rows
     # The pretrained copy is a constant: no extra weight to save or export.
-    plain = Tagger(tiny_config(tmp_path, *TINY_NER).ner, matrix, n_chars=5, n_tags=3)
+    plain = Tagger(tiny_config(tmp_path, *TINY_NER, BARE).ner, matrix, n_chars=5, n_tags=3)
     plain(dummy_inputs(cfg.ner.max_word_length))
     assert len(model.weights) == len(plain.weights)
 
@@ -247,7 +255,7 @@ def test_document_memory_averages_the_other_mentions_in_the_same_document(tmp_pa
 
     from pipeline.models.tagger import TaggerNet
 
-    cfg = tiny_config(tmp_path, *TINY_NER, "ner.doc_memory=true")
+    cfg = tiny_config(tmp_path, *TINY_NER, BARE, "ner.doc_memory=true")
     net = TaggerNet(cfg.ner, np.zeros((10, 4), "float32"), n_chars=5, n_tags=3, seed=1)
     h = tf.constant(np.random.default_rng(0).normal(size=(3, 4, 5)).astype("float32"))
     key = tf.constant([[7, 0, 9, 0], [7, 7, 0, 0], [9, 7, 0, 0]])

@@ -1,8 +1,9 @@
 """The BiLSTM-CNN-CRF tagger (Ma & Hovy 2016; Lample et al. 2016 with `char_encoder = "lstm"`).
 
-    word embedding (pretrained) ┐
-    char CNN / char BiLSTM      ├ concat -> dropout -> (BiLSTM -> [+ memory]) xN -> dropout -> Dense -> CRF / softmax
-    casing embedding (optional) ┘
+    word embedding (pretrained)    ┐
+    char CNN / char BiLSTM         │
+    casing embedding (optional)    ├ concat -> dropout -> (BiLSTM -> [+ memory]) xN -> dropout -> Dense -> CRF / softmax
+    word statistics (optional)     ┘    (lexicon: fixed capitalisation prior and frequency, Brown cluster embeddings)
 
 The optional document memory (`doc_memory`) appends to each capitalised word's BiLSTM state the mean state of
 its other mentions in the same document (`TaggerNet.memory`), so a name can borrow the context of a sentence
@@ -19,6 +20,8 @@ from pipeline.config import Ner
 from pipeline.datasets import CASES
 from pipeline.models.crf import CRF, viterbi_decode
 from pipeline.vocab import UNK_ID
+
+CLUSTER_DIM, PREFIX_DIM = 25, 10  # widths of the Brown cluster and cluster-prefix embeddings (lexicon)
 
 
 def _rnn(kind: str, units: int, return_sequences: bool, name: str) -> keras.layers.Layer:
@@ -61,7 +64,16 @@ class CharBiLSTM(keras.layers.Layer):
 class TaggerNet(keras.layers.Layer):
     """One tagger network: features -> emission scores, and its own CRF."""
 
-    def __init__(self, hp: Ner, embeddings: np.ndarray, n_chars: int, n_tags: int, seed: int, **kwargs):
+    def __init__(
+        self,
+        hp: Ner,
+        embeddings: np.ndarray,
+        n_chars: int,
+        n_tags: int,
+        seed: int,
+        lexicon: dict | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.hp, self.n_tags = hp, n_tags
         n_words, dim = embeddings.shape
@@ -82,6 +94,15 @@ class TaggerNet(keras.layers.Layer):
         else:
             self.char_enc = CharBiLSTM(hp.char_filters, name="char_lstm")
         self.case_emb = keras.layers.Embedding(len(CASES), len(CASES), name="case_emb") if hp.casing else None
+        self.lexicon = None
+        if hp.lexicon:
+            if lexicon is None:
+                raise ValueError("ner.lexicon needs the word statistics: pass lexicon=pipeline.lexicon.load(cfg)")
+            # Constants, like the vocabulary: rebuilt from ner_lexicon.npz, baked into the exported graphs.
+            self.lexicon = {k: tf.constant(lexicon[k]) for k in ("dense", "cluster", "prefix")}
+            n_clusters, n_prefixes = (int(n) for n in lexicon["sizes"])
+            self.cluster_emb = keras.layers.Embedding(n_clusters, CLUSTER_DIM, name="cluster_emb")
+            self.prefix_emb = keras.layers.Embedding(n_prefixes, PREFIX_DIM, name="prefix_emb")
         self.dropout = keras.layers.Dropout(hp.dropout, name="dropout")
         self.encoder = [_rnn(hp.rnn, hp.units, return_sequences=True, name=f"bi{hp.rnn}_{i}") for i in range(hp.layers)]
         self.emit = keras.layers.Dense(n_tags, name="emit")
@@ -122,6 +143,11 @@ class TaggerNet(keras.layers.Layer):
             x[0] = tf.where(drop[..., None], tf.gather(self.pretrained, words), x[0])
         if self.case_emb is not None:
             x.append(self.case_emb(inputs["casing"]))
+        if self.lexicon is not None:  # of `words` after word dropout: a word read as <unk> has no statistics
+            ids = tf.cast(words, tf.int32)  # Keras traces a default signature with float inputs
+            x.append(tf.gather(self.lexicon["dense"], ids))
+            x.append(self.cluster_emb(tf.gather(self.lexicon["cluster"], ids)))
+            x.append(self.prefix_emb(tf.gather(self.lexicon["prefix"], ids)))
         x = tf.concat(x, axis=-1)
         keep = None  # the sentences that read the memory in training, drawn once for all layers
         if self.hp.doc_memory and training and self.hp.doc_memory_dropout > 0:
@@ -156,11 +182,14 @@ class Tagger(keras.Model):
     batches, each on its own likelihood. Decoding averages their emission and CRF scores (a product of experts),
     so one Viterbi pass tags a batch; with ensemble = 1 this is the single BiLSTM-CNN-CRF."""
 
-    def __init__(self, hp: Ner, embeddings: np.ndarray, n_chars: int, n_tags: int, **kwargs):
+    def __init__(
+        self, hp: Ner, embeddings: np.ndarray, n_chars: int, n_tags: int, lexicon: dict | None = None, **kwargs
+    ):
         super().__init__(**kwargs)
         self.hp, self.n_tags = hp, n_tags
         self.members = [
-            TaggerNet(hp, embeddings, n_chars, n_tags, seed=hp.seed + i, name=f"member_{i}") for i in range(hp.ensemble)
+            TaggerNet(hp, embeddings, n_chars, n_tags, hp.seed + i, lexicon, name=f"member_{i}")
+            for i in range(hp.ensemble)
         ]
 
     def build(self, input_shape=None):
