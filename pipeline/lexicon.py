@@ -13,7 +13,7 @@ never saw in training, and for ALL-CAPS headlines, where the token's own casing 
 Each row reads the statistics of the token's lowercase, Capitalised and UPPER forms, so "BRUSSELS", "Brussels"
 and "brussels" share the capitalisation prior (the casing class tells them apart):
     0-2  the share of each form in their summed probability  (what a word usually looks like)
-    3    (log of that sum + 20) / 10                          (frequent words ~1.3, rare names ~0.1)
+    3    (log of that sum + 20) / 10                          ("the" 1.7, "Germany" 1.0, rare names 0.1-0.3)
     4    whether any form has a probability at all
     5    whether the token itself, as written, has one
 The cluster is that of the token as written, else of its most probable form. Rows of <pad>, <unk> and tokens
@@ -34,7 +34,7 @@ from pipeline.errors import InputError
 from pipeline.files import atomic_path
 
 DENSE = 6
-PREFIX_BITS = 7  # 117 prefixes of the 1,000 clusters: coarse classes that rare words share with frequent ones
+PREFIX_BITS = 7  # 117 prefixes of the 999 clusters: coarse classes that rare words share with frequent ones
 FLOOR = -20.0  # a little below the table's smallest log-probability (-19.5)
 PACKAGE = "spacy_lookups_data"
 
