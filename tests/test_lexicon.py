@@ -9,6 +9,7 @@ from pipeline import lexicon, vocab
 from pipeline.errors import InputError
 from pipeline.files import write_lines
 from tests.conftest import tiny_config
+from tests.test_tagger import plain_inputs
 
 TOKENS = ["<pad>", "<unk>", "Brussels", "BRUSSELS", "the", "Xyzzy"]
 PROBS = {"brussels": -14.0, "Brussels": -11.0, "BRUSSELS": -16.0, "the": -3.0, "The": -5.0}
@@ -61,7 +62,6 @@ def test_load_checks_the_rows_against_the_vocabulary(tmp_path):
 
 
 def test_the_tagger_reads_the_statistics_as_constants_and_not_for_unk(tmp_path):
-    import tensorflow as tf
 
     from pipeline.models.tagger import Tagger, dummy_inputs
 
@@ -70,14 +70,7 @@ def test_the_tagger_reads_the_statistics_as_constants_and_not_for_unk(tmp_path):
     model = Tagger(cfg.ner, np.zeros((6, 4), "float32"), n_chars=5, n_tags=3, lexicon=z)
     model(dummy_inputs(cfg.ner.max_word_length))
     [member] = model.members
-    words = tf.constant([[2, 4], [1, 0]])
-    inputs = {
-        "words": words,
-        "chars": tf.ones([2, 2, cfg.ner.max_word_length], tf.int32),
-        "casing": tf.ones_like(words),
-        "key": tf.zeros_like(words),
-        "doc": tf.range(2),
-    }
+    inputs = plain_inputs([[2, 4], [1, 0]], cfg.ner.max_word_length)
     before = model(inputs).numpy()
     member.cluster_emb.embeddings.assign(member.cluster_emb.embeddings + np.arange(4)[:, None].clip(0, 1))
     after = model(inputs).numpy()

@@ -63,6 +63,21 @@ def synthetic(n: int, seed: int) -> list[tuple[list[str], list[str]]]:
     return out
 
 
+def plain_inputs(words, max_word_length: int) -> dict:
+    """Tagger inputs for word ids [batch, time]: one character and one casing class for every word, no memory
+    keys, each sentence its own document."""
+    import tensorflow as tf
+
+    words = tf.constant(words)
+    return {
+        "words": words,
+        "chars": tf.ones([*words.shape, max_word_length], tf.int32),
+        "casing": tf.ones_like(words),
+        "key": tf.zeros_like(words),
+        "doc": tf.range(words.shape[0]),
+    }
+
+
 def write_corpus(cfg, sentences, dim: int = 16, doc_size: int = 0) -> None:
     """What the prepare, vocab and embed stages would write, for these sentences as every split
     (in documents of doc_size sentences, or one document)."""
@@ -170,10 +185,8 @@ def test_ensemble_decodes_with_the_averaged_scores_and_trains_each_member_alone(
     for member in model.members:  # distinct CRF scores, so averaging them is visible in the decoded paths
         for weight in (member.crf.transitions, member.crf.start, member.crf.end):
             weight.assign(rng.normal(0, 3, weight.shape).astype("float32"))
-    words = tf.constant([[2, 3, 4, 5, 6], [7, 8, 9, 0, 0]])
-    chars = tf.ones([2, 5, cfg.ner.max_word_length], tf.int32)
-    inputs = {"words": words, "chars": chars, "casing": tf.ones_like(words), "key": tf.zeros_like(words)}
-    inputs["doc"] = tf.range(2)
+    inputs = plain_inputs([[2, 3, 4, 5, 6], [7, 8, 9, 0, 0]], cfg.ner.max_word_length)
+    words = inputs["words"]
     outputs = [m(inputs).numpy() for m in model.members]
     assert not np.allclose(outputs[0], outputs[1])  # members start from different initialisations
     np.testing.assert_allclose(model(inputs).numpy(), np.mean(outputs, axis=0), rtol=1e-5, atol=1e-6)
@@ -194,7 +207,6 @@ def test_ensemble_decodes_with_the_averaged_scores_and_trains_each_member_alone(
 
 
 def test_pretrained_dropout_reads_the_pretrained_rows_in_training_only(tmp_path):
-    import tensorflow as tf
 
     from pipeline.models.tagger import Tagger, dummy_inputs
 
@@ -202,14 +214,7 @@ def test_pretrained_dropout_reads_the_pretrained_rows_in_training_only(tmp_path)
     cfg = tiny_config(tmp_path, *TINY_NER, BARE, "ner.pretrained_dropout=1.0", "ner.word_dropout=0")
     model = Tagger(cfg.ner, matrix, n_chars=5, n_tags=3)
     model(dummy_inputs(cfg.ner.max_word_length))
-    words = tf.constant([[2, 3, 4], [5, 6, 0]])
-    inputs = {
-        "words": words,
-        "chars": tf.ones([2, 3, cfg.ner.max_word_length], tf.int32),
-        "casing": tf.ones_like(words),
-        "key": tf.zeros_like(words),
-        "doc": tf.range(2),
-    }
+    inputs = plain_inputs([[2, 3, 4], [5, 6, 0]], cfg.ner.max_word_length)
     before = [model(inputs, training=b).numpy() for b in (True, False)]
     [member] = model.members
     member.word_emb.embeddings.assign(matrix + 1.0)  # what fine-tuning does to the trainable rows
