@@ -207,7 +207,6 @@ def test_ensemble_decodes_with_the_averaged_scores_and_trains_each_member_alone(
 
 
 def test_pretrained_dropout_reads_the_pretrained_rows_in_training_only(tmp_path):
-
     from pipeline.models.tagger import Tagger, dummy_inputs
 
     matrix = np.random.default_rng(0).normal(size=(10, 4)).astype("float32")
