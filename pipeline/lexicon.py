@@ -119,5 +119,5 @@ def coverage(arrays: dict, tokens: list[str], n_specials: int, splits: dict[str,
 
     out = {"types": shares(np.arange(n_specials, len(tokens))), "tokens": {}}
     for split, sentences in splits.items():
-        out["tokens"][split] = shares(np.array([index.get(t, vocab.UNK_ID) for s in sentences for t in s], np.int64))
+        out["tokens"][split] = shares(np.array(vocab.encode([t for s in sentences for t in s], index), np.int64))
     return out
