@@ -177,6 +177,12 @@ class Ner:
     max_minutes: float = opt(
         0, "wall-time budget, dev scoring included: start no epoch that would end past it at the mean pace (0 = none)"
     )
+    strategy: str = opt(
+        "default",
+        "tf.distribute: one device; `mirrored` = all local GPUs; `multi_worker` = the cluster in $TF_CONFIG "
+        "(each replica takes whole documents of a batch)",
+        ("default", "mirrored", "multi_worker"),
+    )
     seed: int = opt(1, "seed of initialisation, dropout and shuffling")
 
 

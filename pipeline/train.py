@@ -92,30 +92,53 @@ def build_optimizer(optimizer, model) -> None:
         optimizer.build(model.trainable_variables)
 
 
-def make_train_step(model: Tagger, optimizer, hp: Ner):
-    """One traced step for every batch: unknown batch and time sizes in the signature, so no retracing."""
+def make_train_step(model: Tagger, optimizer, hp: Ner, strategy: tf.distribute.Strategy | None = None):
+    """One traced step for every batch: unknown batch and time sizes in the signature, so no retracing.
+
+    Returns (the mean loss per sentence and member, real words, positions) of the global batch, whatever the
+    strategy. Build model and optimizer inside `strategy.scope()`.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
     signature = [datasets.feature_signature(hp.max_word_length), tf.TensorSpec([None, None], tf.int32, "tags")]
-    build_optimizer(optimizer, model)
+    with strategy.scope():
+        build_optimizer(optimizer, model)
+    groups = model.variable_groups()
+    variables = [v for group in groups for v in group]
+
+    def replica_step(features, tags, n_sentences):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model.sentence_losses(features, tags, training=True)) / n_sentences
+        # Clipped member by member, so an ensemble trains each member as it would train alone.
+        sizes = [len(group) for group in groups]
+        replicated_update(optimizer, variables, tape.gradient(loss, variables), hp.clip_norm, sizes)
+        return loss
 
     # No XLA: on CPU it compiles once per batch shape and still ran slower (273 vs 123 ms per batch).
     @tf.function(input_signature=signature, autograph=False)  # no tensor-dependent Python control flow
     def step(features, tags):
-        with tf.GradientTape() as tape:
-            loss = model.sequence_loss(features, tags, training=True)
-        groups = model.variable_groups()
-        variables = [v for group in groups for v in group]
-        grads = tape.gradient(loss, variables)
-        if hp.clip_norm > 0:  # member by member, so an ensemble trains each member as it would train alone
-            chunks, start = [], 0
-            for group in groups:
-                chunks += tf.clip_by_global_norm(grads[start : start + len(group)], hp.clip_norm)[0]
-                start += len(group)
-            grads = chunks
-        optimizer.apply_gradients(zip(grads, variables, strict=True))
-        mean_loss = loss / len(groups)  # reported per member
-        return mean_loss, tf.reduce_sum(tf.cast(features["words"] != 0, tf.int32)), tf.size(features["words"])
+        n_sentences = tf.cast(tf.shape(tags)[0], tf.float32)
+
+        def replica(features, tags):
+            if strategy.num_replicas_in_sync > 1:
+                features, tags = _replica_documents(features, tags)
+            return replica_step(features, tags, n_sentences)
+
+        loss = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica, args=(features, tags)), axis=None)
+        real = tf.reduce_sum(tf.cast(features["words"] != 0, tf.int32))
+        return loss / len(groups), real, tf.size(features["words"])
 
     return step
+
+
+def _replica_documents(features: dict, tags: tf.Tensor) -> tuple[dict, tf.Tensor]:
+    """Documents i, i + n, i + 2n ... of a global batch for replica i of n. The document memory reads only
+    within a document, so each replica computes what one device would for its sentences; a batch of lone
+    sentences (each its own document) splits into strided rows. Every worker and device sees the same global
+    batch (same seed), so no input pipeline needs distributing."""
+    ctx = tf.distribute.get_replica_context()
+    rank = tf.unique(features["doc"])[1]  # documents numbered in order of appearance
+    rows = tf.where(rank % ctx.num_replicas_in_sync == ctx.replica_id_in_sync_group)[:, 0]
+    return {k: tf.gather(v, rows) for k, v in features.items()}, tf.gather(tags, rows)
 
 
 def out_of_time(elapsed_s: float, epochs_done: int, max_minutes: float) -> bool:
@@ -273,14 +296,16 @@ def epoch_batches(cfg: Config, documents, examples, tags, features, seed: int) -
 
 def run_ner(cfg: Config) -> None:
     hp = cfg.ner
+    strategy = make_strategy(hp.strategy)
     keras.utils.set_random_seed(hp.seed)
     out, history_path = predict.ner_dir(cfg), Path(cfg.paths.reports) / "ner/history.json"
     train_docs, valid_docs = data.load_ner_documents(cfg, "train"), data.load_ner_documents(cfg, "valid")
     train, valid = [s for d in train_docs for s in d], [s for d in valid_docs for s in d]
     valid_doc_ids = predict.document_ids(valid_docs)
-    model, tags, meta = build_tagger(cfg)
-    optimizer = make_optimizer(hp)
-    build_optimizer(optimizer, model)  # before the restore, so the checkpoint's slots have somewhere to go
+    with strategy.scope():  # variables (model, optimizer slots) are mirrored across replicas and workers
+        model, tags, meta = build_tagger(cfg)
+        optimizer = make_optimizer(hp)
+        build_optimizer(optimizer, model)  # before the restore, so the checkpoint's slots have somewhere to go
     epoch, best_f1, bad_epochs = tf.Variable(0), tf.Variable(-1.0), tf.Variable(0)
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch, best_f1=best_f1, bad_epochs=bad_epochs)
     manager = open_checkpoints(ckpt, out / "ckpt", run_settings(cfg, "ner"), ("best.weights.h5", "tagger.json"))
@@ -294,7 +319,7 @@ def run_ner(cfg: Config) -> None:
     )
     features = datasets.NerFeatures(cfg)
     examples = datasets.ner_examples(cfg, train, tags)
-    step = make_train_step(model, optimizer, hp)
+    step = make_train_step(model, optimizer, hp, strategy)
     tagger = predict.TrainedTagger(model, features, tags, predict.make_decoder(model, features))
     writer = tf.summary.create_file_writer(str(out / "logs"))
     run = {"history": history, "history_path": history_path, "writer": writer, "epoch": epoch, "manager": manager}
@@ -381,12 +406,13 @@ def _replica_share(x: tf.Tensor) -> tf.Tensor:
     return x[ctx.replica_id_in_sync_group :: ctx.num_replicas_in_sync]
 
 
-def replicated_update(optimizer, variables, grads, clip_norm: float) -> None:
+def replicated_update(optimizer, variables, grads, clip_norm: float, groups: list[int] | None = None) -> None:
     """Apply the global gradient, clipped by its global norm, on every replica.
 
-    The replicas' gradients are summed first (each replica's loss is already divided by the global token
-    count), so clipping sees the norm of the whole batch's gradient, as on one device. Keras' apply_gradients
-    sums the replicas' gradients once more, hence the division by the replica count.
+    The replicas' gradients are summed first (each replica's loss is already divided by the global token or
+    sentence count), so clipping sees the norm of the whole batch's gradient, as on one device. `groups`: the
+    sizes of consecutive runs of `variables` clipped each by their own norm (default: one run). Keras'
+    apply_gradients sums the replicas' gradients once more, hence the division by the replica count.
     """
     ctx = tf.distribute.get_replica_context()
     n = ctx.num_replicas_in_sync
@@ -396,7 +422,11 @@ def replicated_update(optimizer, variables, grads, clip_norm: float) -> None:
         # Under loss scaling the gradients are still scaled (the optimizer unscales them): clip at the scaled
         # norm. A non-finite gradient stays non-finite, so the loss-scale optimizer skips the step.
         scale = optimizer.dynamic_scale if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else 1.0
-        grads, _ = tf.clip_by_global_norm(grads, clip_norm * scale)
+        clipped, start = [], 0
+        for size in groups or [len(grads)]:
+            clipped += tf.clip_by_global_norm(grads[start : start + size], clip_norm * scale)[0]
+            start += size
+        grads = clipped
     if n > 1:
         grads = [
             tf.IndexedSlices(g.values / n, g.indices, g.dense_shape) if isinstance(g, tf.IndexedSlices) else g / n

@@ -1,5 +1,6 @@
-"""tf.distribute: the translator's train step gives the same loss and update on two replicas as on one, and two
-worker processes on localhost (MultiWorkerMirroredStrategy from TF_CONFIG) train to identical weights.
+"""tf.distribute: the translator's and the tagger's train steps give the same loss and update on two replicas as
+on one, and two worker processes on localhost (MultiWorkerMirroredStrategy from TF_CONFIG) train to identical
+weights.
 
 Both run in subprocesses: logical devices and multi-worker strategies must be set up before TF runs an op."""
 
@@ -58,6 +59,68 @@ def test_two_replicas_match_one_device(tmp_path):
     assert two["losses"] == pytest.approx(one["losses"], rel=1e-4)
     assert one["losses"][2] < one["losses"][0]
     assert two["weight"] == pytest.approx(one["weight"], rel=1e-4)
+
+
+TAGGER_TWO_REPLICAS = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    from pipeline import config, train
+    from pipeline.models.tagger import Tagger, dummy_inputs
+    cfg = config.load("configs/tiny.toml", sys.argv[1:])
+    rng = np.random.default_rng(0)
+    matrix = rng.normal(size=(30, 8)).astype("float32")
+    lengths = np.array([6, 3, 5, 2, 6, 4, 1])
+    real = np.arange(6) < lengths[:, None]
+    words = np.where(real, rng.integers(2, 30, real.shape), 0).astype("int32")
+    chars = np.where(real[..., None], rng.integers(1, 5, (*real.shape, cfg.ner.max_word_length)), 0)
+    features = {
+        "words": words, "chars": chars.astype("int32"), "casing": np.where(real, 1 + words % 3, 0).astype("int32"),
+        "key": np.where(real, words % 4, 0).astype("int32"),  # repeated keys: the memory has something to read
+        "doc": np.array([0, 0, 0, 1, 1, 2, 2], "int32"),  # replica 0 takes documents 0 and 2, replica 1 document 1
+    }
+    tags = np.where(real, rng.integers(0, 3, real.shape), 0).astype("int32")
+    out = {}
+    for name in ("one device", "two replicas"):
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if name == "two replicas" else None
+        with (strategy or tf.distribute.get_strategy()).scope():
+            keras.utils.set_random_seed(0)  # the same initial weights both times
+            model = Tagger(cfg.ner, matrix, n_chars=5, n_tags=3)
+            model(dummy_inputs(cfg.ner.max_word_length))
+            optimizer = train.LazyAdam(0.01)
+        step = train.make_train_step(model, optimizer, cfg.ner, strategy)
+        losses = [float(step(features, tags)[0]) for _ in range(3)]
+        # One document in the batch: replica 1 gets no sentence and adds nothing.
+        losses.append(float(step(dict(features, doc=np.zeros(7, "int32")), tags)[0]))
+        out[name] = {"losses": losses, "replicas": (strategy or tf.distribute.get_strategy()).num_replicas_in_sync,
+                     "weights": [float(tf.reduce_sum(v)) for v in model.trainable_variables]}
+    print(json.dumps(out))
+    """
+)
+
+
+def test_the_tagger_on_two_replicas_matches_one_device(tmp_path):
+    # An ensemble of two with the document memory, no dropout (replicas draw other random numbers), and a clip
+    # norm small enough that every step clips each member.
+    settings = ["ner.char_dim=8", "ner.char_filters=8", "ner.units=16", "ner.lexicon=false", "ner.doc_memory=true",
+                "ner.ensemble=2", "ner.dropout=0", "ner.word_dropout=0", "ner.pretrained_dropout=0",
+                "ner.doc_memory_dropout=0", "ner.clip_norm=0.5"]  # fmt: skip
+    args = [*path_overrides(tmp_path), *settings]
+    run = subprocess.run(
+        [sys.executable, "-c", TAGGER_TWO_REPLICAS, *args], cwd=ROOT, env=ENV, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    one, two = out["one device"], out["two replicas"]
+    assert (one["replicas"], two["replicas"]) == (1, 2)
+    # The mean loss per sentence of the global batch, then the same clipped updates of every variable.
+    assert two["losses"] == pytest.approx(one["losses"], rel=1e-4)
+    assert one["losses"][2] < one["losses"][0]
+    assert two["weights"] == pytest.approx(one["weights"], rel=1e-4, abs=1e-5)
 
 
 def _free_ports(n: int) -> list[int]:

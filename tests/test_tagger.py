@@ -178,9 +178,10 @@ def test_ensemble_decodes_with_the_averaged_scores_and_trains_each_member_alone(
     from pipeline.models.crf import viterbi_decode
     from pipeline.models.tagger import Tagger, dummy_inputs
 
-    cfg = tiny_config(tmp_path, *TINY_NER, BARE, "ner.ensemble=3", "ner.clip_norm=0.01")
+    cfg = tiny_config(tmp_path, *TINY_NER, BARE, "ner.ensemble=3", "ner.clip_norm=0.01", "ner.pretrained_dropout=0.5")
     model = Tagger(cfg.ner, np.random.default_rng(0).normal(size=(10, 4)).astype("float32"), n_chars=5, n_tags=3)
     model(dummy_inputs(cfg.ner.max_word_length))
+    assert model.members[0].pretrained is model.members[2].pretrained  # one copy of the matrix, not one a member
     rng = np.random.default_rng(1)
     for member in model.members:  # distinct CRF scores, so averaging them is visible in the decoded paths
         for weight in (member.crf.transitions, member.crf.start, member.crf.end):

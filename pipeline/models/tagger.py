@@ -86,8 +86,9 @@ class TaggerNet(keras.layers.Layer):
         )
         # A fixed copy of the pretrained rows, read in training only (see `call`). A constant, not a variable: it
         # stays out of the weights files and the exported SavedModel, whose graphs never read it.
+        # convert_to_tensor passes a tensor through, so members of one Tagger share its single copy.
         use = hp.pretrained_dropout > 0 and not hp.freeze_embeddings
-        self.pretrained = tf.constant(embeddings) if use else None
+        self.pretrained = tf.convert_to_tensor(embeddings) if use else None
         self.char_emb = keras.layers.Embedding(n_chars, hp.char_dim, name="char_emb")
         if hp.char_encoder == "cnn":
             self.char_enc = CharCNN(hp.char_filters, hp.char_width, name="char_cnn")
@@ -99,7 +100,7 @@ class TaggerNet(keras.layers.Layer):
             if lexicon is None:
                 raise ValueError("ner.lexicon needs the word statistics: pass lexicon=pipeline.lexicon.load(cfg)")
             # Constants, like the vocabulary: rebuilt from ner_lexicon.npz, baked into the exported graphs.
-            self.lexicon = {k: tf.constant(lexicon[k]) for k in ("dense", "cluster", "prefix")}
+            self.lexicon = {k: tf.convert_to_tensor(lexicon[k]) for k in ("dense", "cluster", "prefix")}
             n_clusters, n_prefixes = (int(n) for n in lexicon["sizes"])
             self.cluster_emb = keras.layers.Embedding(n_clusters, CLUSTER_DIM, name="cluster_emb")
             self.prefix_emb = keras.layers.Embedding(n_prefixes, PREFIX_DIM, name="prefix_emb")
@@ -163,14 +164,14 @@ class TaggerNet(keras.layers.Layer):
                 x = tf.concat([x, memory], axis=-1)
         return self.emit(self.dropout(x, training=training))
 
-    def sequence_loss(self, inputs, tags, training=False) -> tf.Tensor:
-        """Mean over sentences of the negative log-likelihood (CRF) or summed token cross-entropy."""
+    def sentence_losses(self, inputs, tags, training=False) -> tf.Tensor:
+        """[batch] negative log-likelihood (CRF) or summed token cross-entropy of each sentence."""
         emissions = tf.cast(self(inputs, training=training), tf.float32)
         mask = inputs["words"] != 0
         if self.crf is not None:
-            return tf.reduce_mean(self.crf.loss(emissions, tags, mask))
+            return self.crf.loss(emissions, tags, mask)
         xent = keras.losses.sparse_categorical_crossentropy(tags, emissions, from_logits=True)
-        return tf.reduce_mean(tf.reduce_sum(tf.where(mask, xent, 0.0), axis=1))
+        return tf.reduce_sum(tf.where(mask, xent, 0.0), axis=1)
 
     def recurrent_layers(self) -> list[keras.layers.Layer]:
         bis = [*self.encoder, *([self.char_enc.rnn] if isinstance(self.char_enc, CharBiLSTM) else [])]
@@ -187,6 +188,11 @@ class Tagger(keras.Model):
     ):
         super().__init__(**kwargs)
         self.hp, self.n_tags = hp, n_tags
+        # Tensors made once here and shared by the members: each member's own constants would put three copies
+        # of the statistics in the exported graphs and of the pretrained matrix in memory.
+        embeddings = tf.convert_to_tensor(embeddings)
+        if lexicon is not None:
+            lexicon = {k: tf.convert_to_tensor(v) for k, v in lexicon.items()}
         self.members = [
             TaggerNet(hp, embeddings, n_chars, n_tags, hp.seed + i, lexicon, name=f"member_{i}")
             for i in range(hp.ensemble)
@@ -199,9 +205,9 @@ class Tagger(keras.Model):
         """Emission scores [batch, time, tags], averaged over the members."""
         return tf.add_n([m(inputs, training=training) for m in self.members]) / len(self.members)
 
-    def sequence_loss(self, inputs, tags, training=False) -> tf.Tensor:
-        """The members' losses, summed: each member's gradient is that of its own loss alone."""
-        return tf.add_n([m.sequence_loss(inputs, tags, training=training) for m in self.members])
+    def sentence_losses(self, inputs, tags, training=False) -> tf.Tensor:
+        """[batch] the members' losses of each sentence, summed: each member's gradient is that of its own loss."""
+        return tf.add_n([m.sentence_losses(inputs, tags, training=training) for m in self.members])
 
     def variable_groups(self) -> list[list]:
         """Trainable variables member by member (each member's gradients are clipped on their own)."""
