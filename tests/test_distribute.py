@@ -46,15 +46,20 @@ TWO_REPLICAS = textwrap.dedent(
 )
 
 
-def test_two_replicas_match_one_device(tmp_path):
-    cfg = tiny_config(tmp_path, *TINY_TRANSLATE)
-    write_parallel(cfg, synthetic_pairs(40, seed=6))
-    args = [*path_overrides(tmp_path), *TINY_TRANSLATE]
-    run = subprocess.run([sys.executable, "-c", TWO_REPLICAS, *args], cwd=ROOT, env=ENV, capture_output=True, text=True)
+def one_and_two_replicas(script: str, args: list[str]) -> tuple[dict, dict]:
+    """Run a TWO_REPLICAS-style script in a subprocess; its results on one device and on two replicas."""
+    run = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, env=ENV, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
     one, two = out["one device"], out["two replicas"]
     assert (one["replicas"], two["replicas"]) == (1, 2)
+    return one, two
+
+
+def test_two_replicas_match_one_device(tmp_path):
+    cfg = tiny_config(tmp_path, *TINY_TRANSLATE)
+    write_parallel(cfg, synthetic_pairs(40, seed=6))
+    one, two = one_and_two_replicas(TWO_REPLICAS, [*path_overrides(tmp_path), *TINY_TRANSLATE])
     # The same per-token loss of the global batch (not a replica's share, not the sum), then the same updates.
     assert two["losses"] == pytest.approx(one["losses"], rel=1e-4)
     assert one["losses"][2] < one["losses"][0]
@@ -109,14 +114,7 @@ def test_the_tagger_on_two_replicas_matches_one_device(tmp_path):
     settings = ["ner.char_dim=8", "ner.char_filters=8", "ner.units=16", "ner.lexicon=false", "ner.doc_memory=true",
                 "ner.ensemble=2", "ner.dropout=0", "ner.word_dropout=0", "ner.pretrained_dropout=0",
                 "ner.doc_memory_dropout=0", "ner.clip_norm=0.5"]  # fmt: skip
-    args = [*path_overrides(tmp_path), *settings]
-    run = subprocess.run(
-        [sys.executable, "-c", TAGGER_TWO_REPLICAS, *args], cwd=ROOT, env=ENV, capture_output=True, text=True
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    out = json.loads(run.stdout.strip().splitlines()[-1])
-    one, two = out["one device"], out["two replicas"]
-    assert (one["replicas"], two["replicas"]) == (1, 2)
+    one, two = one_and_two_replicas(TAGGER_TWO_REPLICAS, [*path_overrides(tmp_path), *settings])
     # The mean loss per sentence of the global batch, then the same clipped updates of every variable.
     assert two["losses"] == pytest.approx(one["losses"], rel=1e-4)
     assert one["losses"][2] < one["losses"][0]
