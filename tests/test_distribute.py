@@ -6,6 +6,7 @@ Both run in subprocesses: logical devices and multi-worker strategies must be se
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, path_overrides, tiny_config
+from tests.test_tagger import TINY_NER, synthetic, write_corpus
 from tests.test_translate_pipeline import TINY_TRANSLATE, synthetic_pairs, write_parallel
 
 ENV = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_DETERMINISTIC_OPS": "1"}
@@ -143,18 +145,15 @@ def _weights(path) -> dict[str, np.ndarray]:
     return out
 
 
-def test_two_workers_on_localhost_agree_on_the_final_weights(tmp_path):
+def run_workers(tmp_path, stage: str, settings: list[str]) -> list[dict[str, np.ndarray]]:
+    """Run `stage` as two MultiWorkerMirroredStrategy workers on localhost, each with its own paths under
+    tmp_path/worker<i> (data already there); the weights each one kept."""
     workers = [f"localhost:{p}" for p in _free_ports(2)]
-    settings = [*TINY_TRANSLATE, "translate.epochs=2", "translate.strategy=multi_worker", "translate.batch_size=8"]
     procs = []
     for index in range(2):
         base = tmp_path / f"worker{index}"  # each worker writes its own checkpoints; the chief's are the ones to keep
-        # The same pairs in another order: the same vocabularies and embeddings, but other batches, so the
-        # workers end equal only if they really train together.
-        pairs = synthetic_pairs(60, seed=7)
-        write_parallel(tiny_config(base), pairs if index == 0 else pairs[::-1])
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        command = [sys.executable, "-m", "pipeline", "train-translate", "--config", "configs/tiny.toml",
+        command = [sys.executable, "-m", "pipeline", stage, "--config", "configs/tiny.toml",
                    *path_overrides(base), *settings]  # fmt: skip
         procs.append(
             subprocess.Popen(
@@ -169,9 +168,47 @@ def test_two_workers_on_localhost_agree_on_the_final_weights(tmp_path):
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, out[-2000:] + err[-3000:]
-    histories = [json.loads((tmp_path / f"worker{i}/reports/translate/history.json").read_text()) for i in range(2)]
-    assert [h["loss"] for h in histories[0]] == pytest.approx([h["loss"] for h in histories[1]], rel=1e-6)
-    a, b = (_weights(tmp_path / f"worker{i}/models/translate/best.weights.h5") for i in range(2))
+    model = stage.removeprefix("train-")
+    return [_weights(tmp_path / f"worker{i}/models/{model}/best.weights.h5") for i in range(2)]
+
+
+def assert_same_weights(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
     assert a.keys() == b.keys() and len(a) > 5
     for name in a:
         np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def history(tmp_path, index: int, model: str) -> list[dict]:
+    return json.loads((tmp_path / f"worker{index}/reports/{model}/history.json").read_text())
+
+
+def test_two_workers_on_localhost_agree_on_the_final_weights(tmp_path):
+    for index in range(2):
+        # The same pairs in another order: the same vocabularies and embeddings, but other batches, so the
+        # workers end equal only if they really train together.
+        pairs = synthetic_pairs(60, seed=7)
+        write_parallel(tiny_config(tmp_path / f"worker{index}"), pairs if index == 0 else pairs[::-1])
+    settings = [*TINY_TRANSLATE, "translate.epochs=2", "translate.strategy=multi_worker", "translate.batch_size=8"]
+    a, b = run_workers(tmp_path, "train-translate", settings)
+    assert [h["loss"] for h in history(tmp_path, 0, "translate")] == pytest.approx(
+        [h["loss"] for h in history(tmp_path, 1, "translate")], rel=1e-6
+    )
+    assert_same_weights(a, b)
+
+
+def test_two_tagger_workers_on_localhost_agree_on_the_final_weights(tmp_path):
+    sentences = synthetic(24, seed=3)
+    write_corpus(tiny_config(tmp_path / "worker0"), sentences, doc_size=4)
+    # Worker 1: the documents in another order, so other batches, but worker 0's vocabularies, embeddings and
+    # statistics: the workers end equal only if they really train together.
+    reordered = [s for i in reversed(range(0, 24, 4)) for s in sentences[i : i + 4]]
+    write_corpus(tiny_config(tmp_path / "worker1"), reordered, doc_size=4)
+    for name in ("vocab", "embeddings"):
+        shutil.rmtree(tmp_path / "worker1" / name)
+        shutil.copytree(tmp_path / "worker0" / name, tmp_path / "worker1" / name)
+    settings = [*TINY_NER, "ner.epochs=2", "ner.strategy=multi_worker", "ner.batch_size=8"]
+    a, b = run_workers(tmp_path, "train-ner", settings)
+    assert [h["loss"] for h in history(tmp_path, 0, "ner")] == pytest.approx(
+        [h["loss"] for h in history(tmp_path, 1, "ner")], rel=1e-6
+    )
+    assert_same_weights(a, b)
