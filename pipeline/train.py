@@ -104,12 +104,11 @@ def make_train_step(model: Tagger, optimizer, hp: Ner, strategy: tf.distribute.S
         build_optimizer(optimizer, model)
     groups = model.variable_groups()
     variables = [v for group in groups for v in group]
+    sizes = [len(group) for group in groups]  # clipped member by member: each trains as it would alone
 
     def replica_step(features, tags, n_sentences):
         with tf.GradientTape() as tape:
             loss = tf.reduce_sum(model.sentence_losses(features, tags, training=True)) / n_sentences
-        # Clipped member by member, so an ensemble trains each member as it would train alone.
-        sizes = [len(group) for group in groups]
         replicated_update(optimizer, variables, tape.gradient(loss, variables), hp.clip_norm, sizes)
         return loss
 
