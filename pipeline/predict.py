@@ -91,6 +91,7 @@ def load_tagger(cfg: Config) -> TrainedTagger:
         meta["n_chars"],
         len(meta["tags"]),
         lexicon.load(cfg) if hp.lexicon else None,
+        meta["tags"],
     )
     model(dummy_inputs(hp.max_word_length))
     try:

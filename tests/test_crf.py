@@ -123,3 +123,29 @@ def test_gradients_flow_to_the_transitions():
     g_em, g_trans = tape.gradient(loss, [em, layer.transitions.value])
     assert np.isfinite(g_em.numpy()).all() and np.abs(g_trans.numpy()).sum() > 0
     np.testing.assert_array_equal(g_em.numpy()[1, 2], 0)  # a padded step gets no gradient
+
+
+def test_iob2_penalties_keep_viterbi_to_valid_paths():
+    tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    pen_trans, pen_start = crf.iob2_penalties(tags)
+    allowed = {(a, b) for a in tags for b in tags if not b.startswith("I-") or a in (f"B-{b[2:]}", b)}
+    assert {(a, b) for i, a in enumerate(tags) for j, b in enumerate(tags) if pen_trans[i, j] == 0} == allowed
+    assert [t for t, p in zip(tags, pen_start, strict=True) if p == 0] == ["O", "B-PER", "B-LOC"]
+
+    def valid(path):
+        names = ["O", *(tags[y] for y in path)]  # "O" before the first tag: a path never opens with I-X
+        return all((a, b) in allowed for a, b in itertools.pairwise(names))
+
+    rng = np.random.default_rng(3)
+    n, k = 4, len(tags)
+    em = rng.normal(scale=3.0, size=(8, n, k)).astype("float32")
+    em[:, :, [2, 4]] += 2.0  # the I- tags favoured: unconstrained, most best paths are invalid IOB2
+    trans, start, end = (rng.normal(size=s).astype("float32") for s in ((k, k), k, k))
+    mask = np.ones((8, n), bool)
+    free = crf.viterbi_decode(em, mask, trans, start, end)[0].numpy()
+    kept = crf.viterbi_decode(em, mask, trans + pen_trans, start + pen_start, end)[0].numpy()
+    assert not all(valid(p) for p in free)  # so the next line can fail
+    for b in range(len(em)):
+        paths = [p for p in itertools.product(range(k), repeat=n) if valid(p)]
+        best = max(paths, key=lambda p: _path_score(em[b], p, trans, start, end))
+        assert kept[b].tolist() == list(best)

@@ -84,3 +84,9 @@ def test_stages_from_raw_corpora_to_metrics(tmp_path, raw_dir):
         assert set(next(iter(split["per_type"].values()))) == {"precision", "recall", "f1", "support"}
     assert scores["test"]["f1"] > 0
     assert (tmp_path / "reports/ner/metrics.md").read_text().count("|") > 20
+    for split in ("valid", "test"):  # Viterbi keeps to valid IOB2: an I-X only continues its own span
+        previous = "O"
+        for line in (tmp_path / f"reports/ner/predictions.{split}.tsv").read_text().splitlines():
+            tag = line.split("\t")[2] if line else "O"
+            assert not tag.startswith("I-") or previous in (f"B-{tag[2:]}", tag), (split, line)
+            previous = tag

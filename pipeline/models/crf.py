@@ -11,6 +11,7 @@ length and run inside a SavedModel. A sequence of length 0 scores 0 and has log-
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 
@@ -93,6 +94,24 @@ def viterbi_decode(emissions, mask, transitions, start, end) -> tuple[tf.Tensor,
     path = tf.where(mask, path, tf.zeros_like(path))
     best = tf.where(_lengths(mask) > 0, tf.reduce_max(final, axis=1), tf.zeros_like(final[:, 0]))
     return path, best
+
+
+FORBIDDEN = -1e4  # added to a forbidden transition's score: far below any path's, finite so sums stay exact
+
+
+def iob2_penalties(tags: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(transitions [tags, tags], start [tags]) of 0 or FORBIDDEN: in IOB2 an I-X follows only B-X or I-X.
+
+    Added to the scores in decoding only. Strict IOB2 scoring (seqeval) never counts an I-X that opens a span,
+    so a path with one cannot be right; the CRF learns these moves are rare but, averaged over an ensemble,
+    still let a few through (9 of 3,454 test sentences for the seed-4 ensemble)."""
+    n = len(tags)
+    transitions, start = np.zeros((n, n), np.float32), np.zeros(n, np.float32)
+    for j, tag in enumerate(tags):
+        if tag.startswith("I-"):
+            start[j] = FORBIDDEN
+            transitions[:, j] = [0.0 if prev in (f"B-{tag[2:]}", tag) else FORBIDDEN for prev in tags]
+    return transitions, start
 
 
 class CRF(keras.layers.Layer):

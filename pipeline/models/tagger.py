@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from pipeline.config import Ner
 from pipeline.datasets import CASES
-from pipeline.models.crf import CRF, viterbi_decode
+from pipeline.models.crf import CRF, iob2_penalties, viterbi_decode
 from pipeline.vocab import UNK_ID
 
 CLUSTER_DIM, PREFIX_DIM = 25, 10  # widths of the Brown cluster and cluster-prefix embeddings (lexicon)
@@ -181,13 +181,22 @@ class TaggerNet(keras.layers.Layer):
 class Tagger(keras.Model):
     """`ner.ensemble` networks with their own initialisation, dropout and CRF, trained side by side on the same
     batches, each on its own likelihood. Decoding averages their emission and CRF scores (a product of experts),
-    so one Viterbi pass tags a batch; with ensemble = 1 this is the single BiLSTM-CNN-CRF."""
+    so one Viterbi pass tags a batch; with ensemble = 1 this is the single BiLSTM-CNN-CRF. Given the tag names,
+    Viterbi keeps to valid IOB2 paths (`crf.iob2_penalties`)."""
 
     def __init__(
-        self, hp: Ner, embeddings: np.ndarray, n_chars: int, n_tags: int, lexicon: dict | None = None, **kwargs
+        self,
+        hp: Ner,
+        embeddings: np.ndarray,
+        n_chars: int,
+        n_tags: int,
+        lexicon: dict | None = None,
+        tags: list[str] | None = None,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         self.hp, self.n_tags = hp, n_tags
+        self.penalties = [tf.constant(p) for p in iob2_penalties(tags)] if tags else None
         # Tensors made once here and shared by the members: each member's own constants would put three copies
         # of the statistics in the exported graphs and of the pretrained matrix in memory.
         embeddings = tf.convert_to_tensor(embeddings)
@@ -219,8 +228,10 @@ class Tagger(keras.Model):
         mask = inputs["words"] != 0
         if self.hp.output == "crf":
             per_member = [m.crf.params() for m in self.members]
-            params = [tf.add_n(list(p)) / len(self.members) for p in zip(*per_member, strict=True)]
-            return viterbi_decode(emissions, mask, *params)[0]
+            transitions, start, end = [tf.add_n(list(p)) / len(self.members) for p in zip(*per_member, strict=True)]
+            if self.penalties is not None:
+                transitions, start = transitions + self.penalties[0], start + self.penalties[1]
+            return viterbi_decode(emissions, mask, transitions, start, end)[0]
         return tf.where(mask, tf.argmax(emissions, axis=-1, output_type=tf.int32), 0)
 
     def recurrent_layers(self) -> list[keras.layers.Layer]:
