@@ -197,7 +197,7 @@ class Tagger(keras.Model):
         super().__init__(**kwargs)
         self.hp, self.n_tags = hp, n_tags
         self.penalties = [tf.constant(p) for p in iob2_penalties(tags)] if tags else None
-        # Tensors made once here and shared by the members: each member's own constants would put three copies
+        # Tensors made once here and shared by the members: each member's own constants would put a copy per member
         # of the statistics in the exported graphs and of the pretrained matrix in memory.
         embeddings = tf.convert_to_tensor(embeddings)
         if lexicon is not None:
