@@ -161,7 +161,7 @@ def bench_ner(cfg: Config) -> dict:
     return {
         "model": {
             k: getattr(hp, k)
-            for k in ("units", "char_encoder", "output", "batch_size", "ensemble", "doc_memory", "lexicon")
+            for k in ("units", "char_encoder", "output", "batch_size", "ensemble", "doc_memory", "lexicon", "gazetteer")
         },
         "train_words_per_s": speed["units_per_s"],
         # An ensemble's step trains every member on each word: this is the speed of one tagger's training.

@@ -33,7 +33,7 @@ import numpy as np
 from gensim.models import KeyedVectors, Word2Vec
 from gensim.models.callbacks import CallbackAny2Vec
 
-from pipeline import data, lexicon, vocab
+from pipeline import data, gazetteer, lexicon, vocab
 from pipeline.config import Config
 from pipeline.errors import InputError, at
 from pipeline.files import atomic_path, write_json
@@ -433,9 +433,9 @@ def format_report(report: dict) -> str:
             lines.append(f"{name:<10} {over:<6} {shares['count']:>8} {cells}")
     for name, r in report.items():
         if "lexicon" in r:
-            lines += ["", f"{'statistics':<10} {'over':<6} {'count':>8} {'prob':>8} {'cluster':>8}"]
+            lines += ["", f"{'statistics':<10} {'over':<6} {'count':>8} {'prob':>8} {'cluster':>8} {'names':>8}"]
             for over, shares in [("types", r["lexicon"]["types"])] + list(r["lexicon"]["tokens"].items()):
-                cells = f"{100 * shares['prob']:7.2f}% {100 * shares['cluster']:7.2f}%"
+                cells = " ".join(f"{100 * shares[k]:7.2f}%" for k in ("prob", "cluster", "names"))
                 lines.append(f"{name:<10} {over:<6} {shares['count']:>8} {cells}")
     return "\n".join(lines)
 
@@ -490,7 +490,7 @@ def run(cfg: Config) -> None:
 
     probs, clusters = lexicon.source_tables()
     n_specials = len(vocab.SPECIALS["ner_words"])
-    lex = lexicon.features(vocabs["ner_words"], probs, clusters, n_specials)
+    lex = lexicon.features(vocabs["ner_words"], probs, clusters, n_specials, gazetteer.source_tables())
     splits = {s: corpus["ner_words"][s] for s in data.SPLITS}
     report["ner_words"]["lexicon"] = lexicon.coverage(lex, vocabs["ner_words"], n_specials, splits)
 

@@ -3,6 +3,7 @@
     paths.embeddings/ner_lexicon.npz   dense   float32 [vocab size, 6]  capitalisation prior and frequency
                                        cluster int32 [vocab size]      Brown cluster (1..999; 0 = none)
                                        prefix  int32 [vocab size]      its first PREFIX_BITS bits (0 = none)
+                                       gazetteer float32 [vocab size, 8] place and person name lists (gazetteer.py)
 
 The source is the spacy-lookups-data package (MIT): English unigram log-probabilities of a million case-sensitive
 word forms and Brown clusters (999) of about 190,000 of them, counted on far more text than CoNLL-2003. The vectors
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import vocab
+from pipeline import gazetteer, vocab
 from pipeline.config import Config
 from pipeline.errors import InputError
 from pipeline.files import atomic_path
@@ -59,8 +60,11 @@ def forms(token: str) -> tuple[str, str, str]:
     return lower, lower.capitalize(), lower.upper()
 
 
-def features(tokens: list[str], probs: dict[str, float], clusters: dict[str, int], n_specials: int) -> dict:
-    """The arrays of ner_lexicon.npz for vocabulary `tokens` (the first n_specials rows stay zero)."""
+def features(
+    tokens: list[str], probs: dict[str, float], clusters: dict[str, int], n_specials: int, names: dict | None = None
+) -> dict:
+    """The arrays of ner_lexicon.npz for vocabulary `tokens` (the first n_specials rows stay zero). `names`:
+    gazetteer.source_tables(); without them the gazetteer columns are zero."""
     ids = {c: i + 1 for i, c in enumerate(sorted({c for c in clusters.values() if c}))}
     prefixes = {p: i + 1 for i, p in enumerate(sorted({bin(c)[2 : 2 + PREFIX_BITS] for c in ids}))}
     dense = np.zeros((len(tokens), DENSE), np.float32)
@@ -79,7 +83,11 @@ def features(tokens: list[str], probs: dict[str, float], clusters: dict[str, int
         if c:
             cluster[i], prefix[i] = ids[c], prefixes[bin(c)[2 : 2 + PREFIX_BITS]]
     sizes = np.array([len(ids) + 1, len(prefixes) + 1], np.int32)
-    return {"dense": dense, "cluster": cluster, "prefix": prefix, "sizes": sizes}
+    if names is None:
+        lists = np.zeros((len(tokens), gazetteer.WIDTH), np.float32)
+    else:
+        lists = gazetteer.features(tokens, names, n_specials)
+    return {"dense": dense, "cluster": cluster, "prefix": prefix, "sizes": sizes, "gazetteer": lists}
 
 
 def path(cfg: Config) -> Path:
@@ -100,7 +108,10 @@ def load(cfg: Config) -> dict[str, np.ndarray]:
     except FileNotFoundError:
         raise InputError(f"{where}: the word statistics are missing", hint="run `make embed` first") from None
     rows = len(vocab.load_named(cfg, "ner_words"))
-    if set(arrays) != {"dense", "cluster", "prefix", "sizes"} or arrays["dense"].shape != (rows, DENSE):
+    shapes = {"dense": (rows, DENSE), "gazetteer": (rows, gazetteer.WIDTH)}
+    if set(arrays) != {"dense", "cluster", "prefix", "sizes", "gazetteer"} or any(
+        arrays[k].shape != shape for k, shape in shapes.items()
+    ):
         raise InputError(
             f"{where}: does not match the {rows} lines of ner_words.txt",
             hint="run `make embed` again after `make vocab`",
@@ -108,10 +119,15 @@ def load(cfg: Config) -> dict[str, np.ndarray]:
     return arrays
 
 
+def for_tagger(cfg: Config) -> dict[str, np.ndarray] | None:
+    """The arrays the tagger reads, when ner.lexicon or ner.gazetteer asks for them."""
+    return load(cfg) if cfg.ner.lexicon or cfg.ner.gazetteer else None
+
+
 def coverage(arrays: dict, tokens: list[str], n_specials: int, splits: dict[str, list[list[str]]]) -> dict:
     """Shares of vocabulary types (specials excluded) and of running tokens per split that have statistics /
     a cluster. A running token outside the vocabulary maps to <unk> and so has neither."""
-    has = {"prob": arrays["dense"][:, 4] > 0, "cluster": arrays["cluster"] > 0}
+    has = {"prob": arrays["dense"][:, 4] > 0, "cluster": arrays["cluster"] > 0, "names": arrays["gazetteer"].any(1)}
     index = {t: i for i, t in enumerate(tokens)}
 
     def shares(rows: np.ndarray) -> dict:

@@ -90,7 +90,7 @@ def load_tagger(cfg: Config) -> TrainedTagger:
         np.zeros((meta["n_words"], meta["word_dim"]), "float32"),
         meta["n_chars"],
         len(meta["tags"]),
-        lexicon.load(cfg) if hp.lexicon else None,
+        lexicon.for_tagger(cfg),
         meta["tags"],
     )
     model(dummy_inputs(hp.max_word_length))

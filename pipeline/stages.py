@@ -37,12 +37,13 @@ STAGES = {
         Stage("prepare", "pipeline.data:run_prepare", ("paths", "prepare"), "check and normalise the corpora", 2),
         Stage("vocab", "pipeline.vocab:run", ("paths", "prepare", "text", "vocab"), "vocabularies + OOV report"),
         # Version 2: also data/embeddings/ner_lexicon.npz (the tagger's English word statistics).
+        # Version 3: ner_lexicon.npz also holds the name lists (pipeline/gazetteer.py).
         Stage(
             "embed",
             "pipeline.embeddings:run",
             ("paths", "prepare", "text", "vocab", "embed"),
             "embedding matrices from pretrained or gensim-trained vectors, word statistics + coverage report",
-            2,
+            3,
         ),
         Stage(
             "train-ner",

@@ -257,7 +257,7 @@ def build_tagger(cfg: Config) -> tuple[Tagger, list[str], dict]:
     tags = vocab.load_named(cfg, "ner_tags")
     n_chars = len(vocab.load_named(cfg, "ner_chars"))
     matrix = embeddings.load_matrix(cfg, "ner_words")
-    model = Tagger(cfg.ner, matrix, n_chars, len(tags), lexicon.load(cfg) if cfg.ner.lexicon else None, tags)
+    model = Tagger(cfg.ner, matrix, n_chars, len(tags), lexicon.for_tagger(cfg), tags)
     model(dummy_inputs(cfg.ner.max_word_length))
     meta = {"ner": cfg.section_dict("ner"), "n_words": matrix.shape[0], "word_dim": matrix.shape[1]}
     return model, tags, meta | {"n_chars": n_chars, "tags": tags}

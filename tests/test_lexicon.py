@@ -35,9 +35,9 @@ def test_rows_share_the_statistics_of_all_casings_and_specials_stay_zero():
 def test_coverage_counts_types_and_running_tokens():
     z = lexicon.features(TOKENS, PROBS, CLUSTERS, n_specials=2)
     cov = lexicon.coverage(z, TOKENS, 2, {"train": [["the", "Xyzzy", "zzz"], ["BRUSSELS"]], "test": []})
-    assert cov["types"] == {"count": 4, "prob": 0.75, "cluster": 0.75}
-    assert cov["tokens"]["train"] == {"count": 4, "prob": 0.5, "cluster": 0.5}  # "zzz" is <unk>: neither
-    assert cov["tokens"]["test"] == {"count": 0, "prob": 0.0, "cluster": 0.0}
+    assert cov["types"] == {"count": 4, "prob": 0.75, "cluster": 0.75, "names": 0.0}  # no name lists given
+    assert cov["tokens"]["train"] == {"count": 4, "prob": 0.5, "cluster": 0.5, "names": 0.0}  # "zzz" is <unk>
+    assert cov["tokens"]["test"] == {"count": 0, "prob": 0.0, "cluster": 0.0, "names": 0.0}
 
 
 def test_the_installed_tables_know_capitalised_names():

@@ -3,7 +3,8 @@
     word embedding (pretrained)    ┐
     char CNN / char BiLSTM         │
     casing embedding (optional)    ├ concat -> dropout -> (BiLSTM -> [+ memory]) xN -> dropout -> Dense -> CRF / softmax
-    word statistics (optional)     ┘    (lexicon: fixed capitalisation prior and frequency, Brown cluster embeddings)
+    word statistics (optional)     │    (lexicon: fixed capitalisation prior and frequency, Brown cluster embeddings)
+    name lists (optional)          ┘    (gazetteer: places, first names, surnames)
 
 The optional document memory (`doc_memory`) appends to each capitalised word's BiLSTM state the mean state of
 its other mentions in the same document (`TaggerNet.memory`), so a name can borrow the context of a sentence
@@ -96,11 +97,13 @@ class TaggerNet(keras.layers.Layer):
             self.char_enc = CharBiLSTM(hp.char_filters, name="char_lstm")
         self.case_emb = keras.layers.Embedding(len(CASES), len(CASES), name="case_emb") if hp.casing else None
         self.lexicon = None
-        if hp.lexicon:
+        if hp.lexicon or hp.gazetteer:
             if lexicon is None:
-                raise ValueError("ner.lexicon needs the word statistics: pass lexicon=pipeline.lexicon.load(cfg)")
+                raise ValueError("ner.lexicon/gazetteer need the word statistics: pass pipeline.lexicon.load(cfg)")
             # Constants, like the vocabulary: rebuilt from ner_lexicon.npz, baked into the exported graphs.
-            self.lexicon = {k: tf.convert_to_tensor(lexicon[k]) for k in ("dense", "cluster", "prefix")}
+            keys = ("dense", "cluster", "prefix") * hp.lexicon + ("gazetteer",) * hp.gazetteer
+            self.lexicon = {k: tf.convert_to_tensor(lexicon[k]) for k in keys}
+        if hp.lexicon:
             n_clusters, n_prefixes = (int(n) for n in lexicon["sizes"])
             self.cluster_emb = keras.layers.Embedding(n_clusters, CLUSTER_DIM, name="cluster_emb")
             self.prefix_emb = keras.layers.Embedding(n_prefixes, PREFIX_DIM, name="prefix_emb")
@@ -146,9 +149,12 @@ class TaggerNet(keras.layers.Layer):
             x.append(self.case_emb(inputs["casing"]))
         if self.lexicon is not None:  # of `words` after word dropout: a word read as <unk> has no statistics
             ids = tf.cast(words, tf.int32)  # Keras traces a default signature with float inputs
-            x.append(tf.gather(self.lexicon["dense"], ids))
-            x.append(self.cluster_emb(tf.gather(self.lexicon["cluster"], ids)))
-            x.append(self.prefix_emb(tf.gather(self.lexicon["prefix"], ids)))
+            if self.hp.lexicon:
+                x.append(tf.gather(self.lexicon["dense"], ids))
+                x.append(self.cluster_emb(tf.gather(self.lexicon["cluster"], ids)))
+                x.append(self.prefix_emb(tf.gather(self.lexicon["prefix"], ids)))
+            if self.hp.gazetteer:
+                x.append(tf.gather(self.lexicon["gazetteer"], ids))
         x = tf.concat(x, axis=-1)
         keep = None  # the sentences that read the memory in training, drawn once for all layers
         if self.hp.doc_memory and training and self.hp.doc_memory_dropout > 0:
