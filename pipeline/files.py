@@ -2,10 +2,13 @@
 
 import contextlib
 import hashlib
+import importlib.resources
 import json
 import os
 import tempfile
 from pathlib import Path
+
+from pipeline.errors import InputError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -50,3 +53,16 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def package_file(package: str, name: str):
+    """A data file shipped inside an installed package (a project dependency), as a path on disk."""
+    try:
+        where = importlib.resources.files(package)
+    except ModuleNotFoundError:
+        raise InputError(
+            f"the {package} package is not installed", hint="run `make setup` (it is a project dependency)"
+        ) from None
+    with importlib.resources.as_file(where / name) as path:
+        yield path

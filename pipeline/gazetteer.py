@@ -18,14 +18,13 @@ context. Columns:
     3  a later word of a longer place name              7  a surname at all
 """
 
-import importlib.resources
 import json
 import math
 import re
 
 import numpy as np
 
-from pipeline.errors import InputError
+from pipeline.files import package_file
 
 WIDTH = 8
 EXONYM_POPULATION = 1e5  # cities this large also list their Latin-script alternate names
@@ -34,18 +33,8 @@ REGION_POPULATION = 1e7  # countries, states, continents and subdivisions withou
 LATIN_NAME = re.compile(r"[A-Z][A-Za-z.'\- ]*")
 
 
-def _data(package: str, name: str):
-    try:
-        where = importlib.resources.files(package)
-    except ModuleNotFoundError:
-        raise InputError(
-            f"the {package} package is not installed", hint="run `make setup` (it is a project dependency)"
-        ) from None
-    return where / name
-
-
 def _json(package: str, name: str):
-    with importlib.resources.as_file(_data(package, name)) as path, open(path, encoding="utf-8") as f:
+    with package_file(package, name) as path, open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
@@ -74,7 +63,7 @@ def _places() -> tuple[list[tuple[str, float]], list[str]]:
 
 def _census(name: str) -> list[str]:
     """The names of a census file, most frequent first (each line: NAME share cumulative rank)."""
-    with importlib.resources.as_file(_data("names", name)) as path, open(path, encoding="ascii") as f:
+    with package_file("names", name) as path, open(path, encoding="ascii") as f:
         return [line.split()[0].lower() for line in f if line.strip()]
 
 
@@ -96,7 +85,7 @@ def source_tables() -> dict:
         "place_later": later,
         "region": {r.lower() for r in regions if " " not in r},
         "first_name": set(_census("dist.male.first") + _census("dist.female.first")),
-        "surname_rank": {s: i + 1 for i, s in reversed(list(enumerate(surnames)))},
+        "surname_rank": {s: rank for rank, s in enumerate(surnames, start=1)},
         "surnames": len(surnames),
     }
 

@@ -22,7 +22,6 @@ without statistics are zero, as are the rows of words that word dropout turns in
 """
 
 import gzip
-import importlib.resources
 import json
 import math
 from pathlib import Path
@@ -32,7 +31,7 @@ import numpy as np
 from pipeline import gazetteer, vocab
 from pipeline.config import Config
 from pipeline.errors import InputError
-from pipeline.files import atomic_path
+from pipeline.files import atomic_path, package_file
 
 DENSE = 6
 PREFIX_BITS = 7  # 117 prefixes of the 999 clusters: coarse classes that rare words share with frequent ones
@@ -42,15 +41,9 @@ PACKAGE = "spacy_lookups_data"
 
 def source_tables() -> tuple[dict[str, float], dict[str, int]]:
     """(log-probability, Brown cluster) by word form, from the installed spacy-lookups-data package."""
-    try:
-        where = importlib.resources.files(PACKAGE) / "data"
-    except ModuleNotFoundError:
-        raise InputError(
-            f"the {PACKAGE} package is not installed", hint="run `make setup` (it is a project dependency)"
-        ) from None
     tables = []
     for name in ("en_lexeme_prob.json.gz", "en_lexeme_cluster.json.gz"):
-        with importlib.resources.as_file(where / name) as path, gzip.open(path, "rt", encoding="utf-8") as f:
+        with package_file(PACKAGE, f"data/{name}") as path, gzip.open(path, "rt", encoding="utf-8") as f:
             tables.append(json.load(f))
     return tables[0], tables[1]
 
