@@ -6,7 +6,7 @@ Sources, all installed Python packages (project dependencies), so `embed` needs 
                                                    Latin-script alternate names of those over 100,000), countries
                                                    and their capitals, continents, US states
     pycountry (LGPL-2.1; ISO 3166 data)            country names (official and common) and subdivisions
-    names (MIT; 1990 US Census, public domain)     5,000 first names and 88,799 surnames, surnames by frequency
+    names (MIT; 1990 US Census, public domain)     5,163 first names and 88,799 surnames, surnames by frequency
 
 A word is matched in lowercase, so "BRUSSELS" reads the lists as "Brussels" does (the casing class and the
 capitalisation prior tell them apart). Lists are evidence, not answers: "Bath", "Reading" and "Young" are in

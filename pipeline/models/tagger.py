@@ -101,7 +101,7 @@ class TaggerNet(keras.layers.Layer):
             if lexicon is None:
                 raise ValueError("ner.lexicon/gazetteer need the word statistics: pass pipeline.lexicon.load(cfg)")
             # Constants, like the vocabulary: rebuilt from ner_lexicon.npz, baked into the exported graphs.
-            keys = ("dense", "cluster", "prefix") * hp.lexicon + ("gazetteer",) * hp.gazetteer
+            keys = (["dense", "cluster", "prefix"] if hp.lexicon else []) + (["gazetteer"] if hp.gazetteer else [])
             self.lexicon = {k: tf.convert_to_tensor(lexicon[k]) for k in keys}
         if hp.lexicon:
             n_clusters, n_prefixes = (int(n) for n in lexicon["sizes"])
