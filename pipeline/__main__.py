@@ -6,26 +6,27 @@ Exit codes: 0 ok, 2 bad input or config (one line naming the file and line, plus
 import argparse
 import dataclasses
 import errno
+import importlib
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of stage output
 
-from pipeline import config, stages
-from pipeline.errors import InputError
+from pipeline.core import config, stages
+from pipeline.core.errors import InputError
 
 DEFAULT_CONFIG = "configs/default.toml"
-# Commands that run a trained model on raw sentences: (help, description, function in pipeline.predict).
+# Commands that run a trained model on raw sentences: (help, description, "module:function").
 PREDICTORS = {
     "tag": (
         "tag named entities in sentences",
         "Print the entities that the trained tagger finds, with their types.",
-        "tag_main",
+        "pipeline.ner.predict:tag_main",
     ),
     "translate": (
         "translate sentences with the trained translator",
         "Print one translation a line (beam search as configured in [translate]).",
-        "translate_main",
+        "pipeline.translate.predict:translate_main",
     ),
 }
 
@@ -87,9 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                 stages.write_cfg_stamp(cfg, name)
             return 0
         if args.command in PREDICTORS:
-            from pipeline import predict
-
-            run_predictor = getattr(predict, PREDICTORS[args.command][2])
+            module, function = PREDICTORS[args.command][2].split(":")
+            run_predictor = getattr(importlib.import_module(module), function)
             options = {"document": args.document} if args.command == "tag" else {}
             run_predictor(cfg, args.sentences or [line.rstrip("\n") for line in sys.stdin], **options)
             return 0

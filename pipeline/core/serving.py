@@ -1,0 +1,121 @@
+"""SERVING_DOC"""
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+from pipeline.core.config import Config
+
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
+
+
+# A few requests TF Serving replays at load time, so the first real request does not pay for graph set-up.
+WARMUP_TEXTS = (
+    "EU rejects German call to boycott British lamb.",
+    "Peter Blackburn visited Paris on Monday.",
+    "A man in a blue shirt is riding a bike down the street.",
+    "",
+)
+
+
+PY_FUNCS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
+
+
+def _function(fn, spec: tf.TensorSpec):
+    """A traced signature function. No autograph: nothing here branches on tensors, and autograph re-reads
+    source files when tracing, so a file edited while a pipeline runs would be traced from the wrong lines."""
+    return tf.function(fn, input_signature=[spec], autograph=False)
+
+
+def op_types(export_dir: str | Path) -> set[str]:
+    """Every op type in a SavedModel: the graph's nodes and the nodes of every function in its library."""
+    saved = saved_model_pb2.SavedModel.FromString((Path(export_dir) / "saved_model.pb").read_bytes())
+    ops, functions = set(), set()
+    for graph in saved.meta_graphs:
+        ops |= {node.op for node in graph.graph_def.node}
+        for f in graph.graph_def.library.function:
+            functions.add(f.signature.name)
+            ops |= {node.op for node in f.node_def}
+    return ops - functions  # a node may call a library function by name; that is no op of its own
+
+
+def forbidden_ops(ops: set[str]) -> set[str]:
+    """Ops that stop a graph loading in stock TF Serving on a CPU host: cuDNN kernels and Python callbacks."""
+    return {op for op in ops if op.startswith("Cudnn") or op in PY_FUNCS}
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field (wire type 2): a string, bytes or an embedded message."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def warmup_record(model: str, signature: str, inputs: dict[str, np.ndarray]) -> bytes:
+    """A serialized tensorflow.serving.PredictionLog holding one PredictRequest.
+
+    Encoded by hand, so that no tensorflow-serving-api is needed; field numbers from tensorflow_serving/apis:
+    PredictionLog.predict_log = 6; PredictLog.request = 1; PredictRequest.model_spec = 1, .inputs = 2
+    (map<string, TensorProto>: entries with key = 1, value = 2); ModelSpec.name = 1, .signature_name = 3.
+    """
+    spec = _field(1, model.encode()) + _field(3, signature.encode())
+    entries = b"".join(
+        _field(2, _field(1, key.encode()) + _field(2, tf.make_tensor_proto(value).SerializeToString()))
+        for key, value in inputs.items()
+    )
+    request = _field(1, spec) + entries
+    return _field(6, _field(1, request))
+
+
+def models_config(cfg: Config) -> str:
+    """TF Serving's --model_config_file: both models, at the paths where the container sees them."""
+    root = cfg.export.serving_root.rstrip("/")
+    entries = "".join(
+        f'  config {{\n    name: "{name}"\n    base_path: "{root}/{name}"\n    model_platform: "tensorflow"\n  }}\n'
+        for name in ("ner", "translate")
+    )
+    return f"model_config_list {{\n{entries}}}\n"
+
+
+def versions(base: Path) -> list[int]:
+    """The integer version directories under a model directory (ckpt, logs, temp dirs are not versions)."""
+    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()) if base.is_dir() else []
+
+
+def save_version(module: tf.Module, base: Path, warmup: list[bytes], info: dict) -> Path:
+    """Save to a hidden temp dir beside the versions, check it, then rename it to the next version.
+
+    TF Serving watches `base` and loads only integer directories, so it never sees a half-written export;
+    rename refuses to replace a non-empty directory, so an existing version is never overwritten.
+    """
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = base / f".export-{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        tf.saved_model.save(module, str(tmp), signatures=module.signatures())
+        if bad := forbidden_ops(op_types(tmp)):
+            raise RuntimeError(f"{base.name}: the exported graph holds {sorted(bad)}, which TF Serving cannot run")
+        extra = tmp / "assets.extra"
+        extra.mkdir()
+        with tf.io.TFRecordWriter(str(tmp / WARMUP_FILE)) as writer:
+            for record in warmup:
+                writer.write(record)
+        (extra / "export.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        target = base / str(max(versions(base), default=0) + 1)
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

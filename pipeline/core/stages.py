@@ -1,0 +1,135 @@
+"""The stage table: what each stage runs and which config sections it reads.
+
+`make` reruns a stage when the fingerprint of those sections changes (data/stamps/<stage>.cfg, rewritten
+only when its content changes) or when an upstream stage's completion stamp (<stage>.done) is newer.
+"""
+
+import importlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.core.config import Config
+from pipeline.core.files import write_json, write_text
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    target: str  # "module:function", imported only when the stage runs (TensorFlow is slow to import)
+    sections: tuple[str, ...]
+    help: str
+    # Raised when what the stage writes changes form, so `make` reruns it, and what follows, over old outputs.
+    output_version: int = 1
+
+
+STAGES = {
+    s.name: s
+    for s in (
+        Stage(
+            "data",
+            "pipeline.stages.fetch:run",
+            ("paths",),
+            "fetch and sha256-verify the raw corpora and vectors",
+        ),
+        # Version 2: data/processed/ner/*.conll keep the -DOCSTART- lines (the tagger's document memory).
+        Stage("prepare", "pipeline.stages.prepare:run", ("paths", "prepare"), "check and normalise the corpora", 2),
+        Stage("vocab", "pipeline.stages.vocab:run", ("paths", "prepare", "text", "vocab"), "vocabularies + OOV report"),
+        # Version 2: also data/embeddings/ner_lexicon.npz (the tagger's English word statistics).
+        # Version 3: ner_lexicon.npz also holds the name lists (pipeline/ner/gazetteer.py).
+        Stage(
+            "embed",
+            "pipeline.stages.embed:run",
+            ("paths", "prepare", "text", "vocab", "embed"),
+            "embedding matrices from pretrained or gensim-trained vectors, word statistics + coverage report",
+            3,
+        ),
+        Stage(
+            "train-ner",
+            "pipeline.ner.train:run",
+            ("paths", "prepare", "text", "vocab", "embed", "ner"),
+            "train the BiLSTM-CNN-CRF tagger",
+        ),
+        Stage(
+            "evaluate-ner",
+            "pipeline.ner.evaluate:run",
+            ("paths", "prepare", "text", "vocab", "embed", "ner"),
+            "entity-level P/R/F1 (seqeval) on valid and test",
+        ),
+        Stage(
+            "train-translate",
+            "pipeline.translate.train:run",
+            ("paths", "prepare", "text", "vocab", "embed", "translate"),
+            "train the attentional LSTM encoder-decoder",
+        ),
+        Stage(
+            "evaluate-translate",
+            "pipeline.translate.evaluate:run",
+            ("paths", "prepare", "text", "vocab", "embed", "translate"),
+            "sacreBLEU BLEU and chrF (beam search) on valid and test",
+        ),
+        # ---- export for TF Serving (pipeline/stages/export.py, pipeline/stages/bench_serving.py) ----
+        Stage(
+            "export",
+            "pipeline.stages.export:run",
+            ("paths", "prepare", "text", "vocab", "embed", "ner", "translate", "export"),
+            "string-in/string-out SavedModels of both models, as the next TF Serving version, + models.config",
+        ),
+        Stage(
+            "bench-serving",
+            "pipeline.stages.bench_serving:run",
+            ("paths", "prepare"),
+            "CPU batch-1 latency and batch throughput of the latest exported SavedModels",
+        ),
+        Stage(
+            "report",
+            "pipeline.report:run",
+            ("paths", "prepare", "text", "vocab", "embed", "ner", "translate"),
+            "one self-contained HTML page (+ Markdown) with tables and plots of every stage's results",
+        ),
+        Stage(
+            "bench",
+            "pipeline.stages.bench:run",
+            ("paths", "prepare", "text", "vocab", "embed", "ner", "translate"),
+            "training tokens/s, decoding sentences/s and peak memory of both models on real batches",
+        ),
+    )
+}
+
+
+def cfg_stamp(cfg: Config, name: str) -> Path:
+    return Path(cfg.paths.stamps) / f"{name}.cfg"
+
+
+def done_stamp(cfg: Config, name: str) -> Path:
+    return Path(cfg.paths.stamps) / f"{name}.done"
+
+
+def write_cfg_stamp(cfg: Config, name: str) -> bool:
+    """Write the stage's config fingerprint only if it changed, so its mtime tells make what changed."""
+    stage = STAGES[name]
+    payload = {s: cfg.section_dict(s) for s in stage.sections}
+    if stage.output_version > 1:
+        payload["output_version"] = stage.output_version
+    content = json.dumps(payload, indent=2, sort_keys=True) + "\n"
+    path = cfg_stamp(cfg, name)
+    if path.is_file() and path.read_text(encoding="utf-8") == content:
+        return False
+    write_text(path, content)
+    return True
+
+
+def run(cfg: Config, name: str) -> float:
+    """Run one stage, then record its completion stamp (its fingerprint and wall time). Returns seconds."""
+    stage = STAGES[name]
+    module, func = stage.target.split(":")
+    fn = getattr(importlib.import_module(module), func)
+    start = time.perf_counter()
+    fn(cfg)
+    seconds = time.perf_counter() - start
+    write_json(
+        done_stamp(cfg, name),
+        {"stage": name, "fingerprint": cfg.fingerprint(stage.sections), "seconds": seconds},
+    )
+    return seconds

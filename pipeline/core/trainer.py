@@ -1,0 +1,214 @@
+"""TRAINER_DOC"""
+
+import itertools
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+
+from pipeline.core.config import Config
+from pipeline.core.files import write_json
+
+# Settings that may change between an interrupted run and its resumption.
+RESUMABLE_CHANGES = ("epochs", "patience", "max_minutes", "strategy")
+
+
+# tf.summary.scalar needs the tensorboard package; this writes the same event records with core TF alone.
+_SCALAR = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+
+
+_TEXT = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="text"))
+
+
+def scalar_summary(name: str, value: float) -> None:
+    tf.summary.write(name, tf.constant(value, tf.float32), metadata=_SCALAR.SerializeToString())
+
+
+def text_summary(name: str, value: str) -> None:
+    """A Markdown text entry (TensorBoard's Text tab), e.g. sample predictions."""
+    tf.summary.write(name, tf.constant(value), metadata=_TEXT.SerializeToString())
+
+
+def out_of_time(elapsed_s: float, epochs_done: int, max_minutes: float) -> bool:
+    """Whether the next epoch, taking as long as the mean one so far, would end past `max_minutes` (0: never):
+    a budget is a promise about the whole run, so training stops before it, not one epoch after."""
+    if max_minutes <= 0 or epochs_done == 0:
+        return False
+    return elapsed_s * (epochs_done + 1) / epochs_done > 60 * max_minutes
+
+
+def run_settings(cfg: Config, section: str) -> dict:
+    """Every setting a model's training reads (flattened `section.key`), except those that may change on resume."""
+    out = {}
+    for s in ("paths", "prepare", "text", "vocab", "embed", section):
+        for key, value in cfg.section_dict(s).items():
+            if not (s == section and key in RESUMABLE_CHANGES):
+                out[f"{s}.{key}"] = value
+    return out
+
+
+def settings_diff(old: dict, new: dict) -> list[str]:
+    """`key: checkpoint X, config Y` for every setting that differs."""
+    return [
+        f"{k}: checkpoint {old.get(k, '(unset)')!r}, config {new.get(k, '(unset)')!r}"
+        for k in sorted(old.keys() | new.keys())
+        if old.get(k) != new.get(k)
+    ]
+
+
+def open_checkpoints(
+    ckpt: tf.train.Checkpoint, where: Path, settings: dict, artifacts: tuple[str, ...]
+) -> tf.train.CheckpointManager:
+    """Restore the last epoch's checkpoint if it belongs to these settings; otherwise start afresh.
+
+    A checkpoint of other settings is never loaded: the run names each setting that differs (the checkpoint's
+    value and the config's), then deletes it with `artifacts` (beside `where`, e.g. the best weights).
+    """
+    stamp = where / "run.json"
+    if where.exists():
+        old = json.loads(stamp.read_text()).get("settings") if stamp.is_file() else None
+        if old != settings:
+            diff = settings_diff(old, settings) if old is not None else ["(no record of the checkpoint's settings)"]
+            print(f"  settings changed: discarding the checkpoint in {where} and the best weights beside it:")
+            for line in diff[:10]:
+                print(f"    {line}")
+            shutil.rmtree(where)
+            for name in artifacts:
+                (where.parent / name).unlink(missing_ok=True)
+    manager = tf.train.CheckpointManager(ckpt, str(where), max_to_keep=1)
+    if manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        print(f"  resuming after epoch {int(ckpt.epoch.numpy())} from {manager.latest_checkpoint}")
+    write_json(stamp, {"settings": settings})
+    return manager
+
+
+def save_best(model: keras.Model, out: Path, meta_name: str, meta: dict) -> None:
+    """The best epoch's weights (atomically) and, after them, the metadata that rebuilds the model."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".best.tmp.weights.h5"  # Keras insists on the .weights.h5 suffix
+    try:
+        model.save_weights(tmp)
+        tmp.replace(out / "best.weights.h5")
+    finally:
+        tmp.unlink(missing_ok=True)
+    write_json(out / meta_name, meta)
+
+
+def load_history(manager: tf.train.CheckpointManager, path: Path, epoch: int) -> list[dict]:
+    # The history may hold an epoch the checkpoint does not (interrupted between the two writes).
+    resumed = manager.latest_checkpoint and path.is_file()
+    return json.loads(path.read_text())[:epoch] if resumed else []
+
+
+def finish_epoch(e: int, stats: dict, scalars: tuple[str, ...], samples: str, run: dict) -> None:
+    """Record epoch `e`: history file, TensorBoard scalars and sample text, then the checkpoint, in that order
+    (a resumed run trims the history to the checkpoint's epoch, so the history may run ahead, never behind).
+
+    `run` holds the loop's history list and its path, the summary writer, the epoch counter and the manager.
+    """
+    run["history"].append(stats)
+    write_json(run["history_path"], run["history"])
+    with run["writer"].as_default(step=e):
+        for key in scalars:
+            scalar_summary(key, stats[key])
+        text_summary("dev_samples", samples)
+    run["epoch"].assign(e)
+    run["manager"].save()
+
+
+def timed_steps(batches, step, count, warmup: int = 3, steps: int = 40) -> dict:
+    """`warmup` untimed steps (they trace the step), then `steps` timed ones: {"steps", "seconds", "units_per_s"}."""
+    batches = iter(batches)
+    for b in itertools.islice(batches, warmup):
+        step(*b)
+    units, start, n = 0, time.perf_counter(), 0
+    for b in itertools.islice(batches, steps):
+        out = step(*b)
+        float(out[0].numpy())  # wait for the step to finish
+        units, n = units + count(b), n + 1
+    seconds = time.perf_counter() - start
+    return {"steps": n, "seconds": round(seconds, 2), "units_per_s": round(units / seconds, 1)}
+
+
+@dataclass
+class Task:
+    """What a task gives the loop: its model and optimizer, one epoch of training, and its dev score."""
+
+    name: str  # <paths.models>/<name>/ and <paths.reports>/<name>/history.json
+    model: keras.Model
+    optimizer: keras.optimizers.Optimizer
+    meta_file: str  # beside the best weights: what rebuilds the model (tagger.json, translator.json)
+    meta: dict
+    train_epoch: Callable[[int], dict]  # epoch e -> {"loss", "train_seconds", <speed>, "padding"}
+    evaluate: Callable[[], tuple[dict, dict, str]]  # -> (dev stats with `metric`, best-epoch metadata, samples)
+    metric: str  # the dev stat early stopping and the best weights follow, e.g. "dev_f1"
+    scalars: tuple[str, ...]  # history keys written to TensorBoard
+    describe: Callable[[dict, bool], str]  # the console line of an epoch (stats, improved)
+    lr_at: Callable[[int, float], float] = lambda epoch, lr: lr  # epoch e's learning rate, given the current
+
+
+@dataclass(frozen=True)
+class Schedule:
+    epochs: int
+    patience: int  # epochs without a better dev score before training stops
+    max_minutes: float  # 0 = no wall-time budget
+    learning_rate: float
+    plateau_patience: int | None = None  # epochs without improvement before the rate is multiplied by plateau_decay
+    plateau_decay: float = 1.0
+
+
+def fit(cfg: Config, task: Task, schedule: Schedule) -> float:
+    """Train epoch by epoch until `schedule` says stop; resumable at every finished epoch. Returns the best dev score.
+
+    Per epoch: the task's training epoch, its dev score, the best weights when it improved (before the
+    checkpoint, which must never claim a best epoch whose weights were not saved), the plateau schedule, then
+    history, TensorBoard and the checkpoint (finish_epoch).
+    """
+    out, history_path = Path(cfg.paths.models) / task.name, Path(cfg.paths.reports) / task.name / "history.json"
+    state = {"epoch": tf.Variable(0), "best": tf.Variable(-1.0), "bad": tf.Variable(0), "plateau": tf.Variable(0)}
+    state |= {"elapsed": tf.Variable(0.0, dtype=tf.float64), "lr": tf.Variable(schedule.learning_rate, tf.float64)}
+    ckpt = tf.train.Checkpoint(model=task.model, optimizer=task.optimizer, **state)
+    settings = run_settings(cfg, task.name)
+    manager = open_checkpoints(ckpt, out / "ckpt", settings, ("best.weights.h5", task.meta_file))
+    history = load_history(manager, history_path, int(state["epoch"].numpy()))
+    writer = tf.summary.create_file_writer(str(out / "logs"))
+    run = {"history": history, "history_path": history_path, "writer": writer, "epoch": state["epoch"]}
+    run["manager"] = manager
+    value = {k: (lambda v=v: v.numpy().item()) for k, v in state.items()}
+
+    def finished() -> bool:
+        e = value["epoch"]()
+        stop = e >= schedule.epochs or value["bad"]() >= schedule.patience
+        return stop or out_of_time(value["elapsed"](), e, schedule.max_minutes)
+
+    while not finished():
+        e, started = value["epoch"]() + 1, time.perf_counter()
+        rate = task.lr_at(e, value["lr"]())
+        task.optimizer.learning_rate = rate
+        stats = task.train_epoch(e)
+        t0 = time.perf_counter()
+        dev, best_meta, samples = task.evaluate()
+        stats |= {"epoch": e, **dev, "dev_seconds": time.perf_counter() - t0}
+        stats["lr"] = rate
+        improved = dev[task.metric] > value["best"]()
+        if improved:
+            save_best(task.model, out, task.meta_file, task.meta | {"epoch": e} | best_meta)
+        state["best"].assign(max(dev[task.metric], value["best"]()))
+        state["bad"].assign(0 if improved else value["bad"]() + 1)
+        state["plateau"].assign(0 if improved else value["plateau"]() + 1)
+        if schedule.plateau_patience is not None and value["plateau"]() > schedule.plateau_patience:
+            state["lr"].assign(value["lr"]() * schedule.plateau_decay)  # a dev plateau: smaller steps
+            state["plateau"].assign(0)
+        state["elapsed"].assign_add(time.perf_counter() - started)
+        stats["elapsed"] = value["elapsed"]()
+        finish_epoch(e, stats, task.scalars, samples, run)
+        print(task.describe(stats, improved), flush=True)
+    writer.close()
+    return value["best"]()

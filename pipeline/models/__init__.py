@@ -1,1 +1,0 @@
-"""Models as short compositions of named Keras layers."""

@@ -1,0 +1,26 @@
+"""REPORT_DOC"""
+
+from pathlib import Path
+
+from pipeline.core.config import Config
+from pipeline.core.files import write_text
+from pipeline.report.page import Page
+from pipeline.report.sections import curves_section, data_section, manifest_section, summary_section
+from pipeline.report.tasks import ner_section, translate_section
+
+
+def run(cfg: Config, attention: bool = True) -> None:
+    reports = Path(cfg.paths.reports)
+    page = Page(reports / "figures")
+    page.text("Everything below is read from the files the pipeline stages wrote; rerun `make report` after training.")
+    summary_section(page, reports)
+    data_section(page, reports)
+    curves_section(page, reports)
+    ner_section(page, reports)
+    has_model = (Path(cfg.paths.models) / "translate/translator.json").is_file()
+    translate_section(page, cfg, reports, attention and has_model)
+    manifest_section(page, cfg)
+    title = "seq2seq-pipeline report"
+    write_text(reports / "index.md", page.render_md(title))
+    write_text(reports / "index.html", page.render_html(title))
+    print(f"  wrote {reports / 'index.html'} and {reports / 'index.md'}")

@@ -1,0 +1,133 @@
+"""The report's shared sections: summary with anchors, data, learning curves, and the run manifest."""
+
+import importlib.metadata
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from pipeline.core.config import SECTIONS, SPLITS, Config
+from pipeline.report.page import Page, _json, _plt
+from pipeline.stages import fetch
+
+PACKAGES = ("tensorflow", "tensorflow-text", "keras", "numpy", "gensim", "sacrebleu", "seqeval", "matplotlib")
+
+
+# Published results to compare with (../shared/docs/ANCHORS.md); theirs are measured as noted.
+ANCHORS = {
+    "ner": "BiLSTM-CNN-CRF 91.21 (Ma & Hovy 2016), NCRF++ 91.35",
+    "translate": "attentive cGRU 37.33 (nmtpy; tokenized, lowercased BLEU: an easier measure)",
+}
+
+
+def summary_section(page: Page, reports: Path) -> None:
+    """The headline: how good each model is on test, beside the published results."""
+    page.heading("Summary")
+    ner, tr = _json(reports / "ner/metrics.json"), _json(reports / "translate/metrics.json")
+    rows = []
+    if ner:
+        rows.append(
+            ["CoNLL-2003 NER, test", "entity F1 (seqeval, strict IOB2)", 100 * ner["test"]["f1"], ANCHORS["ner"]]
+        )
+    if tr:
+        rows.append(
+            ["Multi30k translation, test", "sacreBLEU (cased, detokenized)", tr["test"]["bleu"], ANCHORS["translate"]]
+        )
+    if rows:
+        page.table(["task", "metric", "ours", "published"], rows)
+    else:
+        page.text("No evaluation yet: run `make evaluate-ner evaluate-translate`.", missing=True)
+
+
+def data_section(page: Page, reports: Path) -> None:
+    page.heading("Data")
+    stats, vocab, emb = (_json(reports / f) for f in ("data.json", "vocab.json", "embeddings.json"))
+    if stats is None:
+        return page.text("No data statistics: run `make prepare`.", missing=True)
+    ner = stats["ner"]
+    page.table(
+        ["CoNLL-2003 split", "sentences", "tokens", "entities"],
+        [[s, v["sentences"], v["tokens"], v["entities"]] for s, v in ner.items()],
+    )
+    tr = stats["translate"]
+    page.table(
+        [f"{tr.get('corpus', 'parallel')} split", "pairs"], [[s, v["pairs"]] for s, v in tr.items() if s != "corpus"]
+    )
+    if vocab:
+        page.heading("Vocabularies and OOV rates", 3)
+        rows = []
+        for name, entry in vocab.items():
+            rows.append(
+                [name, entry["size"]] + [100 * entry[s]["oov_token_rate"] if s in entry else "" for s in SPLITS]
+            )
+        page.table(["vocabulary", "size", *(f"{s} OOV tokens %" for s in SPLITS)], rows)
+    if emb:
+        page.heading("Embedding coverage (share of running tokens with a vector)", 3)
+        rows = []
+        for name, entry in emb.items():
+            toks = entry["tokens"]
+            rows.append(
+                [name, entry.get("language", ""), Path(str(entry.get("vectors", ""))).name or "word2vec", entry["dim"]]
+                + [100 * (1 - toks[s]["missing"]) if s in toks else "" for s in SPLITS]
+            )
+        page.table(["matrix", "lang", "vectors", "dim", *(f"{s} %" for s in SPLITS)], rows)
+
+
+def curves_section(page: Page, reports: Path) -> None:
+    page.heading("Learning curves")
+    plt = _plt()
+    runs = [
+        ("ner", "dev_f1", "dev entity F1 (%)", 100),
+        ("translate", "dev_bleu", "dev BLEU (greedy)", 1),
+    ]
+    found = [(name, key, label, scale, _json(reports / name / "history.json")) for name, key, label, scale in runs]
+    found = [f for f in found if f[-1]]
+    if not found:
+        return page.text("No training history: run `make train-ner` / `make train-translate`.", missing=True)
+    fig, axes = plt.subplots(len(found), 2, figsize=(10, 3.2 * len(found)), squeeze=False)
+    for row, (name, key, label, scale, hist) in zip(axes, found, strict=True):
+        epochs = [h["epoch"] for h in hist]
+        row[0].plot(epochs, [h["loss"] for h in hist], marker="o")
+        row[0].set(title=f"{name}: training loss", xlabel="epoch", ylabel="loss")
+        row[1].plot(epochs, [scale * h[key] for h in hist], marker="o", color="tab:green")
+        row[1].set(title=f"{name}: {label}", xlabel="epoch", ylabel=label)
+        for ax in row:
+            ax.grid(alpha=0.3)
+    fig.tight_layout()
+    page.figure(fig, "learning_curves", "Training loss and dev score per epoch")
+    for name, key, label, scale, hist in found:
+        best = max(hist, key=lambda h: h[key])
+        total = sum(h["train_seconds"] + h.get("dev_seconds", 0) for h in hist)
+        speed = "words_per_s" if name == "ner" else "tokens_per_s"
+        page.text(
+            f"{name}: {len(hist)} epochs in {total / 60:.1f} min; best {label} {scale * best[key]:.2f} at epoch "
+            f"{best['epoch']}; {sum(h[speed] for h in hist) / len(hist):,.0f} {speed.replace('_per_s', '')}/s, "
+            f"{100 * sum(h['padding'] for h in hist) / len(hist):.1f}% padding on average."
+        )
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=10).stdout
+        return out.stdout.strip() + (" (with uncommitted changes)" if dirty.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+
+
+def manifest_section(page: Page, cfg: Config) -> None:
+    page.heading("Run manifest")
+    page.table(["item", "value"], [["git commit", git_commit()], ["written", time.strftime("%Y-%m-%d %H:%M:%S %Z")]])
+    versions = []
+    for p in PACKAGES:
+        try:
+            versions.append([p, importlib.metadata.version(p)])
+        except importlib.metadata.PackageNotFoundError:
+            versions.append([p, "not installed"])
+    page.table(["package", "version"], versions)
+    stamps = sorted(Path(cfg.paths.stamps).glob("*.done"), key=lambda p: p.stat().st_mtime)
+    rows = [[d["stage"], float(d["seconds"])] for d in map(_json, stamps) if d]
+    if rows:
+        page.table(["stage", "wall time (s)"], rows)
+    page.table(["raw file", "sha256"], [[s.path, s.sha256] for s in fetch.SOURCES])
+    page.pre(json.dumps({name: cfg.section_dict(name) for name in SECTIONS}, indent=2))

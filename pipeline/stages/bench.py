@@ -1,0 +1,60 @@
+"""STBENCH_DOC"""
+
+import os
+import platform
+import resource
+from pathlib import Path
+
+from pipeline.core.config import Config
+from pipeline.core.files import write_json
+from pipeline.ner import bench as ner_bench
+from pipeline.translate import bench as translate_bench
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    import tensorflow as tf
+
+    return {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "tensorflow": tf.__version__,
+    }
+
+
+def run(cfg: Config) -> None:
+    results = {"machine": machine(), "translate": translate_bench.bench_translate(cfg), "ner": ner_bench.bench_ner(cfg)}
+    results["translate_profile"] = translate_bench.profile_translate(cfg)
+    results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    write_json(Path(cfg.paths.reports) / "bench.json", results)
+    t, n, m = results["translate"], results["ner"], results["machine"]
+    print(f"  machine: {m['cpu']}, {m['cores']} cores, GPUs {m['gpus'] or 'none'}")
+    rows = [
+        ("translator training", f"{t['train_tokens_per_s']:,.0f} tokens/s (source + target)", "2,300"),
+        (
+            "NER training",
+            f"{n['train_words_per_s']:,.0f} words/s"
+            + (f" ({n['train_member_words_per_s']:,.0f} per tagger)" if cfg.ner.ensemble > 1 else ""),
+            "5,000 per tagger",
+        ),
+        ("greedy decoding, batch 64", f"{t['greedy_sentences_per_s']:,.1f} sentences/s", "-"),
+        ("beam-5 decoding, batch 64", f"{t['beam5_sentences_per_s']:,.1f} sentences/s", "30"),
+        ("peak memory", f"{results['peak_rss_mb']:,.0f} MB resident", "-"),
+    ]
+    print(f"  {'measure':<28}{'result':<40}target (2 CPU cores)")
+    for name, value, target in rows:
+        print(f"  {name:<28}{value:<40}{target}")
+    prof = results["translate_profile"]
+    print(f"  translator train step, {prof['step_ms']:.0f} ms per batch of {cfg.translate.batch_size}:")
+    for name, ms in prof["ms_per_batch"].items():
+        print(f"    {name:<36}{ms:8.1f} ms  {100 * ms / prof['step_ms']:5.1f}%")

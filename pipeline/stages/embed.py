@@ -1,0 +1,247 @@
+"""EMBED_DOC"""
+
+import collections
+import hashlib
+import json
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from gensim.models import KeyedVectors, Word2Vec
+from gensim.models.callbacks import CallbackAny2Vec
+
+from pipeline.core import vocab
+from pipeline.core.config import SPLITS, Config
+from pipeline.core.errors import InputError
+from pipeline.core.files import atomic_path, write_json
+from pipeline.core.progress import Progress
+from pipeline.core.text import strip_joiners
+from pipeline.core.vectors import load_vectors, save_matrix
+from pipeline.ner import gazetteer, lexicon
+from pipeline.stages import vocab as vocab_stage
+
+NAMES = ("ner_words", "src", "tgt")  # the vocabularies that get a matrix (chars and tags do not)
+
+
+KINDS = ("exact", "case", "joiner", "missing")  # how a vocabulary token found its vector
+
+
+LOW_COVERAGE = 0.8  # warn when fewer running tokens of a split than this have a vector
+
+
+def language(cfg: Config, name: str) -> str:
+    return {"ner_words": "en", "src": cfg.prepare.source_lang, "tgt": cfg.prepare.target_lang}[name]
+
+
+def training_text(corpus: dict, names: list[str]) -> list[list[str]]:
+    """The train split of every vocabulary that uses the language, tokenized as the vocab stage did."""
+    return [sentence for name in names for sentence in corpus[name]["train"]]
+
+
+def w2v_settings(cfg: Config) -> dict:
+    e = cfg.embed
+    return {
+        "dim": e.w2v_dim,
+        "window": e.w2v_window,
+        "min_count": e.w2v_min_count,
+        "epochs": e.w2v_epochs,
+        "sg": e.w2v_sg,
+        "seed": e.seed,
+        "workers": 1,  # gensim is only reproducible with one worker thread (batch order and update races)
+    }
+
+
+def w2v_key(cfg: Config, lang: str, sentences: list[list[str]]) -> str:
+    """Hash of everything the trained vectors depend on: settings, tokenizer config and the text itself."""
+    h = hashlib.sha256(json.dumps([lang, w2v_settings(cfg), cfg.section_dict("text")], sort_keys=True).encode())
+    h.update(json.dumps(sentences, ensure_ascii=False).encode())
+    return h.hexdigest()[:16]
+
+
+class EpochProgress(CallbackAny2Vec):
+    def __init__(self, progress: Progress):
+        self.progress = progress
+
+    def on_epoch_end(self, model):
+        self.progress.update(1)
+
+
+def train_word2vec(cfg: Config, lang: str, sentences: list[list[str]]) -> tuple[Path, float | None]:
+    """Train Word2Vec unless vectors for the same settings and text exist. Returns (file, train seconds)."""
+    path = Path(cfg.paths.embeddings) / f"w2v.{lang}.{w2v_key(cfg, lang, sentences)}.bin"
+    if path.is_file():
+        print(f"  {lang}: reusing {path} (same Word2Vec settings and training text)", flush=True)
+        return path, None
+    s = w2v_settings(cfg)
+    counts = collections.Counter(t for sentence in sentences for t in sentence)
+    if not any(c >= s["min_count"] for c in counts.values()):
+        raise InputError(f"{lang}: no training word occurs embed.w2v_min_count={s['min_count']} times")
+    print(
+        f"  {lang}: training Word2Vec on {len(sentences):,} sentences, {counts.total():,} tokens "
+        f"({s['dim']}-d, {'skip-gram' if s['sg'] else 'CBOW'}, {s['epochs']} epochs, 1 worker for reproducibility)",
+        flush=True,
+    )
+    progress = Progress(s["epochs"], f"{lang} word2vec epoch", every=0.0)
+    start = time.perf_counter()
+    model = Word2Vec(
+        sentences,
+        vector_size=s["dim"],
+        window=s["window"],
+        min_count=s["min_count"],
+        epochs=s["epochs"],
+        sg=int(s["sg"]),
+        seed=s["seed"],
+        workers=s["workers"],
+        callbacks=[EpochProgress(progress)],
+    )
+    progress.close()
+    seconds = time.perf_counter() - start
+    about = {"language": lang, "settings": s, "text": cfg.section_dict("text"), "sentences": len(sentences)}
+    about |= {"tokens": counts.total(), "words": len(model.wv), "seconds": round(seconds, 2)}
+    write_json(path.with_suffix(".json"), about)
+    with atomic_path(path) as tmp:  # the .bin last: its presence means a complete training
+        model.wv.save_word2vec_format(str(tmp), binary=True)
+    print(f"  {lang}: trained {len(model.wv):,} vectors in {seconds:.1f}s -> {path}", flush=True)
+    return path, round(seconds, 2)
+
+
+def _forms(token: str, joiners: bool):
+    yield "exact", token
+    yield "case", token.lower()
+    yield "case", token.capitalize()
+    plain = strip_joiners(token) if joiners else token
+    if plain and plain != token:
+        for form in (plain, plain.lower(), plain.capitalize()):
+            yield "joiner", form
+
+
+def align(tokens: list[str], kv: KeyedVectors, n_specials: int, joiners: bool) -> tuple[np.ndarray, list[str]]:
+    """Per vocabulary row: the row of its vector in `kv` (-1: none) and how it matched (a KINDS entry;
+    "special" for <pad>, <unk>, ... which never take a pretrained vector)."""
+    index = kv.key_to_index
+    rows, kinds = np.full(len(tokens), -1, np.int64), ["special"] * n_specials
+    for i, token in enumerate(tokens[n_specials:], start=n_specials):
+        found = next(((how, index[form]) for how, form in _forms(token, joiners) if form in index), None)
+        kinds.append(found[0] if found else "missing")
+        rows[i] = found[1] if found else -1
+    return rows, kinds
+
+
+def build_matrix(rows: np.ndarray, kv: KeyedVectors, cfg: Config, name: str) -> np.ndarray:
+    """Vectors where found; elsewhere seeded normal(0, oov_scale) noise or zeros; <pad> zero."""
+    e, shape = cfg.embed, (len(rows), kv.vector_size)
+    if e.oov_init == "normal":
+        # One stream per vocabulary, so src and ner_words do not share noise rows under the same seed.
+        rng = np.random.default_rng([e.seed, zlib.crc32(name.encode())])
+        matrix = rng.normal(0.0, e.oov_scale, shape).astype(np.float32)
+    else:
+        matrix = np.zeros(shape, np.float32)
+    found = rows >= 0
+    matrix[found] = kv.vectors[rows[found]]
+    matrix[vocab.PAD_ID] = 0.0
+    return matrix
+
+
+def _shares(counts: collections.Counter) -> dict:
+    total = sum(counts.values())
+    return {"count": total} | {k: counts[k] / (total or 1) for k in KINDS}
+
+
+def coverage(tokens: list[str], kinds: list[str], splits: dict[str, list[list[str]]]) -> dict:
+    """How vocabulary types (specials excluded) and running tokens per split found vectors.
+    A running token outside the vocabulary maps to <unk> and so counts as missing."""
+    kind_of = {t: k for t, k in zip(tokens, kinds, strict=True) if k != "special"}
+    out = {"types": _shares(collections.Counter(kind_of.values())), "tokens": {}}
+    for split, sentences in splits.items():
+        counts = collections.Counter()
+        for token, n in collections.Counter(t for s in sentences for t in s).items():
+            counts[kind_of.get(token, "missing")] += n
+        out["tokens"][split] = _shares(counts)
+    return out
+
+
+def format_report(report: dict) -> str:
+    lines = [f"{'vocabulary':<10} {'size':>6}  lang {'dim':>4} {'load s':>7}  vectors"]
+    for name, r in report.items():
+        source = f"{r['vectors']} ({r['format']})"
+        if "reused" in r:
+            done = "reused" if r["reused"] else f"trained in {r['train_seconds']:.1f}s"
+            source = f"word2vec-trained {r['file']} ({done})"
+        cells = f"{r['size']:>6}  {r['language']:<4} {r['dim']:>4} {r['load_seconds']:>7.1f}"
+        lines.append(f"{name:<10} {cells}  {source}")
+    lines += ["", f"{'coverage':<10} {'over':<6} {'count':>8} " + " ".join(f"{k:>8}" for k in KINDS)]
+    for name, r in report.items():
+        for over, shares in [("types", r["types"])] + list(r["tokens"].items()):
+            cells = " ".join(f"{100 * shares[k]:7.2f}%" for k in KINDS)
+            lines.append(f"{name:<10} {over:<6} {shares['count']:>8} {cells}")
+    for name, r in report.items():
+        if "lexicon" in r:
+            lines += ["", f"{'statistics':<10} {'over':<6} {'count':>8} {'prob':>8} {'cluster':>8} {'names':>8}"]
+            for over, shares in [("types", r["lexicon"]["types"])] + list(r["lexicon"]["tokens"].items()):
+                cells = " ".join(f"{100 * shares[k]:7.2f}%" for k in ("prob", "cluster", "names"))
+                lines.append(f"{name:<10} {over:<6} {shares['count']:>8} {cells}")
+    return "\n".join(lines)
+
+
+@dataclass
+class Vectors:
+    kv: KeyedVectors
+    info: dict  # what the report says about the source
+
+
+def pretrained(cfg: Config, lang: str) -> Vectors:
+    path = Path(cfg.paths.raw) / getattr(cfg.embed, lang)
+    start = time.perf_counter()
+    kv, fmt = load_vectors(path, cfg.embed.format)
+    seconds = time.perf_counter() - start
+    print(f"  {lang}: {len(kv):,} x {kv.vector_size} loaded in {seconds:.1f}s", flush=True)
+    return Vectors(kv, {"vectors": str(path), "format": fmt, "load_seconds": round(seconds, 2)})
+
+
+def trained(cfg: Config, lang: str, sentences: list[list[str]]) -> Vectors:
+    path, train_seconds = train_word2vec(cfg, lang, sentences)
+    start = time.perf_counter()
+    kv, _ = load_vectors(path, "word2vec_binary")  # from the file, so a reuse gives the very same matrix
+    seconds = time.perf_counter() - start
+    info = {"vectors": "word2vec-trained", "file": str(path), "format": "word2vec_binary"}
+    info |= {"load_seconds": round(seconds, 2), "train_seconds": train_seconds, "reused": train_seconds is None}
+    return Vectors(kv, info)
+
+
+def run(cfg: Config) -> None:
+    vocabs = {name: vocab.load_named(cfg, name) for name in NAMES}
+    users = collections.defaultdict(list)  # language -> the vocabularies that take its vectors
+    for name in NAMES:
+        users[language(cfg, name)].append(name)
+    # Vectors files first: bad input fails in seconds, before any tokenizing, training or writing.
+    sources = {lang: pretrained(cfg, lang) for lang in users if getattr(cfg.embed, lang)}
+    corpus = vocab_stage.corpus_tokens(cfg)
+    for lang in [lang for lang in users if lang not in sources]:
+        sources[lang] = trained(cfg, lang, training_text(corpus, users[lang]))
+
+    matrices, report = {}, {}
+    for name, tokens in vocabs.items():
+        lang = language(cfg, name)
+        source = sources[lang]
+        rows, kinds = align(tokens, source.kv, len(vocab.SPECIALS[name]), joiners=name == "tgt")
+        matrices[name] = build_matrix(rows, source.kv, cfg, name)
+        report[name] = {"language": lang, "size": len(tokens), "dim": source.kv.vector_size} | source.info
+        report[name] |= coverage(tokens, kinds, {s: corpus[name][s] for s in SPLITS})
+
+    probs, clusters = lexicon.source_tables()
+    n_specials = len(vocab.SPECIALS["ner_words"])
+    lex = lexicon.features(vocabs["ner_words"], probs, clusters, n_specials, gazetteer.source_tables())
+    splits = {s: corpus["ner_words"][s] for s in SPLITS}
+    report["ner_words"]["lexicon"] = lexicon.coverage(lex, vocabs["ner_words"], n_specials, splits)
+
+    for name, matrix in matrices.items():
+        save_matrix(Path(cfg.paths.embeddings) / f"{name}.npy", matrix)
+    lexicon.save(cfg, lex)
+    write_json(Path(cfg.paths.reports) / "embeddings.json", report)
+    print(format_report(report))
+    for name, r in report.items():
+        for split, shares in r["tokens"].items():
+            if 1 - shares["missing"] < LOW_COVERAGE:
+                print(f"warning: {name} vectors cover only {100 * (1 - shares['missing']):.1f}% of {split} tokens")

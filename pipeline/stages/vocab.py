@@ -1,0 +1,91 @@
+"""Stage `vocab`: the vocabularies of both tasks, one token a line, and their out-of-vocabulary report.
+
+<paths.vocab>/{src,tgt,ner_words,ner_chars,ner_tags}.txt    the id of a token is its line number
+<paths.reports>/vocab.json                                   size and OOV rates per split
+"""
+
+import collections
+from pathlib import Path
+
+import tensorflow as tf
+
+from pipeline.core import text
+from pipeline.core.config import SPLITS, Config
+from pipeline.core.files import read_lines, write_json
+from pipeline.core.vocab import SPECIALS, build, oov_rates, save, vocab_path
+from pipeline.ner import corpus as ner_corpus
+from pipeline.translate import corpus as translate_corpus
+
+
+def corpus_tokens(cfg: Config) -> dict[str, dict[str, list[list[str]]]]:
+    """Tokenized text per vocabulary and split, exactly as the training input pipelines will see it."""
+    out = {"src": {}, "tgt": {}, "ner_words": {}, "ner_chars": {}}
+    for split in SPLITS:
+        pairs = translate_corpus.load_parallel(cfg, split)
+        out["src"][split] = text.tokenize_batches([s for s, _ in pairs], cfg.text, joiner=False)
+        out["tgt"][split] = text.tokenize_batches([t for _, t in pairs], cfg.text, joiner=True)
+        sentences = ner_corpus.load_ner(cfg, split)
+        words = text.to_lists(text.normalize_tokens(tf.ragged.constant([w for w, _ in sentences]), cfg.text))
+        out["ner_words"][split] = words
+        out["ner_chars"][split] = [list(w) for s in words for w in s]
+    return out
+
+
+def vector_words(path: Path) -> set[str]:
+    """The words of a text-format vectors file (first field of each line), without parsing the vectors."""
+    return {line.split(" ", 1)[0] for _, line in read_lines(path)}
+
+
+def pretrained_extras(cfg: Config, words: dict[str, list[list[str]]], known: set[str]) -> list[str]:
+    """Valid/test words outside the train vocabulary that have a pretrained vector (exact or lowercase).
+
+    Common practice on CoNLL-2003 (see ANCHORS.md): their embedding rows keep the pretrained values and are
+    never trained towards a label, so no test label leaks, but the tagger sees a meaningful vector.
+    """
+    vectors = vector_words(Path(cfg.paths.raw) / cfg.embed.en)
+    candidates = {w for split in ("valid", "test") for sentence in words[split] for w in sentence} - known
+    return sorted(w for w in candidates if w in vectors or w.lower() in vectors)
+
+
+def run(cfg: Config) -> None:
+    v = cfg.vocab
+    corpus = corpus_tokens(cfg)
+    min_freq = {
+        "src": v.min_freq,
+        "tgt": v.min_freq,
+        "ner_words": v.ner_min_freq,
+        "ner_chars": v.char_min_freq,
+    }
+    vocabs = {}
+    for name, splits in corpus.items():
+        counts = collections.Counter(t for s in splits["train"] for t in s)
+        max_size = v.max_size if name in ("src", "tgt") else 0
+        vocabs[name] = build(counts, SPECIALS[name], min_freq[name], max_size)
+    if v.ner_pretrained_words and cfg.embed.en:
+        vocabs["ner_words"] += pretrained_extras(cfg, corpus["ner_words"], set(vocabs["ner_words"]))
+    train_tags = [tags for _, tags in ner_corpus.load_ner(cfg, "train")]
+    vocabs["ner_tags"] = ["O"] + sorted({t for tags in train_tags for t in tags} - {"O"}, key=lambda t: (t[2:], t))
+
+    report = {}
+    for name, tokens in vocabs.items():
+        save(vocab_path(cfg, name), tokens)
+        if name in corpus:
+            known = set(tokens)
+            report[name] = {"size": len(tokens)} | {s: oov_rates(corpus[name][s], known) for s in SPLITS}
+        else:
+            report[name] = {"size": len(tokens)}
+    write_json(Path(cfg.paths.reports) / "vocab.json", report)
+    print(format_report(report))
+
+
+def format_report(report: dict) -> str:
+    lines = [f"{'vocabulary':<10} {'size':>7}  " + "  ".join(f"{s + ' OOV tok/type':>20}" for s in SPLITS)]
+    for name, entry in report.items():
+        cells = [
+            f"{100 * entry[s]['oov_token_rate']:8.2f}% /{100 * entry[s]['oov_type_rate']:6.2f}%".rjust(20)
+            if s in entry
+            else " " * 20
+            for s in SPLITS
+        ]
+        lines.append(f"{name:<10} {entry['size']:>7}  " + "  ".join(cells))
+    return "\n".join(lines)

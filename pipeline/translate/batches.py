@@ -1,0 +1,68 @@
+"""Translator batches: id sequences of every pair (tokenized once), one epoch of length-pooled padded
+batches, and the length-sorted text batches decoding uses.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from pipeline.core import text, vocab
+from pipeline.core.config import Config
+
+
+def translation_examples(cfg: Config, pairs: list[tuple[str, str]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(source ids, target ids) per pair, tokenized by the one tokenizer; pairs with an empty side are dropped.
+
+    Tokenized once, eagerly, with the same `text.tokenize` the serving graph runs, and looked up in Python:
+    29k pairs take a few seconds, and the training loop then only pads and slices numpy arrays.
+    """
+    src_index = {t: i for i, t in enumerate(vocab.load_named(cfg, "src"))}
+    tgt_index = {t: i for i, t in enumerate(vocab.load_named(cfg, "tgt"))}
+    src = text.tokenize_batches([s for s, _ in pairs], cfg.text, joiner=False)
+    tgt = text.tokenize_batches([t for _, t in pairs], cfg.text, joiner=True)
+    return [
+        (np.array(vocab.encode(s, src_index), np.int32), np.array(vocab.encode(t, tgt_index), np.int32))
+        for s, t in zip(src, tgt, strict=True)
+        if s and t
+    ]
+
+
+def pad_ids(rows: list[np.ndarray], prefix: int | None = None, suffix: int | None = None) -> np.ndarray:
+    """Right-pad id rows with PAD_ID into [len(rows), width], optionally adding a first / last id to each."""
+    extra = (prefix is not None) + (suffix is not None)
+    out = np.full((len(rows), max(len(r) for r in rows) + extra), vocab.PAD_ID, np.int32)
+    for i, r in enumerate(rows):
+        start = int(prefix is not None)
+        if prefix is not None:
+            out[i, 0] = prefix
+        out[i, start : start + len(r)] = r
+        if suffix is not None:
+            out[i, start + len(r)] = suffix
+    return out
+
+
+def translation_batches(examples, batch_size: int, seed: int, pool: int = 50):
+    """One epoch of (src [B, S], tgt_in [B, T] = <s> y, tgt_out [B, T] = y </s>) right-padded int32 batches.
+
+    Pairs are shuffled, then sorted by length within pools of `pool` batches and cut into batches whose
+    order is shuffled again (torchtext's BucketIterator): little padding, yet every epoch is a new mix.
+    """
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(examples))
+    length = np.array([max(len(s), len(t) + 1) for s, t in examples])
+    batches = []
+    for start in range(0, len(order), batch_size * pool):
+        chunk = order[start : start + batch_size * pool]
+        chunk = chunk[np.argsort(length[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    for b in rng.permutation(len(batches)):
+        src = [examples[i][0] for i in batches[b]]
+        tgt = [examples[i][1] for i in batches[b]]
+        yield pad_ids(src), pad_ids(tgt, prefix=vocab.BOS_ID), pad_ids(tgt, suffix=vocab.EOS_ID)
+
+
+def sorted_text_batches(texts: list[str], batch_size: int):
+    """(indices, [batch] strings) in order of word count, for decoding: similar lengths share a batch."""
+    order = np.argsort([len(t.split()) for t in texts], kind="stable")
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        yield idx, tf.constant([texts[i] for i in idx], tf.string)

@@ -1,0 +1,51 @@
+"""Config section [translate]: the translator, its training and decoding (stages train-translate,
+evaluate-translate)."""
+
+from dataclasses import dataclass
+
+from pipeline.core.options import opt
+
+
+@dataclass(frozen=True)
+class Translate:
+    """Stages `train-translate` / `evaluate-translate`: the attentional LSTM encoder-decoder and its decoding."""
+
+    seed: int = opt(1, "seed of initialisation and shuffling")
+    # Model. Embedding widths and vocabulary sizes come from the embed/vocab artifacts, never from here.
+    cell: str = opt("lstm", "recurrent cell of encoder and decoder", ("lstm", "gru"))
+    encoder_layers: int = opt(1, "stacked bidirectional encoder layers (residual connections from the 2nd on)")
+    encoder_units: int = opt(256, "encoder units per direction")
+    decoder_units: int = opt(512, "decoder units (also the width of the attentional hidden state)")
+    attention: str = opt("luong_general", "attention score", ("luong_general", "luong_dot", "bahdanau"))
+    input_feeding: bool = opt(True, "feed the attentional hidden state into the next decoder step (Luong)")
+    tie_embeddings: bool = opt(True, "output layer shares the target embedding matrix (projected when widths differ)")
+    freeze_embeddings: bool = opt(False, "keep the pretrained embedding matrices fixed")
+    dropout: float = opt(0.3, "dropout on embeddings, between encoder layers and on the attentional hidden state")
+    word_dropout: float = opt(0.1, "share of real source and decoder-input tokens replaced by <unk> in training")
+    label_smoothing: float = opt(0.1, "label smoothing of the training loss")
+    # Training (Adam with clipping; halve the rate on a dev plateau; stop after `patience` bad epochs).
+    learning_rate: float = opt(1e-3, "Adam learning rate")
+    clip_norm: float = opt(1.0, "global gradient-norm clipping (0 = off)")
+    batch_size: int = opt(64, "sentence pairs per batch")
+    epochs: int = opt(15, "maximum training epochs")
+    lr_decay: float = opt(0.5, "multiply the learning rate by this when dev BLEU does not improve")
+    lr_patience: int = opt(0, "epochs without dev improvement before the learning rate decays")
+    patience: int = opt(3, "epochs without dev improvement before training stops")
+    max_minutes: float = opt(
+        0, "wall-time budget, dev BLEU included: start no epoch that would end past it at the mean pace (0 = none)"
+    )
+    strategy: str = opt(
+        "default",
+        "tf.distribute: one device; `mirrored` = all local GPUs; `multi_worker` = the cluster in $TF_CONFIG",
+        ("default", "mirrored", "multi_worker"),
+    )
+    mixed_precision: bool = opt(
+        False, "mixed_float16 compute, float32 weights, dynamic loss scaling: for GPUs (float16 is slow on CPUs)"
+    )
+    dev_beam_width: int = opt(1, "beam used for the per-epoch dev BLEU (1 = greedy: fast, and ranks epochs alike)")
+    # Decoding.
+    beam_width: int = opt(5, "beam size (1 = greedy)")
+    length_penalty: float = opt(0.6, "GNMT length penalty alpha: score = log P / ((5 + len) / 6) ** alpha; 0 = none")
+    max_length_a: float = opt(1.5, "output length limit a * source_length + b, a")
+    max_length_b: int = opt(10, "output length limit a * source_length + b, b")
+    replace_unk: bool = opt(True, "replace <unk> in the output by the most attended source token")
