@@ -50,44 +50,28 @@ def forbidden_ops(ops: set[str]) -> set[str]:
     return {op for op in ops if op.startswith("Cudnn") or op in PY_FUNCS}
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """One length-delimited protobuf field (wire type 2): a string, bytes or an embedded message."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
 def warmup_record(model: str, signature: str, inputs: dict[str, np.ndarray]) -> bytes:
-    """A serialized tensorflow.serving.PredictionLog holding one PredictRequest.
+    """A serialized tensorflow.serving.PredictionLog holding one PredictRequest (TF Serving's warm-up format)."""
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-    Encoded by hand, so that no tensorflow-serving-api is needed; field numbers from tensorflow_serving/apis:
-    PredictionLog.predict_log = 6; PredictLog.request = 1; PredictRequest.model_spec = 1, .inputs = 2
-    (map<string, TensorProto>: entries with key = 1, value = 2); ModelSpec.name = 1, .signature_name = 3.
-    """
-    spec = _field(1, model.encode()) + _field(3, signature.encode())
-    entries = b"".join(
-        _field(2, _field(1, key.encode()) + _field(2, tf.make_tensor_proto(value).SerializeToString()))
-        for key, value in inputs.items()
-    )
-    request = _field(1, spec) + entries
-    return _field(6, _field(1, request))
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = model, signature
+    for key, value in inputs.items():
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+    log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+    return log.SerializeToString()
 
 
-def models_config(cfg: Config) -> str:
-    """TF Serving's --model_config_file: both models, at the paths where the container sees them."""
+def models_config(cfg: Config, names: tuple[str, ...] = ("ner", "translate")) -> str:
+    """TF Serving's --model_config_file (text ModelServerConfig): each model at the path the container sees."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
     root = cfg.export.serving_root.rstrip("/")
-    entries = "".join(
-        f'  config {{\n    name: "{name}"\n    base_path: "{root}/{name}"\n    model_platform: "tensorflow"\n  }}\n'
-        for name in ("ner", "translate")
-    )
-    return f"model_config_list {{\n{entries}}}\n"
+    config = model_server_config_pb2.ModelServerConfig()
+    for name in names:
+        config.model_config_list.config.add(name=name, base_path=f"{root}/{name}", model_platform="tensorflow")
+    return text_format.MessageToString(config)
 
 
 def versions(base: Path) -> list[int]:
