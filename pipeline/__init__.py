@@ -1,1 +1,1 @@
-"""seq2seq-pipeline: a staged Keras 3 / TensorFlow NLP pipeline. See README.md and pipeline/stages.py."""
+"""seq2seq-pipeline: a staged Keras 3 / TensorFlow NLP pipeline. See README.md (Layout) and pipeline/core/stages.py."""

@@ -43,9 +43,9 @@ for name, path, sentences in json.loads(sys.argv[1]):
             arg = tf.constant(sentences)
         (key,) = fn.structured_input_signature[1]
         res = fn(**{key: arg})
+        as_list = lambda v: [round(float(x), 4) for x in v.numpy().ravel()]  # noqa: E731
         out[name][sig] = {
-            k: (v.numpy().astype(str).tolist() if v.dtype == tf.string else [round(float(x), 4) for x in v.numpy().ravel()])
-            for k, v in sorted(res.items())
+            k: v.numpy().astype(str).tolist() if v.dtype == tf.string else as_list(v) for k, v in sorted(res.items())
         }
 print(json.dumps(out, sort_keys=True))
 """
@@ -78,9 +78,7 @@ def record(base: Path) -> dict:
     for task, keys in HISTORY_KEYS.items():
         history = json.loads((base / "reports" / task / "history.json").read_text())
         out["history"][task] = [{k: h[k] for k in keys} for h in history]
-    models = [
-        (name, str(base / "models" / name / "1"), SENTENCES) for name in ("ner", "translate")
-    ]
+    models = [(name, str(base / "models" / name / "1"), SENTENCES) for name in ("ner", "translate")]
     proc = subprocess.run(
         [sys.executable, "-c", SERVE, json.dumps(models)], cwd="/", env=env(), capture_output=True, text=True
     )

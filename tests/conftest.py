@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import config
+from pipeline.core import config
+from pipeline.stages import fetch
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.toml"
@@ -31,8 +32,7 @@ def raw_dir(tmp_path_factory) -> Path:
     """The real raw corpora, fetched once per test session by the `data` stage from DATA_MIRROR."""
     if not MIRROR:
         pytest.skip("needs the real corpora: set DATA_MIRROR")
-    from pipeline import data
 
     base = tmp_path_factory.mktemp("raw")
-    data.run_data(tiny_config(base, raw=base / "raw"))
+    fetch.run(tiny_config(base, raw=base / "raw"))
     return base / "raw"

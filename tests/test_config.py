@@ -1,7 +1,7 @@
 import pytest
 
-from pipeline import config
-from pipeline.errors import InputError
+from pipeline.core import config
+from pipeline.core.errors import InputError
 from tests.conftest import ROOT
 
 

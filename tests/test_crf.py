@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline.models import crf
+from pipeline.ner import crf
 
 K = 3  # tags
 

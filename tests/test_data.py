@@ -7,8 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import data
-from pipeline.errors import InputError
+from pipeline.core.config import SPLITS
+from pipeline.core.errors import InputError
+from pipeline.ner import corpus as ner_corpus
+from pipeline.stages import fetch
+from pipeline.stages import prepare as prepare_stage
+from pipeline.translate import corpus as translate_corpus
 from tests.conftest import ROOT, needs_data, tiny_config
 
 CONLL = "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\nGerman JJ B-NP B-MISC\n\nPeter NNP B-NP B-PER\n"
@@ -45,40 +49,29 @@ def fake_raw(raw, conll=CONLL):
     ],
 )
 def test_to_iob2(tags, expected):
-    assert data.to_iob2(tags) == expected
-    assert data.to_iob2(data.to_iob2(tags)) == expected
+    assert ner_corpus.to_iob2(tags) == expected
+    assert ner_corpus.to_iob2(ner_corpus.to_iob2(tags)) == expected
 
 
 def test_read_conll_tolerates_bom_crlf_and_drops_docstart(tmp_path):
     path = write(tmp_path / "x.txt", b"\xef\xbb\xbf" + CONLL.replace("\n", "\r\n").encode())
-    assert data.read_conll(path) == [
+    assert ner_corpus.read_conll(path) == [
         (["EU", "rejects", "German"], ["B-ORG", "O", "B-MISC"]),
         (["Peter"], ["B-PER"]),
     ]
 
 
-def test_documents_and_sentences_joined_within_them(tmp_path):
+def test_documents_keep_their_sentences(tmp_path):
     text = "-DOCSTART- -X- O O\n\na O\nb O\n\nc B-PER\n\n-DOCSTART- -X- O O\n\nd O\ne B-LOC\nf I-LOC\n\ng O\n"
-    docs = data.read_conll_documents(write(tmp_path / "d.txt", text.encode()))
+    docs = ner_corpus.read_conll_documents(write(tmp_path / "d.txt", text.encode()))
     assert [[words for words, _ in doc] for doc in docs] == [[["a", "b"], ["c"]], [["d", "e", "f"], ["g"]]]
-    assert data.join_sentences(docs, 0) == [s for doc in docs for s in doc]  # one sentence per sequence
-    assert data.join_sentences(docs, 3) == [
-        (["a", "b", "c"], ["O", "O", "B-PER"]),
-        (["d", "e", "f"], ["O", "B-LOC", "I-LOC"]),  # never joined across a -DOCSTART-
-        (["g"], ["O"]),
-    ]
-    assert data.join_sentences(docs, 2)[:2] == [(["a", "b"], ["O", "O"]), (["c"], ["B-PER"])]
-    assert data.join_sentences(docs, 99) == [
-        (["a", "b", "c"], ["O", "O", "B-PER"]),
-        (list("defg"), ["O", "B-LOC", "I-LOC", "O"]),
-    ]
     # Without -DOCSTART- lines the file is one document.
-    assert len(data.read_conll_documents(write(tmp_path / "n.txt", b"a O\n\nb O\n"))) == 1
+    assert len(ner_corpus.read_conll_documents(write(tmp_path / "n.txt", b"a O\n\nb O\n"))) == 1
 
 
 def test_read_conll_two_columns_and_iob1(tmp_path):
     path = write(tmp_path / "x.txt", "New I-LOC\nYork I-LOC\nis O\n")
-    assert data.read_conll(path) == [(["New", "York", "is"], ["B-LOC", "I-LOC", "O"])]
+    assert ner_corpus.read_conll(path) == [(["New", "York", "is"], ["B-LOC", "I-LOC", "O"])]
 
 
 @pytest.mark.parametrize(
@@ -94,35 +87,35 @@ def test_read_conll_two_columns_and_iob1(tmp_path):
 def test_read_conll_errors_name_file_and_line(tmp_path, text, line, message):
     path = write(tmp_path / "bad.txt", text)
     with pytest.raises(InputError, match=rf"bad.txt:{line}: .*{message}"):
-        data.read_conll(path)
+        ner_corpus.read_conll(path)
 
 
 def test_invalid_utf8_names_the_line(tmp_path):
     path = write(tmp_path / "bad.txt", b"EU B-ORG\nx\xff O\n")
     with pytest.raises(InputError, match=r"bad.txt:2: invalid UTF-8"):
-        data.read_conll(path)
+        ner_corpus.read_conll(path)
 
 
 def test_read_parallel(tmp_path):
     en = write(tmp_path / "a.en.gz", "A man.\nTwo\tdogs.\n", gz=True)
     de = write(tmp_path / "a.de", "Ein Mann.\nZwei Hunde.\n")
-    assert data.read_parallel(en, de) == [("A man.", "Ein Mann."), ("Two dogs.", "Zwei Hunde.")]
+    assert translate_corpus.read_parallel(en, de) == [("A man.", "Ein Mann."), ("Two dogs.", "Zwei Hunde.")]
 
 
 def test_read_parallel_errors(tmp_path):
     en = write(tmp_path / "a.en", "A man.\nTwo dogs.\n")
     with pytest.raises(InputError, match="has 2 lines but .* has 1"):
-        data.read_parallel(en, write(tmp_path / "short.de", "Ein Mann.\n"))
+        translate_corpus.read_parallel(en, write(tmp_path / "short.de", "Ein Mann.\n"))
     with pytest.raises(InputError, match=r"empty.de:2: empty sentence"):
-        data.read_parallel(en, write(tmp_path / "empty.de", "Ein Mann.\n  \n"))
+        translate_corpus.read_parallel(en, write(tmp_path / "empty.de", "Ein Mann.\n  \n"))
 
 
 def test_tatoeba_split_is_deterministic_and_keeps_sources_together(tmp_path):
     lines = [f"Sentence {i // 2}.\tPhrase {i}." for i in range(200)]
     path = write(tmp_path / "fra.txt.gz", "\n".join(lines) + "\n", gz=True)
-    pairs = data.read_tatoeba(path)
-    a, b = data.split_by_source(pairs, 7, 10, 10), data.split_by_source(pairs, 7, 10, 10)
-    assert a == b and data.split_by_source(pairs, 8, 10, 10) != a
+    pairs = translate_corpus.read_tatoeba(path)
+    a, b = translate_corpus.split_by_source(pairs, 7, 10, 10), translate_corpus.split_by_source(pairs, 7, 10, 10)
+    assert a == b and translate_corpus.split_by_source(pairs, 8, 10, 10) != a
     sources = {k: {en for en, _ in v} for k, v in a.items()}
     assert len(sources["valid"]) == 10 and len(sources["test"]) == 10
     assert not sources["train"] & sources["valid"] and not sources["train"] & sources["test"]
@@ -131,14 +124,14 @@ def test_tatoeba_split_is_deterministic_and_keeps_sources_together(tmp_path):
 
 def test_tatoeba_bad_line(tmp_path):
     with pytest.raises(InputError, match=r"fra.txt:2: expected English<TAB>French"):
-        data.read_tatoeba(write(tmp_path / "fra.txt", "Go.\tVa !\nno tab here\n"))
+        translate_corpus.read_tatoeba(write(tmp_path / "fra.txt", "Go.\tVa !\nno tab here\n"))
 
 
 def test_prepare_writes_plain_files(tmp_path):
     cfg = tiny_config(tmp_path, raw=fake_raw(tmp_path / "raw"))
-    data.run_prepare(cfg)
-    assert data.load_ner(cfg, "train")[0] == (["EU", "rejects", "German"], ["B-ORG", "O", "B-MISC"])
-    assert data.load_parallel(cfg, "valid") == [
+    prepare_stage.run(cfg)
+    assert ner_corpus.load_ner(cfg, "train")[0] == (["EU", "rejects", "German"], ["B-ORG", "O", "B-MISC"])
+    assert translate_corpus.load_parallel(cfg, "valid") == [
         ("A man .", "Ein Mann ."),
         ("Two dogs run.", "Zwei Hunde rennen."),
     ]
@@ -146,13 +139,13 @@ def test_prepare_writes_plain_files(tmp_path):
 
 def test_processed_ner_keeps_documents_and_older_files_are_refused(tmp_path):
     cfg = tiny_config(tmp_path, raw=fake_raw(tmp_path / "raw"))
-    data.run_prepare(cfg)
-    documents = data.load_ner_documents(cfg, "train")
-    assert [s for d in documents for s in d] == data.load_ner(cfg, "train")
+    prepare_stage.run(cfg)
+    documents = ner_corpus.load_ner_documents(cfg, "train")
+    assert [s for d in documents for s in d] == ner_corpus.load_ner(cfg, "train")
     path = tmp_path / "processed/ner/train.conll"
     path.write_text("EU\tB-ORG\n\n", encoding="utf-8")  # as `prepare` wrote it before documents were kept
     with pytest.raises(InputError, match=r"train\.conll: no -DOCSTART- line") as e:
-        data.load_ner_documents(cfg, "train")
+        ner_corpus.load_ner_documents(cfg, "train")
     assert e.value.hint == "run `make prepare` again"
 
 
@@ -173,13 +166,13 @@ def test_cli_prepare_with_broken_conll_exits_2_and_writes_nothing(tmp_path):
 
 def test_data_rejects_a_corrupt_mirror_file_and_leaves_nothing(tmp_path, monkeypatch):
     mirror = tmp_path / "mirror"
-    src = data.SOURCES[0]
+    src = fetch.SOURCES[0]
     write(mirror / src.path, "not the real file")
-    monkeypatch.setattr(data, "SOURCES", [src])
+    monkeypatch.setattr(fetch, "SOURCES", [src])
     monkeypatch.setenv("DATA_MIRROR", str(mirror))
     cfg = tiny_config(tmp_path)
     with pytest.raises(InputError, match="does not match the expected"):
-        data.run_data(cfg)
+        fetch.run(cfg)
     assert not [p for p in (tmp_path / "raw").rglob("*") if p.is_file()]  # no file, no temp file
 
 
@@ -189,9 +182,9 @@ def test_data_without_mirror_or_network_explains_what_is_missing(tmp_path, monke
     def offline(url, timeout=60):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(data, "_download", offline)
+    monkeypatch.setattr(fetch, "_download", offline)
     with pytest.raises(InputError) as err:
-        data.run_data(tiny_config(tmp_path))
+        fetch.run(tiny_config(tmp_path))
     message = str(err.value)
     assert "conll2003/train.txt: no public download exists" in message
     assert "multi30k/train.en.gz" in message and "download failed" in message
@@ -202,48 +195,33 @@ def test_data_without_mirror_or_network_explains_what_is_missing(tmp_path, monke
 def test_data_download_path_verifies_checksums(tmp_path, monkeypatch):
     """The download branch writes the file only when its sha256 matches."""
     monkeypatch.delenv("DATA_MIRROR", raising=False)
-    src = data.SOURCES[0]
-    monkeypatch.setattr(data, "SOURCES", [src])
-    monkeypatch.setattr(data, "_download", lambda url, timeout=60: b"tampered")
+    src = fetch.SOURCES[0]
+    monkeypatch.setattr(fetch, "SOURCES", [src])
+    monkeypatch.setattr(fetch, "_download", lambda url, timeout=60: b"tampered")
     with pytest.raises(InputError, match="does not match sha256"):
-        data.run_data(tiny_config(tmp_path))
+        fetch.run(tiny_config(tmp_path))
     assert not (tmp_path / "raw" / src.path).exists()
 
 
 @needs_data
 def test_real_corpora_counts(raw_dir, tmp_path):
     cfg = tiny_config(tmp_path, "prepare.max_train=0", "prepare.max_eval=0", raw=raw_dir)
-    data.run_prepare(cfg)
-    assert [len(data.load_ner(cfg, s)) for s in data.SPLITS] == [14041, 3250, 3453]
-    assert [len(data.load_ner_documents(cfg, s)) for s in data.SPLITS] == [946, 216, 231]  # kept for doc memory
-    assert [sum(len(t) for t, _ in data.load_ner(cfg, s)) for s in data.SPLITS] == [203621, 51362, 46435]
-    assert [len(data.load_parallel(cfg, s)) for s in data.SPLITS] == [29000, 1014, 1000]
+    prepare_stage.run(cfg)
+    assert [len(ner_corpus.load_ner(cfg, s)) for s in SPLITS] == [14041, 3250, 3453]
+    assert [len(ner_corpus.load_ner_documents(cfg, s)) for s in SPLITS] == [946, 216, 231]  # kept for doc memory
+    assert [sum(len(t) for t, _ in ner_corpus.load_ner(cfg, s)) for s in SPLITS] == [203621, 51362, 46435]
+    assert [len(translate_corpus.load_parallel(cfg, s)) for s in SPLITS] == [29000, 1014, 1000]
 
 
-@needs_data
-def test_real_conll_documents_joined_into_sequences(raw_dir, tmp_path):
-    sentences = {s: data.read_conll(raw_dir / f"conll2003/{s}.txt") for s in data.SPLITS}
-    assert [len(data.read_conll_documents(raw_dir / f"conll2003/{s}.txt")) for s in data.SPLITS] == [946, 216, 231]
-    cfg = tiny_config(
-        tmp_path, "prepare.max_train=0", "prepare.max_eval=0", "prepare.ner_context_tokens=60", raw=raw_dir
-    )
-    data.run_prepare(cfg)
-    for split in data.SPLITS:
-        joined = data.load_ner(cfg, split)
-        assert len(joined) < len(sentences[split]) / 2
-        # The same tokens and tags in the same order: only the sequence boundaries moved.
-        flat = lambda seqs: [(w, t) for words, tags in seqs for w, t in zip(words, tags, strict=True)]  # noqa: E731
-        assert flat(joined) == flat(sentences[split])
-        longest_sentence = max(len(w) for w, _ in sentences[split])
-        assert max(len(w) for w, _ in joined) <= max(60, longest_sentence)
-    with pytest.raises(InputError, match="text.max_length"):
-        data.run_prepare(tiny_config(tmp_path, "prepare.ner_context_tokens=101", "text.max_length=100", raw=raw_dir))
+def test_removed_ner_context_tokens_is_named_in_the_error(tmp_path):
+    with pytest.raises(InputError, match="prepare.ner_context_tokens was removed"):
+        tiny_config(tmp_path, "prepare.ner_context_tokens=60")
 
 
 @needs_data
 def test_real_tatoeba_split(raw_dir, tmp_path):
     cfg = tiny_config(tmp_path, "prepare.translation_corpus=tatoeba", "prepare.target_lang=fr", raw=raw_dir)
-    splits = data.translation_splits(cfg)
+    splits = translate_corpus.translation_splits(cfg)
     assert sum(len(v) for v in splits.values()) == 142787
     assert len({en for en, _ in splits["valid"]}) == 2000
 
@@ -258,10 +236,10 @@ def test_readers_on_arbitrary_unicode_parse_or_name_the_line(tmp_path_factory, c
         (base / name).write_bytes(raw)
     (base / "tgt2.txt").write_bytes(raw[::-1])
     for read in (
-        lambda: data.read_conll(base / "a.conll"),
-        lambda: data.read_parallel(base / "src.txt", base / "tgt.txt"),
-        lambda: data.read_parallel(base / "src.txt", base / "tgt2.txt"),
-        lambda: data.read_tatoeba(base / "fra.txt"),
+        lambda: ner_corpus.read_conll(base / "a.conll"),
+        lambda: translate_corpus.read_parallel(base / "src.txt", base / "tgt.txt"),
+        lambda: translate_corpus.read_parallel(base / "src.txt", base / "tgt2.txt"),
+        lambda: translate_corpus.read_tatoeba(base / "fra.txt"),
     ):
         try:
             read()

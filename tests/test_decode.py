@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import decode
-from pipeline.config import Translate
-from pipeline.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from pipeline.core.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from pipeline.translate import decode
+from pipeline.translate.config import Translate
 from tests.test_seq2seq import pad, tiny_model
 
 A, B = 4, 5  # the toy vocabulary: <pad> <unk> <s> </s> A B

@@ -28,18 +28,20 @@ TWO_REPLICAS = textwrap.dedent(
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from pipeline import config, data, datasets, train
-    from pipeline.models import seq2seq
+    from pipeline.core import config, optim
+    from pipeline.translate import batches as translate_batches
+    from pipeline.translate import corpus as translate_corpus
+    from pipeline.translate import train as translate_train
     cfg = config.load("configs/tiny.toml", sys.argv[1:])
-    examples = datasets.translation_examples(cfg, data.load_parallel(cfg, "train"))
-    batch = next(datasets.translation_batches(examples, 9, seed=0))  # odd: the replicas get 5 and 4 rows
+    examples = translate_batches.translation_examples(cfg, translate_corpus.load_parallel(cfg, "train"))
+    batch = next(translate_batches.translation_batches(examples, 9, seed=0))  # odd: the replicas get 5 and 4 rows
     out = {}
     for name in ("one device", "two replicas"):
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if name == "two replicas" else None
         with (strategy or tf.distribute.get_strategy()).scope():
-            model = seq2seq.build(cfg)  # seeded: the same initial weights both times
-            optimizer = train.LazyAdam(0.01)
-        step = train.make_translate_step(model, optimizer, cfg.translate, strategy)
+            model = translate_train.build_translator(cfg)[0]  # seeded: the same initial weights both times
+            optimizer = optim.LazyAdam(0.01)
+        step = translate_train.make_translate_step(model, optimizer, cfg.translate, strategy)
         losses = [float(step(*batch)[0]) for _ in range(3)]
         out[name] = {"losses": losses, "replicas": (strategy or tf.distribute.get_strategy()).num_replicas_in_sync,
                      "weight": float(tf.reduce_sum(model.trainable_variables[3]))}
@@ -76,8 +78,9 @@ TAGGER_TWO_REPLICAS = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from pipeline import config, train
-    from pipeline.models.tagger import Tagger, dummy_inputs
+    from pipeline.core import config, optim
+    from pipeline.ner import train as ner_train
+    from pipeline.ner.model import Tagger, dummy_inputs
     cfg = config.load("configs/tiny.toml", sys.argv[1:])
     rng = np.random.default_rng(0)
     matrix = rng.normal(size=(30, 8)).astype("float32")
@@ -98,8 +101,8 @@ TAGGER_TWO_REPLICAS = textwrap.dedent(
             keras.utils.set_random_seed(0)  # the same initial weights both times
             model = Tagger(cfg.ner, matrix, n_chars=5, n_tags=3)
             model(dummy_inputs(cfg.ner.max_word_length))
-            optimizer = train.LazyAdam(0.01)
-        step = train.make_train_step(model, optimizer, cfg.ner, strategy)
+            optimizer = optim.LazyAdam(0.01)
+        step = ner_train.make_train_step(model, optimizer, cfg.ner, strategy)
         losses = [float(step(features, tags)[0]) for _ in range(3)]
         # One document in the batch: replica 1 gets no sentence and adds nothing.
         losses.append(float(step(dict(features, doc=np.zeros(7, "int32")), tags)[0]))

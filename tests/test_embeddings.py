@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 from gensim.models import KeyedVectors, Word2Vec
 
-from pipeline import data
-from pipeline import embeddings as emb
-from pipeline.errors import InputError
+from pipeline.core import vectors
+from pipeline.core.config import SPLITS
+from pipeline.core.errors import InputError
+from pipeline.ner import corpus as ner_corpus
+from pipeline.stages import embed as embed_stage
 from tests.conftest import MIRROR, ROOT, TINY, needs_data, path_overrides, tiny_config
 
 VECS = {"the": [0.1, 0.2, 0.3], "Germany": [1.0, 0.0, 0.0], "cat": [0.0, 1.0, 0.5], ".": [0.0, 0.0, 1.0]}
@@ -49,17 +51,17 @@ FORMATS = [  # file name, embed.format, what auto-detection finds, content
 def test_every_format_loads_the_same_vectors(tmp_path, name, fmt, detected, content):
     path = write(tmp_path / name, content)
     for asked, expected in ((fmt, fmt), ("auto", detected)):
-        kv, got = emb.load_vectors(path, asked)
+        kv, got = vectors.load_vectors(path, asked)
         assert got == expected
         assert kv.index_to_key == list(VECS)
         np.testing.assert_array_equal(kv.vectors, np.asarray(list(VECS.values()), np.float32))
 
 
 def test_auto_detection_reads_the_header_and_the_bytes(tmp_path):
-    assert emb.detect_format(write(tmp_path / "a.txt", glove())) == "glove"
-    assert emb.detect_format(write(tmp_path / "b.txt", word2vec())) == "word2vec"
-    assert emb.detect_format(write(tmp_path / "c", word2vec_binary())) == "word2vec_binary"
-    assert emb.detect_format(write(tmp_path / "d.gz", gzip.compress(word2vec_binary()))) == "word2vec_binary"
+    assert vectors.detect_format(write(tmp_path / "a.txt", glove())) == "glove"
+    assert vectors.detect_format(write(tmp_path / "b.txt", word2vec())) == "word2vec"
+    assert vectors.detect_format(write(tmp_path / "c", word2vec_binary())) == "word2vec_binary"
+    assert vectors.detect_format(write(tmp_path / "d.gz", gzip.compress(word2vec_binary()))) == "word2vec_binary"
 
 
 # ------------------------------------------------------------------------------ alignment and matrix
@@ -74,10 +76,10 @@ def keyed(words: list[str], dim: int = 2) -> KeyedVectors:
 def test_align_tries_exact_then_lowercase_then_capitalized_then_without_joiners():
     kv = keyed(["Germany", "apple", ",", "Paris", "paris"])
     tokens = ["<pad>", "<unk>", "GERMANY", "Apple", "￭,", "Paris", "PARIS", "nope"]
-    rows, kinds = emb.align(tokens, kv, n_specials=2, joiners=True)
+    rows, kinds = embed_stage.align(tokens, kv, n_specials=2, joiners=True)
     assert kinds == ["special", "special", "case", "case", "joiner", "exact", "case", "missing"]
     assert rows.tolist() == [-1, -1, 0, 1, 2, 3, 4, -1]  # "PARIS" finds the lowercase form first
-    _, kinds = emb.align(tokens, kv, n_specials=2, joiners=False)  # sources have no joiner marks
+    _, kinds = embed_stage.align(tokens, kv, n_specials=2, joiners=False)  # sources have no joiner marks
     assert kinds[4] == "missing"
 
 
@@ -86,7 +88,7 @@ def test_matrix_pad_row_is_zero_and_oov_rows_are_seeded(tmp_path):
     rows = np.array([-1, -1, 0, -1, 1])
 
     def matrix(*overrides, name="src"):
-        return emb.build_matrix(rows, kv, tiny_config(tmp_path, *overrides), name)
+        return embed_stage.build_matrix(rows, kv, tiny_config(tmp_path, *overrides), name)
 
     m = matrix("embed.seed=1")
     assert m.dtype == np.float32 and m.shape == (5, 4)
@@ -103,7 +105,7 @@ def test_matrix_pad_row_is_zero_and_oov_rows_are_seeded(tmp_path):
 def test_coverage_by_type_and_by_running_token():
     tokens = ["<pad>", "<unk>", "a", "B", "c"]
     kinds = ["special", "special", "exact", "case", "missing"]
-    cov = emb.coverage(tokens, kinds, {"train": [["a", "a", "B"], ["c", "zzz"]]})
+    cov = embed_stage.coverage(tokens, kinds, {"train": [["a", "a", "B"], ["c", "zzz"]]})
     assert cov["types"] == {"count": 3, "exact": 1 / 3, "case": 1 / 3, "joiner": 0.0, "missing": 1 / 3}
     # "zzz" is not in the vocabulary: it becomes <unk>, so it counts as missing
     assert cov["tokens"]["train"] == {"count": 5, "exact": 0.4, "case": 0.2, "joiner": 0.0, "missing": 0.4}
@@ -124,7 +126,7 @@ W2V = ('embed.de=""', "embed.w2v_dim=8", "embed.w2v_epochs=2", "embed.w2v_min_co
 def project(tmp_path, *overrides, vectors: bytes = glove(), name: str = "en.txt"):
     """Raw vectors, processed corpora and vocabularies of an en-de run, written as the earlier stages would."""
     write(tmp_path / "raw" / "vectors" / name, vectors)
-    for split in data.SPLITS:
+    for split in SPLITS:
         write(tmp_path / f"processed/translate/{split}.tsv", "\n".join(PAIRS).encode() + b"\n")
         write(tmp_path / f"processed/ner/{split}.conll", CONLL.encode())
     for vocab_name, tokens in VOCABS.items():
@@ -133,7 +135,7 @@ def project(tmp_path, *overrides, vectors: bytes = glove(), name: str = "en.txt"
 
 
 def test_stage_writes_aligned_matrices_and_a_coverage_report(tmp_path, capsys):
-    emb.run(project(tmp_path))
+    embed_stage.run(project(tmp_path))
     ner = np.load(tmp_path / "embeddings/ner_words.npy", allow_pickle=False)
     words = VOCABS["ner_words"]
     assert ner.shape == (len(words), 3) and ner.dtype == np.float32 and not ner[0].any()
@@ -156,25 +158,25 @@ def test_stage_writes_aligned_matrices_and_a_coverage_report(tmp_path, capsys):
 
 def test_word2vec_is_trained_once_then_reused(tmp_path, monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(emb, "Word2Vec", lambda *a, **k: calls.append(1) or Word2Vec(*a, **k))
+    monkeypatch.setattr(embed_stage, "Word2Vec", lambda *a, **k: calls.append(1) or Word2Vec(*a, **k))
     cfg = project(tmp_path)
-    emb.run(cfg)
+    embed_stage.run(cfg)
     first = np.load(tmp_path / "embeddings/tgt.npy")
     (trained,) = (tmp_path / "embeddings").glob("w2v.de.*.bin")
     mtime = trained.stat().st_mtime_ns
     capsys.readouterr()
 
-    emb.run(cfg)
+    embed_stage.run(cfg)
     assert len(calls) == 1 and trained.stat().st_mtime_ns == mtime
     assert "reusing" in capsys.readouterr().out
     np.testing.assert_array_equal(np.load(tmp_path / "embeddings/tgt.npy"), first)
 
     trained.unlink()  # one worker thread and a seed: retraining gives the very same vectors
-    emb.run(cfg)
+    embed_stage.run(cfg)
     assert len(calls) == 2
     np.testing.assert_array_equal(np.load(tmp_path / "embeddings/tgt.npy"), first)
 
-    emb.run(tiny_config(tmp_path, *W2V, "embed.en=vectors/en.txt", "embed.w2v_epochs=3"))  # new settings
+    embed_stage.run(tiny_config(tmp_path, *W2V, "embed.en=vectors/en.txt", "embed.w2v_epochs=3"))  # new settings
     assert len(calls) == 3 and len(list((tmp_path / "embeddings").glob("w2v.de.*.bin"))) == 2
 
 
@@ -199,7 +201,7 @@ BAD = [  # id, file name, content, embed.format, expected "file:line: problem"
 def test_bad_vectors_name_the_line_and_write_nothing(tmp_path, name, content, fmt, message):
     cfg = project(tmp_path, f"embed.format={fmt}", vectors=content, name=name)
     with pytest.raises(InputError, match=message):
-        emb.run(cfg)
+        embed_stage.run(cfg)
     assert not list(tmp_path.glob("embeddings/*")) and not (tmp_path / "reports/embeddings.json").exists()
 
 
@@ -220,10 +222,10 @@ def test_cli_exits_2_with_the_line(tmp_path):
 
 @needs_data
 def test_english_vectors_cover_conll_train():  # about 25 s, nearly all of it gensim reading the file
-    kv, fmt = emb.load_vectors(ROOT / MIRROR / "vectors/en.cc0.300d.txt.gz")
+    kv, fmt = vectors.load_vectors(ROOT / MIRROR / "vectors/en.cc0.300d.txt.gz")
     assert fmt == "glove" and kv.vector_size == 300 and len(kv) == 63922
-    words = [w for tokens, _ in data.read_conll(ROOT / MIRROR / "conll2003/train.txt") for w in tokens]
+    words = [w for tokens, _ in ner_corpus.read_conll(ROOT / MIRROR / "conll2003/train.txt") for w in tokens]
     types = sorted(set(words))
-    _, kinds = emb.align(types, kv, n_specials=0, joiners=False)
-    cov = emb.coverage(types, kinds, {"train": [words]})["tokens"]["train"]
+    _, kinds = embed_stage.align(types, kv, n_specials=0, joiners=False)
+    cov = embed_stage.coverage(types, kinds, {"train": [words]})["tokens"]["train"]
     assert 1 - cov["missing"] > 0.95, cov

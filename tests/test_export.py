@@ -17,7 +17,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tensorflow.core.framework import tensor_pb2
 
-from pipeline import data, export, predict
+from pipeline.core import serving, stages
+from pipeline.ner import corpus as ner_corpus
+from pipeline.ner import export as ner_export
+from pipeline.ner import predict as ner_predict
+from pipeline.ner import train as ner_train
+from pipeline.stages import bench_serving
+from pipeline.stages import export as export_stage
+from pipeline.translate import corpus as translate_corpus
+from pipeline.translate import export as translate_export
+from pipeline.translate import predict as translate_predict
+from pipeline.translate import train as translate_train
 from tests.conftest import needs_data, tiny_config
 from tests.test_tagger import TINY_NER, synthetic, write_corpus
 from tests.test_translate_pipeline import TINY_TRANSLATE, synthetic_pairs, write_parallel
@@ -54,14 +64,13 @@ SIGNATURES = {
 
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory):
-    from pipeline import train
 
     cfg = tiny_config(tmp_path_factory.mktemp("export"), *SETTINGS)
     write_corpus(cfg, synthetic(20, seed=0), doc_size=5)
     write_parallel(cfg, synthetic_pairs(30, seed=0))
-    train.run_ner(cfg)
-    train.run_translate(cfg)
-    export.run(cfg)
+    ner_train.run(cfg)
+    translate_train.run(cfg)
+    export_stage.run(cfg)
     return cfg
 
 
@@ -79,9 +88,9 @@ def served(cfg):
 def test_layout_signatures_and_models_config(cfg, served):
     for name, assets in (("ner", {"ner_words.txt", "ner_chars.txt"}), ("translate", {"src.txt", "tgt.txt"})):
         where = version_dir(cfg, name)
-        assert export.versions(where.parent) == [1]  # ckpt/ and logs/ beside it are not versions
+        assert serving.versions(where.parent) == [1]  # ckpt/ and logs/ beside it are not versions
         assert {p.name for p in (where / "assets").iterdir()} == assets
-        assert (where / export.WARMUP_FILE).is_file()
+        assert (where / serving.WARMUP_FILE).is_file()
         assert set(served[name]) == SIGNATURES[name]
     text, tokens = tf.TensorSpec([None], tf.string, "text"), tf.TensorSpec([None, None], tf.string, "tokens")
     ner, translate = served["ner"], served["translate"]
@@ -102,7 +111,7 @@ def test_layout_signatures_and_models_config(cfg, served):
 
 def test_graphs_hold_core_ops_only(cfg):
     for name in SIGNATURES:
-        ops = export.op_types(version_dir(cfg, name))
+        ops = serving.op_types(version_dir(cfg, name))
         # Tokenization, vocabulary lookups from the asset files and the decoding loop are all in the graph.
         assert {"StaticRegexReplace", "StringSplitV2", "InitializeTableFromTextFileV2", "LookupTableFindV2"} <= ops
         assert ops & {"While", "StatelessWhile"}
@@ -114,14 +123,14 @@ def test_no_cudnn_op_even_when_exported_on_a_gpu_host(cfg, tmp_path, monkeypatch
     rnn = importlib.import_module("keras.src.backend.tensorflow.rnn")  # the package also has a function `rnn`
     monkeypatch.setattr(rnn, "_is_gpu_available", lambda: True)
     modules = {
-        "ner": export.ner_module(cfg),
-        "translate": export.translate_module(cfg),
-        "unguarded": export.NerServing(predict.load_tagger(cfg), cfg),  # use_cudnn left "auto", as in training
+        "ner": ner_export.ner_module(cfg),
+        "translate": translate_export.translate_module(cfg),
+        "unguarded": ner_export.NerServing(ner_predict.load_tagger(cfg), cfg),  # use_cudnn left "auto", as in training
     }
     for name, module in modules.items():
         tf.saved_model.save(module, str(tmp_path / name), signatures=module.signatures())
-    assert export.forbidden_ops(export.op_types(tmp_path / "unguarded")) == {"CudnnRNNV3"}  # the check has teeth
-    assert not export.forbidden_ops(export.op_types(tmp_path / "ner") | export.op_types(tmp_path / "translate"))
+    assert serving.forbidden_ops(serving.op_types(tmp_path / "unguarded")) == {"CudnnRNNV3"}  # the check has teeth
+    assert not serving.forbidden_ops(serving.op_types(tmp_path / "ner") | serving.op_types(tmp_path / "translate"))
 
 
 def test_op_check_finds_python_ops_inside_functions(tmp_path):
@@ -130,8 +139,8 @@ def test_op_check_finds_python_ops_inside_functions(tmp_path):
         lambda text: tf.py_function(lambda t: t, [text], tf.string), input_signature=[tf.TensorSpec([None], tf.string)]
     )
     tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.f})
-    assert export.forbidden_ops(export.op_types(tmp_path)) == {"EagerPyFunc"}
-    assert export.forbidden_ops({"CudnnRNNV3", "MatMul"}) == {"CudnnRNNV3"}
+    assert serving.forbidden_ops(serving.op_types(tmp_path)) == {"EagerPyFunc"}
+    assert serving.forbidden_ops({"CudnnRNNV3", "MatMul"}) == {"CudnnRNNV3"}
 
 
 class Echo(tf.Module):
@@ -148,13 +157,13 @@ def test_versions_count_up_and_a_failed_export_leaves_nothing(tmp_path, monkeypa
     for name in ("1", "3", "ckpt", "logs", ".export-old.tmp"):
         (base / name).mkdir(parents=True)
     (base / "3" / "saved_model.pb").write_text("version 3")
-    assert export.save_version(Echo(), base, [b"record"], {}) == base / "4"
+    assert serving.save_version(Echo(), base, [b"record"], {}) == base / "4"
     assert (base / "3" / "saved_model.pb").read_text() == "version 3"
     assert (base / "4" / "assets.extra" / "export.json").is_file()
 
-    monkeypatch.setattr(export, "forbidden_ops", lambda ops: {"CudnnRNNV3"})
+    monkeypatch.setattr(serving, "forbidden_ops", lambda ops: {"CudnnRNNV3"})
     with pytest.raises(RuntimeError, match="CudnnRNNV3"):
-        export.save_version(Echo(), base, [], {})
+        serving.save_version(Echo(), base, [], {})
     assert sorted(p.name for p in base.iterdir()) == [".export-old.tmp", "1", "3", "4", "ckpt", "logs"]
 
 
@@ -188,7 +197,7 @@ def prediction_log_class():
 def test_warmup_records_are_prediction_logs_the_models_accept(cfg, served):
     PredictionLog = prediction_log_class()
     for name in SIGNATURES:
-        records = tf.data.TFRecordDataset(str(version_dir(cfg, name) / export.WARMUP_FILE))
+        records = tf.data.TFRecordDataset(str(version_dir(cfg, name) / serving.WARMUP_FILE))
         seen = set()
         for record in records:
             request = PredictionLog.FromString(record.numpy()).predict_log.request
@@ -196,7 +205,7 @@ def test_warmup_records_are_prediction_logs_the_models_accept(cfg, served):
             seen.add(signature := request.model_spec.signature_name)
             feeds = {e.key: tf.make_ndarray(tensor_pb2.TensorProto.FromString(e.value)) for e in request.inputs}
             if "text" in feeds:
-                assert [t.decode() for t in feeds["text"]] == list(export.WARMUP_TEXTS[: len(feeds["text"])])
+                assert [t.decode() for t in feeds["text"]] == list(serving.WARMUP_TEXTS[: len(feeds["text"])])
             out = served[name][signature](**{key: tf.constant(value) for key, value in feeds.items()})
             assert {v.shape[0] for v in out.values()} == {len(next(iter(feeds.values())))}
         assert seen == SIGNATURES[name]
@@ -261,7 +270,7 @@ print(json.dumps({"result": result, "loaded": loaded}))
 def serve_in_fresh_process(cfg, calls: dict, workdir: Path) -> dict:
     """Run the exported signatures in a new Python that imports TensorFlow only, with the vocab dir moved away."""
     jobs = {
-        name: {"path": str(version_dir(cfg, name)), "ops": sorted(export.op_types(version_dir(cfg, name))), "calls": c}
+        name: {"path": str(version_dir(cfg, name)), "ops": sorted(serving.op_types(version_dir(cfg, name))), "calls": c}
         for name, c in calls.items()
     }
     vocab, hidden = Path(cfg.paths.vocab), workdir / "vocab.hidden"
@@ -287,12 +296,12 @@ def serve_in_fresh_process(cfg, calls: dict, workdir: Path) -> dict:
 
 def check_parity(cfg, ner_texts: list[str], sources: list[str], workdir: Path) -> None:
     """Exported signatures, run without this project, against predict.py's tagger and beam-search translator."""
-    tagger, translator = predict.load_tagger(cfg), predict.load_translator(cfg)
+    tagger, translator = ner_predict.load_tagger(cfg), translate_predict.load_translator(cfg)
     assert all(m.pretrained is None for m in tagger.model.members)  # training-only, not rebuilt to predict
-    tokens = [item["tokens"] for item in predict.tag_sentences(tagger, cfg, ner_texts)]
-    want_tags = predict.predict_tags(tagger, tokens)
-    want_document = predict.predict_tags(tagger, tokens, [0] * len(tokens))  # every sentence in one document
-    want = predict.translate_texts(translator, sources, batch_size=len(sources))  # one batch, as the child's
+    tokens = [item["tokens"] for item in ner_predict.tag_sentences(tagger, cfg, ner_texts)]
+    want_tags = ner_predict.predict_tags(tagger, tokens)
+    want_document = ner_predict.predict_tags(tagger, tokens, [0] * len(tokens))  # every sentence in one document
+    want = translate_predict.translate_texts(translator, sources, batch_size=len(sources))  # one batch, as the child's
     want_scores = translator.translate(tf.constant(sources))["score"].numpy()
     width = max(map(len, tokens))
     calls = {
@@ -325,7 +334,6 @@ def test_fresh_process_matches_in_process_predictors(cfg, tmp_path):
 
 
 def test_bench_serving_reports_latency_and_throughput(cfg, monkeypatch, capsys):
-    from pipeline import bench_serving
 
     monkeypatch.setattr(bench_serving, "REQUESTS", 5)
     monkeypatch.setattr(bench_serving, "BATCH", 8)
@@ -343,13 +351,12 @@ def test_bench_serving_reports_latency_and_throughput(cfg, monkeypatch, capsys):
 @needs_data
 @pytest.mark.data
 def test_real_corpora_export_matches_predictors(tmp_path, raw_dir):
-    from pipeline import stages
 
     cfg = tiny_config(tmp_path, "ner.epochs=1", "translate.epochs=1", raw=raw_dir)
     for name in ("data", "prepare", "vocab", "embed", "train-ner", "train-translate", "export"):
         stages.run(cfg, name)
-    ner_texts = [" ".join(words) for words, _ in data.load_ner(cfg, "test")[:200]]
-    sources = [s for s, _ in data.load_parallel(cfg, "test")[:200]]
+    ner_texts = [" ".join(words) for words, _ in ner_corpus.load_ner(cfg, "test")[:200]]
+    sources = [s for s, _ in translate_corpus.load_parallel(cfg, "test")[:200]]
     check_parity(cfg, ner_texts, sources, tmp_path)
 
 

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from pipeline import gazetteer, lexicon
-from pipeline.models.tagger import Tagger, dummy_inputs
+from pipeline.ner import gazetteer, lexicon
+from pipeline.ner.model import Tagger, dummy_inputs
 from tests.conftest import tiny_config
 from tests.test_lexicon import CLUSTERS, PROBS, TOKENS
 from tests.test_tagger import plain_inputs

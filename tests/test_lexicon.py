@@ -5,9 +5,11 @@ import math
 import numpy as np
 import pytest
 
-from pipeline import lexicon, vocab
-from pipeline.errors import InputError
-from pipeline.files import write_lines
+from pipeline.core import vocab
+from pipeline.core.errors import InputError
+from pipeline.core.files import write_lines
+from pipeline.ner import lexicon
+from pipeline.ner.model import Tagger, dummy_inputs
 from tests.conftest import tiny_config
 from tests.test_tagger import plain_inputs
 
@@ -62,8 +64,6 @@ def test_load_checks_the_rows_against_the_vocabulary(tmp_path):
 
 
 def test_the_tagger_reads_the_statistics_as_constants_and_not_for_unk(tmp_path):
-
-    from pipeline.models.tagger import Tagger, dummy_inputs
 
     cfg = tiny_config(tmp_path, "ner.lexicon=true", "ner.word_dropout=0", "ner.dropout=0")
     z = lexicon.features(TOKENS, PROBS, CLUSTERS, 2)

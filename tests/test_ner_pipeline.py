@@ -8,27 +8,30 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import metrics
+from pipeline.core import stages
+from pipeline.core.trainer import out_of_time
+from pipeline.ner import metrics as ner_metrics
+from pipeline.ner import predict as ner_predict
+from pipeline.ner import train as ner_train
 from tests.conftest import needs_data, tiny_config
 from tests.test_tagger import TINY_NER, synthetic, write_corpus
 
 
 def test_metrics_examples():
-    assert doctest.testmod(metrics).failed == 0
+    assert doctest.testmod(ner_metrics).failed == 0
 
 
 def test_strict_iob2_spans_and_scores():
     gold = [["B-PER", "I-PER", "O"], ["B-LOC", "O", "B-ORG"]]
-    assert metrics.entity_scores(gold, gold)["f1"] == 1.0
+    assert ner_metrics.entity_scores(gold, gold)["f1"] == 1.0
     stray = [["I-PER", "I-PER", "O"], ["B-LOC", "O", "B-ORG"]]  # strict: an entity must start with B-
-    s = metrics.entity_scores(gold, stray)
+    s = ner_metrics.entity_scores(gold, stray)
     assert s["per_type"]["PER"]["recall"] == 0.0 and s["precision"] == 1.0 and s["recall"] == 2 / 3
     with pytest.raises(ValueError):
-        metrics.entity_scores(gold, [["O"], ["O"]])
+        ner_metrics.entity_scores(gold, [["O"], ["O"]])
 
 
 def test_a_time_budget_stops_before_an_epoch_that_would_overrun_it():
-    from pipeline.train import out_of_time
 
     assert not out_of_time(0.0, 0, 1.0)  # the first epoch always runs
     assert not out_of_time(20.0, 1, 1.0)  # a second 20-s epoch ends at 40 s, inside 60 s
@@ -37,29 +40,28 @@ def test_a_time_budget_stops_before_an_epoch_that_would_overrun_it():
 
 
 def test_resumes_and_restarts(tmp_path, capsys):
-    from pipeline import predict, train
 
     base = tmp_path / "run"
     write_corpus(tiny_config(base), synthetic(12, seed=1))
     history = Path(tiny_config(base).paths.reports) / "ner/history.json"
 
-    train.run_ner(tiny_config(base, *TINY_NER, "ner.epochs=2", "ner.patience=9"))
+    ner_train.run(tiny_config(base, *TINY_NER, "ner.epochs=2", "ner.patience=9"))
     assert len(json.loads(history.read_text())) == 2
     # More epochs resume where the last run stopped ...
-    train.run_ner(tiny_config(base, *TINY_NER, "ner.epochs=3", "ner.patience=9"))
+    ner_train.run(tiny_config(base, *TINY_NER, "ner.epochs=3", "ner.patience=9"))
     assert "resuming after epoch 2" in capsys.readouterr().out
     assert [h["epoch"] for h in json.loads(history.read_text())] == [1, 2, 3]
     # A wall-time budget that the next epoch would overrun ends training before it (the time spent is resumed too).
-    train.run_ner(tiny_config(base, *TINY_NER, "ner.epochs=9", "ner.patience=9", "ner.max_minutes=1e-6"))
+    ner_train.run(tiny_config(base, *TINY_NER, "ner.epochs=9", "ner.patience=9", "ner.max_minutes=1e-6"))
     assert [h["epoch"] for h in json.loads(history.read_text())] == [1, 2, 3]
     # ... but another model starts over.
     cfg = tiny_config(base, *TINY_NER, "ner.epochs=1", "ner.units=8", "ner.output=softmax")
-    train.run_ner(cfg)
+    ner_train.run(cfg)
     assert "discarding the checkpoint" in capsys.readouterr().out
     assert len(json.loads(history.read_text())) == 1
     assert json.loads((Path(cfg.paths.models) / "ner/tagger.json").read_text())["ner"]["units"] == 8
 
-    predict.tag_main(cfg, ["Mary visited Paris .", ""])
+    ner_predict.tag_main(cfg, ["Mary visited Paris .", ""])
     lines = capsys.readouterr().out.splitlines()
     assert "Paris" in lines[0] and lines[0].endswith(".")
     assert lines[-1] == ""  # the empty sentence: no tokens, no entities
@@ -69,7 +71,6 @@ def test_resumes_and_restarts(tmp_path, capsys):
 @pytest.mark.data
 @pytest.mark.skipif(importlib.util.find_spec("pipeline.embeddings") is None, reason="needs the embed stage")
 def test_stages_from_raw_corpora_to_metrics(tmp_path, raw_dir):
-    from pipeline import stages
 
     cfg = tiny_config(tmp_path, *TINY_NER, "ner.epochs=3", "ner.learning_rate=0.01", raw=raw_dir)
     for name in ("data", "prepare", "vocab", "embed", "train-ner", "evaluate-ner"):

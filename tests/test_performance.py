@@ -6,8 +6,16 @@ import keras
 import pytest
 import tensorflow as tf
 
-from pipeline import datasets, predict, train
-from pipeline.models import seq2seq
+from pipeline.core import optim
+from pipeline.ner import batches as ner_batches
+from pipeline.ner import corpus as ner_corpus
+from pipeline.ner import features as ner_features
+from pipeline.ner import predict as ner_predict
+from pipeline.ner import train as ner_train
+from pipeline.stages import bench as bench_stage
+from pipeline.translate import batches as translate_batches
+from pipeline.translate import predict as translate_predict
+from pipeline.translate import train as translate_train
 from tests.conftest import tiny_config
 from tests.test_tagger import TINY_NER, synthetic, write_corpus
 from tests.test_translate_pipeline import TINY_TRANSLATE, synthetic_pairs, write_parallel
@@ -22,47 +30,47 @@ def cfg(tmp_path_factory):
 
 
 def test_translate_train_and_decode_trace_once_per_epoch(cfg):
-    examples = datasets.translation_examples(cfg, synthetic_pairs(125, seed=2))  # a last, smaller batch
-    model = seq2seq.build(cfg)
-    step = train.make_translate_step(model, train.LazyAdam(1e-3), cfg.translate)
+    examples = translate_batches.translation_examples(cfg, synthetic_pairs(125, seed=2))  # a last, smaller batch
+    model = translate_train.build_translator(cfg)[0]
+    step = translate_train.make_translate_step(model, optim.LazyAdam(1e-3), cfg.translate)
     shapes = set()
     for epoch in (1, 2):
-        for src, tgt_in, tgt_out in datasets.translation_batches(examples, cfg.translate.batch_size, seed=epoch):
+        for src, tgt_in, tgt_out in translate_batches.translation_batches(
+            examples, cfg.translate.batch_size, seed=epoch
+        ):
             shapes.add((src.shape, tgt_in.shape))
             step(src, tgt_in, tgt_out)
     assert len(shapes) > 5 and len({s[0][0] for s in shapes}) == 2  # many batch shapes ...
     assert step.experimental_get_tracing_count() == 1  # ... one trace
 
-    translator = predict.Translator(model, cfg)
-    predict.translate_texts(translator, [s for s, _ in synthetic_pairs(50, seed=5)], batch_size=7)
+    translator = translate_predict.Translator(model, cfg)
+    translate_predict.translate_texts(translator, [s for s, _ in synthetic_pairs(50, seed=5)], batch_size=7)
     assert translator.translate.experimental_get_tracing_count() == 1
 
 
 def test_ner_train_and_decode_trace_once_per_epoch(cfg):
     import dataclasses
 
-    from pipeline import data
-
-    documents = data.load_ner_documents(cfg, "train")
+    documents = ner_corpus.load_ner_documents(cfg, "train")
     sentences = [s for d in documents for s in d]
-    model, tags, _ = train.build_tagger(cfg)
-    step = train.make_train_step(model, train.make_optimizer(cfg.ner), cfg.ner)
-    features = datasets.NerFeatures(cfg)
-    examples = datasets.ner_examples(cfg, sentences, tags)
+    model, tags, _ = ner_train.build_tagger(cfg)
+    step = ner_train.make_train_step(model, ner_train.make_optimizer(cfg.ner), cfg.ner)
+    features = ner_features.NerFeatures(cfg)
+    examples = ner_batches.ner_examples(cfg, sentences, tags)
     for doc_memory in (True, False):  # whole-document batches (the default) and length-bucketed sentences
         c = dataclasses.replace(cfg, ner=dataclasses.replace(cfg.ner, doc_memory=doc_memory))
         shapes = set()
         for epoch in (1, 2):
-            batches, n = train.epoch_batches(c, documents, examples, tags, features, seed=epoch)
+            batches, n = ner_train.epoch_batches(c, documents, examples, tags, features, seed=epoch)
             for feats, y in batches:
                 shapes.add(tuple(y.shape))
                 step(feats, y)
                 n -= 1
             assert n == 0  # the count the progress bar shows
         assert len(shapes) > 3 and step.experimental_get_tracing_count() == 1
-    tagger = predict.TrainedTagger(model, features, tags, predict.make_decoder(model, features))
-    predict.predict_tags(tagger, [w for w, _ in sentences])
-    predict.predict_tags(tagger, [w for w, _ in sentences], predict.document_ids(documents))
+    tagger = ner_predict.TrainedTagger(model, features, tags, ner_predict.make_decoder(model, features))
+    ner_predict.predict_tags(tagger, [w for w, _ in sentences])
+    ner_predict.predict_tags(tagger, [w for w, _ in sentences], ner_predict.document_ids(documents))
     assert tagger.decode.experimental_get_tracing_count() == 1
 
 
@@ -95,8 +103,10 @@ def test_every_recurrent_layer_meets_cudnn_conditions(cfg, rnn):
     import dataclasses
 
     tagger_cfg = dataclasses.replace(cfg, ner=dataclasses.replace(cfg.ner, rnn=rnn, char_encoder="lstm"))
-    tagger, _, _ = train.build_tagger(tagger_cfg)
-    translator = seq2seq.build(dataclasses.replace(cfg, translate=dataclasses.replace(cfg.translate, cell=rnn)))
+    tagger, _, _ = ner_train.build_tagger(tagger_cfg)
+    translator = translate_train.build_translator(
+        dataclasses.replace(cfg, translate=dataclasses.replace(cfg.translate, cell=rnn))
+    )[0]
     layers = recurrent_layers(tagger) + recurrent_layers(translator)
     assert len(layers) >= 4
     assert all(cudnn_eligible(layer) for layer in layers), [layer.name for layer in layers if not cudnn_eligible(layer)]
@@ -106,13 +116,15 @@ def test_every_recurrent_layer_meets_cudnn_conditions(cfg, rnn):
 
 def test_right_padded_masks_never_have_an_empty_row(cfg):
     """cuDNN asserts on an all-padding row: training drops empty pairs, and decoding gives empty input one <unk>."""
-    examples = datasets.translation_examples(cfg, [("man runs", "Runs Man."), ("", "Man."), ("dog", " ")])
+    examples = translate_batches.translation_examples(cfg, [("man runs", "Runs Man."), ("", "Man."), ("dog", " ")])
     assert len(examples) == 1
-    src, tgt_in, tgt_out = next(datasets.translation_batches(examples * 3, 4, seed=0))
+    src, tgt_in, tgt_out = next(translate_batches.translation_batches(examples * 3, 4, seed=0))
     for ids in (src, tgt_in, tgt_out):
         real = ids != 0
         assert real.sum(axis=1).min() >= 1 and (real[:, :-1] | ~real[:, 1:]).all()  # no gap before padding
-    ids, _, empty = predict.Translator(seq2seq.build(cfg), cfg).source(tf.constant(["", "man  runs", " "]))
+    ids, _, empty = translate_predict.Translator(translate_train.build_translator(cfg)[0], cfg).source(
+        tf.constant(["", "man  runs", " "])
+    )
     assert ids.numpy().tolist()[0][0] == 1 and empty.numpy().tolist() == [True, False, True]
     assert (ids.numpy() != 0).sum(axis=1).min() == 1
 
@@ -125,13 +137,13 @@ def test_mixed_precision_step_scales_the_loss_and_skips_overflowing_updates(cfg)
     import numpy as np
 
     mixed = dataclasses.replace(cfg, translate=dataclasses.replace(cfg.translate, mixed_precision=True))
-    model, optimizer = train.build_translator(mixed)
+    model, optimizer = translate_train.build_translator(mixed)
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after the build
     assert model.decoder_cell.compute_dtype == "float16" and model.decoder_cell.variable_dtype == "float32"
     assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-    step = train.make_translate_step(model, optimizer, mixed.translate)
-    examples = datasets.translation_examples(mixed, synthetic_pairs(40, seed=2))
-    batch = next(datasets.translation_batches(examples, 8, seed=0))
+    step = translate_train.make_translate_step(model, optimizer, mixed.translate)
+    examples = translate_batches.translation_examples(mixed, synthetic_pairs(40, seed=2))
+    batch = next(translate_batches.translation_batches(examples, 8, seed=0))
     losses = [float(step(*batch)[0]) for _ in range(5)]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
 
@@ -147,9 +159,7 @@ def test_bench_reports_every_measure(cfg, capsys):
     import json
     from pathlib import Path
 
-    from pipeline import bench
-
-    bench.run(cfg)
+    bench_stage.run(cfg)
     out = json.loads((Path(cfg.paths.reports) / "bench.json").read_text())
     t, n, p = out["translate"], out["ner"], out["translate_profile"]
     assert min(t["train_tokens_per_s"], t["greedy_sentences_per_s"], t["beam5_sentences_per_s"]) > 0

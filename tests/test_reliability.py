@@ -11,7 +11,10 @@ import time
 import pytest
 
 from pipeline import __main__ as cli
-from pipeline import data, files, vocab
+from pipeline.core import files, vocab
+from pipeline.stages import embed as embed_stage
+from pipeline.stages import prepare as prepare_stage
+from pipeline.stages import vocab as vocab_stage
 from tests.conftest import ROOT, needs_data, tiny_config
 
 
@@ -50,14 +53,13 @@ def test_disk_full_is_a_clear_error_and_earlier_artifacts_survive(tmp_path, monk
 
 @needs_data
 def test_same_config_gives_identical_vocabularies_and_embeddings(raw_dir, tmp_path):
-    from pipeline import embeddings
 
     runs = []
     for name in ("a", "b"):
         cfg = tiny_config(tmp_path / name, raw=raw_dir)
-        data.run_prepare(cfg)
-        vocab.run(cfg)
-        embeddings.run(cfg)  # includes German Word2Vec, trained with embed.seed and one worker thread
+        prepare_stage.run(cfg)
+        vocab_stage.run(cfg)
+        embed_stage.run(cfg)  # includes German Word2Vec, trained with embed.seed and one worker thread
         runs.append(tmp_path / name)
     names = [f"{n}.txt" for n in vocab.NAMES]
     match, mismatch, errors = filecmp.cmpfiles(runs[0] / "vocab", runs[1] / "vocab", names, shallow=False)
@@ -71,7 +73,7 @@ def test_same_config_gives_identical_vocabularies_and_embeddings(raw_dir, tmp_pa
 def test_a_stage_killed_while_writing_leaves_no_partial_artifact(raw_dir, tmp_path):
     """SIGKILL the prepare stage at several moments: each visible file is complete, and a rerun finishes."""
     reference = tiny_config(tmp_path / "ref", "prepare.max_train=0", "prepare.max_eval=0", raw=raw_dir)
-    data.run_prepare(reference)
+    prepare_stage.run(reference)
     ref_files = {p.relative_to(tmp_path / "ref/processed"): p for p in (tmp_path / "ref/processed").rglob("*.*")}
     args = [f'paths.{k}="{tmp_path / "run" / k}"' for k in ("processed", "reports", "stamps")]
     command = [

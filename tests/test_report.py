@@ -10,6 +10,12 @@ from pathlib import Path
 import pytest
 
 from pipeline import report
+from pipeline.ner import evaluate as ner_evaluate
+from pipeline.ner import train as ner_train
+from pipeline.report import page as report_page
+from pipeline.report import tasks as report_tasks
+from pipeline.translate import evaluate as translate_evaluate
+from pipeline.translate import train as translate_train
 from tests.conftest import tiny_config
 from tests.test_tagger import TINY_NER, synthetic, write_corpus
 from tests.test_translate_pipeline import TINY_TRANSLATE, synthetic_pairs, write_parallel
@@ -25,7 +31,7 @@ def test_entity_confusion_counts_spans_by_gold_and_predicted_type():
         (["a", "b", "c", "d"], ["B-PER", "I-PER", "O", "B-LOC"], ["B-PER", "I-PER", "O", "B-ORG"]),
         (["e", "f"], ["O", "O"], ["B-MISC", "O"]),
     ]
-    labels, matrix = report.entity_confusion(sentences)
+    labels, matrix = report_tasks.entity_confusion(sentences)
     assert labels == ["LOC", "MISC", "ORG", "PER", "none"]
     cell = {(g, p): matrix[labels.index(g)][labels.index(p)] for g in labels for p in labels}
     assert cell["PER", "PER"] == 1 and cell["LOC", "ORG"] == 1 and cell["none", "MISC"] == 1
@@ -35,7 +41,7 @@ def test_entity_confusion_counts_spans_by_gold_and_predicted_type():
 def test_read_predictions_round_trip(tmp_path):
     path = tmp_path / "p.tsv"
     path.write_text("EU\tB-ORG\tB-ORG\nrejects\tO\tO\n\nPeter\tB-PER\tB-LOC\n\n")
-    assert report.read_predictions(path) == [
+    assert report_tasks.read_predictions(path) == [
         (["EU", "rejects"], ["B-ORG", "O"], ["B-ORG", "O"]),
         (["Peter"], ["B-PER"], ["B-LOC"]),
     ]
@@ -43,7 +49,7 @@ def test_read_predictions_round_trip(tmp_path):
 
 def test_bleu_by_length_buckets_by_source_words():
     rows = [["a b c", "Ein Hund läuft .", "Ein Hund läuft ."], [" ".join("x" * 12), "Eine Katze .", "Ein Hund ."]]
-    buckets = report.bleu_by_length(rows)
+    buckets = report_tasks.bleu_by_length(rows)
     assert [(b[0], b[1]) for b in buckets] == [("1-10", 1), ("11-15", 1)]
     assert buckets[0][2] == pytest.approx(100) and buckets[1][2] < 100
 
@@ -64,16 +70,15 @@ def render(page: Path, profile: Path) -> tuple[str, list[str]]:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """Both tiny models trained and evaluated on synthetic data, then `report.run`."""
-    from pipeline import evaluate, train
 
     base = tmp_path_factory.mktemp("report")
     cfg = tiny_config(base, *TINY_NER, *TINY_TRANSLATE, "ner.epochs=2", "translate.epochs=2")
     write_corpus(cfg, synthetic(20, seed=0))
     write_parallel(cfg, synthetic_pairs(40, seed=0))
-    train.run_ner(cfg)
-    evaluate.run_ner(cfg)
-    train.run_translate(cfg)
-    evaluate.run_translate(cfg)
+    ner_train.run(cfg)
+    ner_evaluate.run(cfg)
+    translate_train.run(cfg)
+    translate_evaluate.run(cfg)
     report.run(cfg)
     return cfg
 
@@ -112,7 +117,7 @@ def test_page_renders_in_headless_chromium(built, tmp_path):
 def test_browser_check_catches_broken_pages(tmp_path):
     """The same check fails on a page with a broken image and a script error, so the test above can fail."""
     bad = tmp_path / "bad.html"
-    bad.write_text(f"<html><body><img src='missing.png'>{report.SELF_CHECK}<script>nope();</script></body></html>")
+    bad.write_text(f"<html><body><img src='missing.png'>{report_page.SELF_CHECK}<script>nope();</script></body></html>")
     dom, console = render(bad, tmp_path / "profile")
     assert 'data-images="0/1"' in dom and "data-errors" in dom
     assert any("nope is not defined" in line for line in console)

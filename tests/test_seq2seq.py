@@ -12,11 +12,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import decode, text, vocab
-from pipeline.config import Text, Translate
-from pipeline.errors import InputError
-from pipeline.models import attention, seq2seq
-from pipeline.vocab import BOS_ID, EOS_ID, PAD_ID
+from pipeline.core import text, vocab
+from pipeline.core.config import Text
+from pipeline.core.errors import InputError
+from pipeline.core.vocab import BOS_ID, EOS_ID, PAD_ID
+from pipeline.translate import attention, decode
+from pipeline.translate import model as seq2seq
+from pipeline.translate import train as translate_train
+from pipeline.translate.config import Translate
 from tests.conftest import MIRROR, needs_data, tiny_config
 
 TINY = Translate(encoder_units=16, decoder_units=32, dropout=0.0, word_dropout=0.0, label_smoothing=0.0)
@@ -172,9 +175,9 @@ def test_build_checks_matrix_against_vocabulary(tmp_path):
     np.save(Path(cfg.paths.embeddings) / "src.npy", np.zeros((4, 6), np.float32))
     np.save(Path(cfg.paths.embeddings) / "tgt.npy", np.zeros((4, 6), np.float32))
     with pytest.raises(InputError, match="5 lines of tgt.txt"):
-        seq2seq.build(cfg)
+        translate_train.build_translator(cfg)[0]
     np.save(Path(cfg.paths.embeddings) / "tgt.npy", np.zeros((5, 6), np.float32))
-    model = seq2seq.build(cfg)
+    model = translate_train.build_translator(cfg)[0]
     assert model.src_embed.output_dim == 6 and model.tgt_embed.input_dim == 5
 
 

@@ -8,8 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import lexicon, vocab
-from pipeline.files import write_lines
+from pipeline.core import vocab
+from pipeline.core.files import write_lines
+from pipeline.core.optim import LazyAdam
+from pipeline.ner import batches as ner_batches
+from pipeline.ner import corpus as ner_corpus
+from pipeline.ner import evaluate as ner_evaluate
+from pipeline.ner import features as ner_features
+from pipeline.ner import lexicon
+from pipeline.ner import predict as ner_predict
+from pipeline.ner import train as ner_train
+from pipeline.ner.crf import viterbi_decode
+from pipeline.ner.model import Tagger, TaggerNet, dummy_inputs
 from tests.conftest import tiny_config
 
 NAMES = (["John", "Smith"], ["Mary"], ["Angela", "Merkel"], ["Peter", "Blackburn"])
@@ -104,12 +114,11 @@ def write_corpus(cfg, sentences, dim: int = 16, doc_size: int = 0) -> None:
 
 @pytest.fixture(scope="module", params=[False, True], ids=["sentences", "doc_memory"])
 def trained(tmp_path_factory, request):
-    from pipeline import evaluate, train
 
     cfg = tiny_config(tmp_path_factory.mktemp("ner"), *TINY_NER, f"ner.doc_memory={str(request.param).lower()}")
     write_corpus(cfg, synthetic(20, seed=0), doc_size=5 if request.param else 0)
-    train.run_ner(cfg)
-    evaluate.run_ner(cfg)
+    ner_train.run(cfg)
+    ner_evaluate.run(cfg)
     return cfg
 
 
@@ -123,36 +132,32 @@ def test_overfits_twenty_sentences(trained):
 
 
 def test_tags_raw_text(trained):
-    from pipeline import predict
 
-    tagger = predict.load_tagger(trained)
-    [item] = predict.tag_sentences(tagger, trained, ["Angela Merkel visited Paris on Monday."])
+    tagger = ner_predict.load_tagger(trained)
+    [item] = ner_predict.tag_sentences(tagger, trained, ["Angela Merkel visited Paris on Monday."])
     assert item["tokens"][-1] == "."
     assert [(e["text"], e["type"]) for e in item["entities"]] == [("Angela Merkel", "PER"), ("Paris", "LOC")]
-    assert predict.format_tagged(item) == "[PER Angela Merkel] visited [LOC Paris] on Monday ."
+    assert ner_predict.format_tagged(item) == "[PER Angela Merkel] visited [LOC Paris] on Monday ."
     texts = ["Angela Merkel visited Paris on Monday.", "Merkel lives in Paris ."]
-    alone = predict.tag_sentences(tagger, trained, texts)
-    together = predict.tag_sentences(tagger, trained, texts, document=True)
+    alone = ner_predict.tag_sentences(tagger, trained, texts)
+    together = ner_predict.tag_sentences(tagger, trained, texts, document=True)
     assert [i["tokens"] for i in together] == [i["tokens"] for i in alone]
     if not trained.ner.doc_memory:  # without a memory, the sentences of a document do not meet
         assert together == alone
 
 
 def test_a_document_is_tagged_the_same_alone_or_among_others(trained):
-    from pipeline import data, predict
 
-    tagger = predict.load_tagger(trained)
-    documents = data.load_ner_documents(trained, "test")
+    tagger = ner_predict.load_tagger(trained)
+    documents = ner_corpus.load_ner_documents(trained, "test")
     tokens = [w for d in documents for w, _ in d]
-    together = predict.predict_tags(tagger, tokens, predict.document_ids(documents))
+    together = ner_predict.predict_tags(tagger, tokens, ner_predict.document_ids(documents))
     first = [w for w, _ in documents[0]]
-    assert predict.predict_tags(tagger, first, [0] * len(first)) == together[: len(first)]
+    assert ner_predict.predict_tags(tagger, first, [0] * len(first)) == together[: len(first)]
 
 
 @pytest.mark.parametrize("settings", [(), ("ner.char_encoder=lstm", "ner.rnn=gru", "ner.layers=2")])
 def test_recurrent_layers_are_cudnn_eligible(tmp_path, settings):
-    from pipeline import datasets
-    from pipeline.models.tagger import Tagger, dummy_inputs
 
     cfg = tiny_config(tmp_path, *TINY_NER, BARE, *settings)
     model = Tagger(cfg.ner, np.zeros((10, 4), "float32"), n_chars=5, n_tags=3)
@@ -164,7 +169,7 @@ def test_recurrent_layers_are_cudnn_eligible(tmp_path, settings):
         assert c["activation"] == "tanh" and c["recurrent_activation"] == "sigmoid"
         assert c["recurrent_dropout"] == 0 and not c["unroll"] and c["use_bias"] and layer.use_cudnn == "auto"
         assert c.get("reset_after", True)  # GRU: cuDNN needs reset_after=True
-    assert datasets.CASES[0] == "<pad>"
+    assert ner_features.CASES[0] == "<pad>"
     if cfg.ner.layers > 1 and cfg.ner.doc_memory:  # the second layer reads the first one's states and memory
         width = 2 * cfg.ner.units
         assert model.members[0].encoder[1].forward_layer.cell.kernel.shape[0] == width + width + 1
@@ -173,10 +178,6 @@ def test_recurrent_layers_are_cudnn_eligible(tmp_path, settings):
 def test_ensemble_decodes_with_the_averaged_scores_and_trains_each_member_alone(tmp_path):
     import keras
     import tensorflow as tf
-
-    from pipeline import train
-    from pipeline.models.crf import viterbi_decode
-    from pipeline.models.tagger import Tagger, dummy_inputs
 
     cfg = tiny_config(tmp_path, *TINY_NER, BARE, "ner.ensemble=3", "ner.clip_norm=0.01", "ner.pretrained_dropout=0.5")
     model = Tagger(cfg.ner, np.random.default_rng(0).normal(size=(10, 4)).astype("float32"), n_chars=5, n_tags=3)
@@ -199,7 +200,7 @@ def test_ensemble_decodes_with_the_averaged_scores_and_trains_each_member_alone(
 
     # One step with a tiny clip norm: each member's own update is clipped to it, not the members' joint norm
     # (which would move each by about 0.01 / sqrt(3)). Repeated char ids make the sparse norms a little loose.
-    step = train.make_train_step(model, keras.optimizers.SGD(1.0), cfg.ner)
+    step = ner_train.make_train_step(model, keras.optimizers.SGD(1.0), cfg.ner)
     before = [[v.numpy() for v in group] for group in model.variable_groups()]
     step(inputs, tf.constant([[1, 2, 0, 0, 1], [0, 1, 2, 0, 0]]))
     for group, old in zip(model.variable_groups(), before, strict=True):
@@ -208,7 +209,6 @@ def test_ensemble_decodes_with_the_averaged_scores_and_trains_each_member_alone(
 
 
 def test_pretrained_dropout_reads_the_pretrained_rows_in_training_only(tmp_path):
-    from pipeline.models.tagger import Tagger, dummy_inputs
 
     matrix = np.random.default_rng(0).normal(size=(10, 4)).astype("float32")
     cfg = tiny_config(tmp_path, *TINY_NER, BARE, "ner.pretrained_dropout=1.0", "ner.word_dropout=0")
@@ -230,8 +230,6 @@ def test_pretrained_dropout_reads_the_pretrained_rows_in_training_only(tmp_path)
 def test_lazy_adam_matches_adam_on_the_rows_it_updates():
     import keras
     import tensorflow as tf
-
-    from pipeline.train import LazyAdam
 
     def train(opt, ids):
         keras.utils.set_random_seed(0)
@@ -258,8 +256,6 @@ def test_lazy_adam_matches_adam_on_the_rows_it_updates():
 def test_document_memory_averages_the_other_mentions_in_the_same_document(tmp_path):
     import tensorflow as tf
 
-    from pipeline.models.tagger import TaggerNet
-
     cfg = tiny_config(tmp_path, *TINY_NER, BARE, "ner.doc_memory=true")
     net = TaggerNet(cfg.ner, np.zeros((10, 4), "float32"), n_chars=5, n_tags=3, seed=1)
     h = tf.constant(np.random.default_rng(0).normal(size=(3, 4, 5)).astype("float32"))
@@ -279,11 +275,9 @@ def test_document_memory_averages_the_other_mentions_in_the_same_document(tmp_pa
 def test_memory_keys_match_capitalised_words_in_lowercase(tmp_path):
     import tensorflow as tf
 
-    from pipeline import datasets
-
     cfg = tiny_config(tmp_path, *TINY_NER)
     write_corpus(cfg, synthetic(5, seed=0))
-    features = datasets.NerFeatures(cfg)
+    features = ner_features.NerFeatures(cfg)
     f = features(tf.constant([["Bolton", "BOLTON", "bolton", ",", ""], ["Wigan", "Bolton", "", "", ""]]))
     key = f["key"].numpy()
     assert key[0, 0] == key[0, 1] == key[1, 1] > 0 and key[1, 0] not in (0, key[0, 0])
@@ -293,10 +287,9 @@ def test_memory_keys_match_capitalised_words_in_lowercase(tmp_path):
 
 
 def test_document_batches_keep_documents_whole():
-    from pipeline import datasets
 
     documents = [[5] * n for n in (1, 7, 3, 12, 2, 2, 9)]
-    plans = [datasets.document_batches(documents, 8, 2.0, np.random.default_rng(s)) for s in (0, 0, 1)]
+    plans = [ner_batches.document_batches(documents, 8, 2.0, np.random.default_rng(s)) for s in (0, 0, 1)]
     assert plans[0] == plans[1]
     assert sorted(i for batch in plans[0] for i in batch) == list(range(len(documents)))
     sizes = sorted(sum(len(documents[i]) for i in batch) for batch in plans[0])
@@ -306,7 +299,7 @@ def test_document_batches_keep_documents_whole():
     tokens = [["a"] * n for d in lengths for n in d]
     doc_ids = [d for d, lens in enumerate(lengths) for _ in lens]
     seen = []
-    for idx, batch, doc in datasets.sorted_batches(tokens, doc_ids, batch_tokens=6):
+    for idx, batch, doc in ner_batches.sorted_batches(tokens, doc_ids, batch_tokens=6):
         ids = [doc_ids[i] for i in idx]
         assert batch.shape == (len(idx), max(len(tokens[i]) for i in idx))
         pairs = list(zip(ids, doc.numpy().tolist(), strict=True))

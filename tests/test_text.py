@@ -2,8 +2,8 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import text
-from pipeline.config import Text
+from pipeline.core import text
+from pipeline.core.config import Text
 
 CFG = Text()
 

@@ -10,9 +10,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import metrics, predict, text, vocab
-from pipeline.errors import InputError
-from pipeline.files import write_lines
+from pipeline import __main__ as cli
+from pipeline.core import stages, text, vocab
+from pipeline.core.errors import InputError
+from pipeline.core.files import write_lines
+from pipeline.translate import evaluate as translate_evaluate
+from pipeline.translate import metrics as translate_metrics
+from pipeline.translate import predict as translate_predict
+from pipeline.translate import train as translate_train
 from tests.conftest import needs_data, tiny_config
 
 WORDS = "man woman dog child ball red blue runs jumps sits on the a in park street water green big small".split()
@@ -52,7 +57,6 @@ def summaries(path):
 
 def test_overfits_fifty_pairs_to_bleu_above_90(tmp_path, capsys):
     """The tiny config's model learns 50 pairs through the real loop, bucketing and string-in/string-out decoding."""
-    from pipeline import evaluate, train
 
     settings = (
         *TINY_TRANSLATE,
@@ -67,7 +71,7 @@ def test_overfits_fifty_pairs_to_bleu_above_90(tmp_path, capsys):
     cfg = tiny_config(tmp_path, *settings)
     pairs = synthetic_pairs(50, seed=0)
     write_parallel(cfg, pairs)
-    train.run_translate(cfg)
+    translate_train.run(cfg)
     history = json.loads((tmp_path / "reports/translate/history.json").read_text())
     assert max(h["dev_bleu"] for h in history) > 90, [round(h["dev_bleu"], 1) for h in history]
     assert all(h["tokens_per_s"] > 0 and 0 <= h["padding"] < 0.5 for h in history)
@@ -75,7 +79,7 @@ def test_overfits_fifty_pairs_to_bleu_above_90(tmp_path, capsys):
     tags = {v.tag for f in (tmp_path / "models/translate/logs").glob("events.*") for e in summaries(f) for v in e}
     assert {"loss", "dev_bleu", "tokens_per_s", "padding", "lr", "dev_samples"} <= tags  # TensorBoard's view
 
-    evaluate.run_translate(cfg)  # beam search (width 5) on the same pairs
+    translate_evaluate.run(cfg)  # beam search (width 5) on the same pairs
     scores = json.loads((tmp_path / "reports/translate/metrics.json").read_text())
     assert scores["test"]["bleu"] > 90 and scores["test"]["signature"].startswith("nrefs:1|case:mixed")
     assert scores["search"]["beam_width"] == 5
@@ -83,46 +87,44 @@ def test_overfits_fifty_pairs_to_bleu_above_90(tmp_path, capsys):
     assert len(rows) == 50 and all(r.count("\t") == 2 for r in rows)
     assert "| source | reference | hypothesis |" in (tmp_path / "reports/translate/metrics.md").read_text()
 
-    translator = predict.load_translator(cfg)
+    translator = translate_predict.load_translator(cfg)
     out = translator.translate(tf.constant([pairs[0][0], "", "   ", "🙂 東京 שלום " * 50]))
     assert out["translation"].shape == (4,) and out["score"].shape == (4,)
     assert out["translation"][0].numpy().decode() == pairs[0][1]
     assert list(out["translation"].numpy()[1:3]) == [b"", b""] and list(out["score"].numpy()[1:3]) == [0, 0]
-    from pipeline import __main__ as cli
     from tests.conftest import TINY, path_overrides
 
     args = [f"--set={o}" for o in (*path_overrides(tmp_path), *settings)]
     assert cli.main(["translate", "--config", str(TINY), *args, pairs[1][0], ""]) == 0
     assert capsys.readouterr().out.split("\n")[-3:] == [pairs[1][1], "", ""]  # one line per input
 
-    greedy = predict.load_translator(cfg, search=cfg.translate.__class__(beam_width=1))
-    assert predict.translate_texts(greedy, [p[0] for p in pairs[:5]]) == [p[1] for p in pairs[:5]]
+    greedy = translate_predict.load_translator(cfg, search=cfg.translate.__class__(beam_width=1))
+    assert translate_predict.translate_texts(greedy, [p[0] for p in pairs[:5]]) == [p[1] for p in pairs[:5]]
 
 
 def test_resumes_restarts_and_refuses_other_vocabularies(tmp_path, capsys):
-    from pipeline import train
 
     cfg = tiny_config(tmp_path, *TINY_TRANSLATE, "translate.epochs=2", "translate.patience=9")
     write_parallel(cfg, synthetic_pairs(30, seed=1))
     history = tmp_path / "reports/translate/history.json"
-    train.run_translate(cfg)
+    translate_train.run(cfg)
     assert len(json.loads(history.read_text())) == 2
-    train.run_translate(tiny_config(tmp_path, *TINY_TRANSLATE, "translate.epochs=3", "translate.patience=9"))
+    translate_train.run(tiny_config(tmp_path, *TINY_TRANSLATE, "translate.epochs=3", "translate.patience=9"))
     assert "resuming after epoch 2" in capsys.readouterr().out
     assert [h["epoch"] for h in json.loads(history.read_text())] == [1, 2, 3]
     other = tiny_config(tmp_path, *TINY_TRANSLATE, "translate.epochs=1", "translate.decoder_units=16")
-    train.run_translate(other)
+    translate_train.run(other)
     out = capsys.readouterr().out
     assert "discarding the checkpoint" in out and "translate.decoder_units: checkpoint 32, config 16" in out
     assert len(json.loads(history.read_text())) == 1
 
     write_parallel(other, synthetic_pairs(30, seed=1)[:3])  # a smaller vocabulary than the weights expect
     with pytest.raises(InputError, match=r"trained with vocabularies of \d+ / \d+ entries, but .* have \d+ / \d+"):
-        predict.load_translator(other)
+        translate_predict.load_translator(other)
 
 
 def test_bleu_scores_are_sacrebleu_on_detokenized_text():
-    s = metrics.bleu_scores(["A man rides a bike.", "Hello"], ["A man rides a bike.", "Hello world"])
+    s = translate_metrics.bleu_scores(["A man rides a bike.", "Hello"], ["A man rides a bike.", "Hello world"])
     assert 0 < s["bleu"] < 100 and s["chrf"] > 0 and s["sentences"] == 2
     assert "tok:13a" in s["signature"] and "nc:6|nw:0" in s["chrf_signature"]
 
@@ -130,7 +132,6 @@ def test_bleu_scores_are_sacrebleu_on_detokenized_text():
 @needs_data
 @pytest.mark.data
 def test_stages_from_raw_corpora_to_metrics(tmp_path, raw_dir, capsys):
-    from pipeline import stages
 
     cfg = tiny_config(tmp_path, "translate.epochs=1", raw=raw_dir)
     for name in ("data", "prepare", "vocab", "embed", "train-translate", "evaluate-translate"):
@@ -138,6 +139,6 @@ def test_stages_from_raw_corpora_to_metrics(tmp_path, raw_dir, capsys):
     scores = json.loads((tmp_path / "reports/translate/metrics.json").read_text())
     assert {"valid", "test"} <= set(scores)
     assert {"bleu", "chrf", "signature", "bp", "sentences"} <= set(scores["test"])
-    predict.translate_main(cfg, ["A man is riding a bicycle .", ""])
+    translate_predict.translate_main(cfg, ["A man is riding a bicycle .", ""])
     lines = capsys.readouterr().out.splitlines()
     assert len(lines[-2:]) == 2 and lines[-1] == ""

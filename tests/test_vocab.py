@@ -7,8 +7,10 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import data, vocab
-from pipeline.errors import InputError
+from pipeline.core import vocab
+from pipeline.core.errors import InputError
+from pipeline.stages import prepare as prepare_stage
+from pipeline.stages import vocab as vocab_stage
 from tests.conftest import ROOT, needs_data, tiny_config
 
 
@@ -59,8 +61,8 @@ def test_oov_rates():
 @needs_data
 def test_vocab_stage_on_the_tiny_config(raw_dir, tmp_path):
     cfg = tiny_config(tmp_path, raw=raw_dir)
-    data.run_prepare(cfg)
-    vocab.run(cfg)
+    prepare_stage.run(cfg)
+    vocab_stage.run(cfg)
     tgt = vocab.load_named(cfg, "tgt")
     assert tgt[:4] == ["<pad>", "<unk>", "<s>", "</s>"] and "￭." in tgt
     assert vocab.load_named(cfg, "ner_tags")[0] == "O" and len(vocab.load_named(cfg, "ner_tags")) == 9
@@ -94,4 +96,4 @@ def test_pretrained_extras_adds_only_heldout_words_with_vectors(tmp_path):
     vectors.write_text("paris 0.1 0.2\nLondon 0.3 0.4\nberlin 0.5 0.6\n")
     cfg = tiny_config(tmp_path, 'embed.en="vec.txt"')
     words = {"train": [["Berlin"]], "valid": [["Paris", "Xyzzy"]], "test": [["London", "Berlin"]]}
-    assert vocab.pretrained_extras(cfg, words, known={"<pad>", "<unk>", "Berlin"}) == ["London", "Paris"]
+    assert vocab_stage.pretrained_extras(cfg, words, known={"<pad>", "<unk>", "Berlin"}) == ["London", "Paris"]

@@ -47,7 +47,7 @@ class Prepare:
 
 @dataclass(frozen=True)
 class Text:
-    """The one tokenizer (pipeline/text.py), shared by tf.data and the exported serving graphs."""
+    """The one tokenizer (pipeline/core/text.py), shared by tf.data and the exported serving graphs."""
 
     normalize: str = opt(
         "basic",
@@ -74,7 +74,7 @@ class Vocab:
     )
 
 
-# ---- stage `embed` (owned by pipeline/embeddings.py) ----
+# ---- stage `embed` (owned by pipeline/stages/embed.py) ----
 @dataclass(frozen=True)
 class Embed:
     """Stage `embed`: word vectors per language -> embedding matrices aligned to the vocabularies."""
@@ -93,7 +93,7 @@ class Embed:
     w2v_sg: bool = opt(True, "Word2Vec skip-gram (true) or CBOW (false)")
 
 
-# ---- stage `export` (owned by pipeline/export.py) ----
+# ---- stage `export` (owned by pipeline/stages/export.py) ----
 @dataclass(frozen=True)
 class Export:
     """Stage `export`: TF Serving SavedModels of both models (the search settings come from [translate])."""

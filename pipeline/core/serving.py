@@ -1,4 +1,7 @@
-"""SERVING_DOC"""
+"""What every exported model shares: the next numbered version directory (written hidden, checked, renamed),
+the op check that keeps cuDNN kernels and Python callbacks out, TF Serving's warm-up records and models.config
+(through tensorflow-serving-api's protos).
+"""
 
 import json
 import os

@@ -1,4 +1,11 @@
-"""TRAINER_DOC"""
+"""The one training loop (`fit`): epochs, dev score, early stopping, learning-rate plateaus, a wall-time budget,
+checkpoints that resume at any finished epoch, history and TensorBoard. A task supplies its step (inside
+`Task.train_epoch`) and its dev metric (`Task.evaluate`).
+
+Re-running after an interruption resumes from the last finished epoch. A change of any setting except the
+section's epochs, patience, max_minutes and strategy starts over, since the old checkpoint belongs to another
+model or data.
+"""
 
 import itertools
 import json

@@ -1,4 +1,11 @@
-"""VOCAB_DOC"""
+"""Stage `vocab`: build, save and load vocabularies (text files, one token a line, usable as SavedModel assets).
+
+Ids are line numbers: 0 <pad>, 1 <unk>, and for translation targets 2 <s>, 3 </s>. The NER tag file
+holds labels only (O first), since tags are outputs and padding is masked.
+
+    paths.vocab/src.txt  tgt.txt  ner_words.txt  ner_chars.txt  ner_tags.txt
+    paths.reports/vocab.json      OOV token and type rates per vocabulary and split
+"""
 
 import collections
 from pathlib import Path

@@ -20,11 +20,11 @@ class Ner:
     casing: bool = opt(True, "add a learned embedding of the word's casing class (lower, UPPER, Title, digits ...)")
     lexicon: bool = opt(
         True,
-        "add each word's English statistics (pipeline/lexicon.py: capitalisation prior, frequency, Brown cluster)",
+        "add each word's English statistics (pipeline/ner/lexicon.py: capitalisation prior, frequency, Brown cluster)",
     )
     gazetteer: bool = opt(
         True,
-        "add whether each word is in lists of place names, first names and surnames (pipeline/gazetteer.py)",
+        "add whether each word is in lists of place names, first names and surnames (pipeline/ner/gazetteer.py)",
     )
     freeze_embeddings: bool = opt(
         False, "keep the pretrained word embeddings fixed (faster to train; fine-tuning them scores higher)"

@@ -117,13 +117,13 @@ def iob2_penalties(tags: list[str]) -> tuple[np.ndarray, np.ndarray]:
 class CRF(keras.layers.Layer):
     """Holds the transition scores; `loss` and `decode` take the emissions a Dense layer produced."""
 
-    def __init__(self, n_tags: int, boundaries: bool = True, **kwargs):
+    def __init__(self, n_tags: int, **kwargs):
         super().__init__(**kwargs)
-        self.n_tags, self.boundaries = n_tags, boundaries
+        self.n_tags = n_tags
         self.transitions = self.add_weight(shape=(n_tags, n_tags), initializer="zeros", name="transitions")
-        # Start/end scores let the CRF learn that a sentence never starts with I-X; without them both are 0.
-        self.start = self.add_weight(shape=(n_tags,), initializer="zeros", name="start", trainable=boundaries)
-        self.end = self.add_weight(shape=(n_tags,), initializer="zeros", name="end", trainable=boundaries)
+        # Start/end scores let the CRF learn that a sentence never starts with I-X.
+        self.start = self.add_weight(shape=(n_tags,), initializer="zeros", name="start")
+        self.end = self.add_weight(shape=(n_tags,), initializer="zeros", name="end")
 
     def params(self) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """(transitions, start, end)."""
@@ -137,4 +137,4 @@ class CRF(keras.layers.Layer):
         return viterbi_decode(tf.cast(emissions, tf.float32), mask, *self.params())[0]
 
     def get_config(self):
-        return super().get_config() | {"n_tags": self.n_tags, "boundaries": self.boundaries}
+        return super().get_config() | {"n_tags": self.n_tags}

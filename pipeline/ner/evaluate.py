@@ -1,4 +1,15 @@
-"""NEREVAL_DOC"""
+"""Stage `evaluate-ner`: entity-level precision, recall and F1 (seqeval, strict IOB2) on valid and test.
+
+    <paths.reports>/ner/metrics.json             {"valid": {...}, "test": {"f1", "precision", "recall",
+                                                   "support", "per_type": {"PER": {...}, ...}}}
+                                                  with ner.doc_memory also "sentences_alone": {"valid": {"f1",
+                                                  "precision", "recall"}, "test": ...}, each sentence tagged
+                                                  without its document, as serving_default tags it
+    <paths.reports>/ner/metrics.md               the same as a Markdown table
+    <paths.reports>/ner/predictions.<split>.tsv  token, gold tag, predicted tag; a blank line between sentences
+
+Every gold token is scored: decoding never truncates (text.max_length applies to raw-text input only).
+"""
 
 from pathlib import Path
 

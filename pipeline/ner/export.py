@@ -1,4 +1,4 @@
-"""NEREXPORT_DOC"""
+"""The tagger as a TF Serving module: raw text or tokens in, tag strings out (signatures in stages/export.py)."""
 
 import tensorflow as tf
 

@@ -1,4 +1,16 @@
-"""FEATURES_DOC"""
+"""The tagger's inputs from token strings, in TF ops: word / character / casing ids and document keys.
+
+`NerFeatures` turns a dense [batch, time] string tensor of tokens ("" = padding) into the tagger's
+inputs with vocabulary lookups in the graph, so the exported serving graph can reuse it unchanged:
+
+    words   [batch, time]        int32  ids in ner_words.txt, 0 = <pad>, 1 = <unk>
+    chars   [batch, time, W]     int32  ids in ner_chars.txt of the first W = ner.max_word_length chars
+    casing  [batch, time]        int32  index into CASES
+
+Tokens are normalised by `text.normalize` exactly as the vocab stage normalised them (it is what
+`text.normalize_tokens` applies to each token). We apply it token by token and keep tokens that become
+empty (they look up as <unk>) instead of dropping them, so tags stay aligned with their tokens.
+"""
 
 import tensorflow as tf
 

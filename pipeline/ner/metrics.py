@@ -1,4 +1,17 @@
-"""NERMETRICS_DOC"""
+"""Entity-level precision/recall/F1 with seqeval, strict IOB2.
+
+Strict mode counts an entity only when its B-X ... I-X span and type both match the gold span exactly;
+a span that starts with I-X is no entity at all. Padding never reaches these functions: callers pass
+one tag per real token.
+
+    >>> gold = [["B-PER", "I-PER", "O", "B-LOC"]]
+    >>> pred = [["B-PER", "I-PER", "O", "B-ORG"]]
+    >>> s = entity_scores(gold, pred)
+    >>> round(s["precision"], 2), round(s["recall"], 2), s["per_type"]["PER"]["f1"], s["per_type"]["LOC"]["f1"]
+    (0.5, 0.5, 1.0, 0.0)
+    >>> spans(["O", "B-ORG", "I-ORG", "I-PER", "B-LOC"])
+    [('ORG', 1, 3), ('LOC', 4, 5)]
+"""
 
 import warnings
 

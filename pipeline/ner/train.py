@@ -1,4 +1,12 @@
-"""NERTRAIN_DOC"""
+"""Stage `train-ner`: the tagger's training step and dev metric; the loop is core/trainer.fit.
+
+<paths.models>/ner/ckpt/              tf.train checkpoint of the last epoch: model, optimizer, counters
+<paths.models>/ner/ckpt/run.json      the settings the checkpoint belongs to
+<paths.models>/ner/best.weights.h5    weights of the best dev-F1 epoch (what evaluate / predict load)
+<paths.models>/ner/tagger.json        hyper-parameters, sizes and tags needed to rebuild the model
+<paths.models>/ner/logs/              TensorBoard scalars and tagged dev sentences
+<paths.reports>/ner/history.json      per epoch: loss, dev F1, seconds, words/s, padding share, elapsed time
+"""
 
 import time
 

@@ -1,4 +1,12 @@
-"""REPORT_DOC"""
+"""Stage `report`: one self-contained HTML page (and a Markdown twin) of how good both models are, and why.
+
+    <paths.reports>/index.html       images embedded as data: URIs, no scripts or styles fetched: works offline
+    <paths.reports>/index.md         the same content; images beside it in figures/
+    <paths.reports>/figures/*.png    matplotlib figures
+
+It reads only what the other stages wrote (reports/*.json, predictions, translations, stamps) plus, for the
+attention heatmaps, the trained translator. A part whose inputs are missing says which stage to run instead.
+"""
 
 from pathlib import Path
 

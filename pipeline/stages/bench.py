@@ -1,4 +1,13 @@
-"""STBENCH_DOC"""
+"""`make bench`: training and decoding speed of both models at the configured sizes, on real batches.
+
+    <paths.reports>/bench.json    {"machine": ..., "translate": {...}, "ner": {...}, "peak_rss_mb": ...}
+
+Training speed runs the very train steps of `ner/train.py` and `translate/train.py` on bucketed batches of the real
+training data (after warm-up steps that trace the step), counting real tokens only, never padding:
+source + target tokens for the translator, words for the tagger. Decoding runs greedy and beam search
+at batch 64 on the first valid sentences with the trained translator (an untrained one where there is none
+yet: it emits longer output, so its numbers are pessimistic). Weights are not saved.
+"""
 
 import os
 import platform

@@ -1,4 +1,21 @@
-"""EMBED_DOC"""
+"""Stage `embed`: word vectors -> one embedding matrix per vocabulary, rows aligned with the vocab files.
+
+    paths.embeddings/{ner_words,src,tgt}.npy   float32 [vocab size, dim]; row i is line i of the vocab file
+    paths.embeddings/w2v.<lang>.<key>.bin      gensim-trained vectors (word2vec binary) + .json with settings
+    paths.embeddings/ner_lexicon.npz           English word statistics aligned to ner_words (pipeline/lexicon.py)
+    paths.reports/embeddings.json              source, dim, load time and coverage per vocabulary
+
+ner_words takes English vectors, src and tgt those of prepare.source_lang / target_lang. `embed.<lang>` names
+a vectors file under paths.raw: GloVe text (no header), word2vec text or binary, or fastText .vec, plain or
+.gz, read by gensim. An empty `embed.<lang>` trains Word2Vec on that language's training text instead; the
+result is keyed on a hash of the settings and the text, so a rerun with the same inputs reuses it. Training
+runs one worker thread, the only way gensim is reproducible (a second thread saves ~15% on two cores).
+
+A vocabulary token takes the first vector found for: itself, its lowercase, its capitalized form
+(str.capitalize: "GERMANY" and "germany" find "Germany"; str.title would give "3Rd" for "3rd"), and for
+targets the same three after stripping joiner marks ("￭," finds ","). Other rows are seeded noise (or zeros);
+row 0, <pad>, is always zero. The width is the vectors', never configured.
+"""
 
 import collections
 import hashlib

@@ -1,4 +1,33 @@
-"""STEXPORT_DOC"""
+"""Stage `export`: the trained tagger and translator as string-in / string-out SavedModels for TF Serving.
+
+    <paths.models>/ner/<N>/                      SavedModel; N = the next integer version, never overwritten
+        saved_model.pb  variables/  assets/ner_words.txt ner_chars.txt
+        assets.extra/tf_serving_warmup_requests  PredictionLog records TF Serving replays before it serves
+        assets.extra/export.json                 settings the graph was traced with (TF Serving ignores it)
+    <paths.models>/translate/<N>/                the same, with assets/src.txt tgt.txt
+    <paths.models>/models.config                 TF Serving model_config_list naming both models
+
+Signatures (B = batch; every output is batch-leading, so TF Serving's REST row format works):
+
+    ner        serving_default  text [B] string   -> tokens [B, n] string, tags [B, n] string ("" padded),
+                                                     lengths [B] int32
+               tag_tokens       tokens [B, n] string ("" = padding, right only) -> tags [B, n], lengths [B]
+               tag_document     text [B] string, the sentences of one document -> as serving_default; with
+                                                     ner.doc_memory its names read their other mentions there
+    translate  serving_default  text [B] string   -> translation [B] string, score [B] float32
+               translate_nbest  text [B] string   -> translation [B, K] string, score [B, K] float32,
+                                                     K = translate.beam_width, best first
+
+Everything happens in the graph: normalisation and tokenization (pipeline/core/text.py, the code training used),
+vocabulary lookups (the vocab files are SavedModel assets), character and casing features, CRF Viterbi, beam
+search, <unk> replacement and detokenization. Raw text is cut at text.max_length tokens, as in training;
+`tag_tokens` cuts nothing, as `evaluate-ner`. Empty or whitespace-only text gives no tokens (NER) or "" with
+score 0 (translation). An n-best entry that never finished (only when the output length limit is tiny) is "".
+
+Stock TF Serving runs these graphs: core TF ops only (text.normalize NFC/NFKC would add a tensorflow-text op),
+no py_function, and the recurrent layers are traced with use_cudnn=False, so a model trained on a GPU holds
+no CudnnRNN op and loads on any CPU host. `run` checks the op types of every graph before it publishes it.
+"""
 
 from pathlib import Path
 

@@ -1,4 +1,6 @@
-"""FETCH_DOC"""
+"""Stage `data`: fill paths.raw with byte-exact copies of the raw corpora and vectors (from $DATA_MIRROR or the
+canonical URLs), each checked against the sha256 table below.
+"""
 
 import gzip
 import hashlib

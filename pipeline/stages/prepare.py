@@ -1,4 +1,10 @@
-"""PREPARE_DOC"""
+"""Stage `prepare`: read and check every raw corpus, then write the processed splits (nothing is written until
+everything has been read and checked).
+
+    <paths.processed>/ner/{train,valid,test}.conll     -DOCSTART- lines, token<TAB>IOB2 tag, blank line after sentences
+    <paths.processed>/translate/{train,valid,test}.tsv  source<TAB>target per line, raw (untokenized, cased) text
+    <paths.reports>/data.json                           counts per split
+"""
 
 from pathlib import Path
 

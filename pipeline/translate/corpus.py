@@ -12,7 +12,7 @@ from pipeline.core.files import read_lines
 
 
 def _clean(text: str) -> str:
-    # Tabs would break our TSV; all other normalisation belongs to the tokenizer (pipeline/text.py).
+    # Tabs would break our TSV; all other normalisation belongs to the tokenizer (pipeline/core/text.py).
     return text.replace("\t", " ").strip()
 
 

@@ -1,4 +1,4 @@
-"""TREVAL_DOC"""
+"""Stage `evaluate-translate`: beam-search translations of valid and test, scored with sacreBLEU."""
 
 from pathlib import Path
 

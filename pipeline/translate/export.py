@@ -1,4 +1,4 @@
-"""TREXPORT_DOC"""
+"""The translator as a TF Serving module: text in, translation (and an n-best list) out."""
 
 import tensorflow as tf
 
@@ -9,7 +9,7 @@ from pipeline.translate import predict
 
 
 class TranslateServing(tf.Module):
-    """The translator (pipeline/predict.py, as `pipeline translate` runs it) plus an n-best beam search."""
+    """The translator (predict.py, as `pipeline translate` runs it) plus an n-best beam search."""
 
     def __init__(self, translator: predict.Translator):
         super().__init__(name="translate")

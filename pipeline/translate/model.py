@@ -9,7 +9,7 @@
     logits = generator(h~)                                 optionally tied to tgt_embed
 
 Teacher forcing runs the step in one `tf.while_loop` over time (input feeding makes it sequential) and applies
-the 8k-way output projection once, outside the loop, to all steps together. Decoding (pipeline/decode.py)
+the 8k-way output projection once, outside the loop, to all steps together. Decoding (decode.py)
 calls `encode` once and then `decode_step`, the very same step with cached attention keys. This module is
 TensorFlow-backend Keras: the loop and the decoders are TF ops so they trace into a SavedModel.
 """

@@ -27,7 +27,7 @@ def translate_dir(cfg: Config) -> Path:
 class Translator(tf.Module):
     """Raw sentences -> translations, entirely in TF ops (the exported serving graph is this module).
 
-    normalise + tokenize (pipeline/text.py) -> src ids -> search (pipeline/decode.py) -> target tokens ->
+    normalise + tokenize (core/text.py) -> src ids -> search (decode.py) -> target tokens ->
     <unk> replaced by the most attended source token (translate.replace_unk) -> detokenize.
     An empty or whitespace-only sentence translates to "" with score 0.
     """

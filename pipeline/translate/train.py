@@ -1,4 +1,11 @@
-"""TRTRAIN_DOC"""
+"""Stage `train-translate`: the translator's training step and dev metric; the loop is core/trainer.fit.
+
+<paths.models>/translate/ckpt/              last epoch: model, optimizer, counters (resumable)
+<paths.models>/translate/best.weights.h5    weights of the best dev-BLEU epoch
+<paths.models>/translate/translator.json    settings and matrix shapes that rebuild the model
+<paths.models>/translate/logs/              TensorBoard scalars and sample translations
+<paths.reports>/translate/history.json      per epoch: loss, dev BLEU, tokens/s, padding, lr, elapsed time
+"""
 
 import dataclasses
 import time
