@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import text_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tensorflow.core.framework import tensor_pb2
+from tensorflow_serving.apis import prediction_log_pb2
+from tensorflow_serving.config import model_server_config_pb2
 
 from pipeline.core import serving, stages
 from pipeline.ner import corpus as ner_corpus
@@ -103,10 +104,11 @@ def test_layout_signatures_and_models_config(cfg, served):
     for signature in ("serving_default", "translate_nbest"):
         assert translate[signature].structured_input_signature == ((), {"text": text})
         assert set(translate[signature].structured_outputs) == {"translation", "score"}
-    config = (Path(cfg.paths.models) / "models.config").read_text()
-    assert config.startswith("model_config_list {") and config.count("config {") == 2
-    for name in SIGNATURES:
-        assert f'name: "{name}"\n    base_path: "/models/{name}"\n    model_platform: "tensorflow"' in config
+    config = text_format.Parse(
+        (Path(cfg.paths.models) / "models.config").read_text(), model_server_config_pb2.ModelServerConfig()
+    )
+    entries = [(c.name, c.base_path, c.model_platform) for c in config.model_config_list.config]
+    assert entries == [(name, f"/models/{name}", "tensorflow") for name in SIGNATURES]
 
 
 def test_graphs_hold_core_ops_only(cfg):
@@ -167,43 +169,15 @@ def test_versions_count_up_and_a_failed_export_leaves_nothing(tmp_path, monkeypa
     assert sorted(p.name for p in base.iterdir()) == [".export-old.tmp", "1", "3", "4", "ckpt", "logs"]
 
 
-def prediction_log_class():
-    """tensorflow.serving.PredictionLog, declared here from the field numbers in tensorflow_serving/apis/*.proto
-    (prediction_log, predict, model), as far as a warm-up request needs it. TensorProtos are kept as bytes."""
-    F = descriptor_pb2.FieldDescriptorProto
-    proto = descriptor_pb2.FileDescriptorProto(name="warmup_check.proto", package="tensorflow.serving", syntax="proto3")
-    messages = {
-        "ModelSpec": [("name", 1, F.TYPE_STRING, ""), ("signature_name", 3, F.TYPE_STRING, "")],
-        "InputsEntry": [("key", 1, F.TYPE_STRING, ""), ("value", 2, F.TYPE_BYTES, "")],  # map<string, TensorProto>
-        "PredictRequest": [
-            ("model_spec", 1, F.TYPE_MESSAGE, "ModelSpec"),
-            ("inputs", 2, F.TYPE_MESSAGE, "InputsEntry"),
-        ],
-        "PredictLog": [("request", 1, F.TYPE_MESSAGE, "PredictRequest")],
-        "PredictionLog": [("predict_log", 6, F.TYPE_MESSAGE, "PredictLog")],
-    }
-    for name, fields in messages.items():
-        message = proto.message_type.add(name=name)
-        for field, number, kind, type_name in fields:
-            label = F.LABEL_REPEATED if field == "inputs" else F.LABEL_OPTIONAL
-            entry = message.field.add(name=field, number=number, type=kind, label=label)
-            if type_name:
-                entry.type_name = f".tensorflow.serving.{type_name}"
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(proto)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.PredictionLog"))
-
-
 def test_warmup_records_are_prediction_logs_the_models_accept(cfg, served):
-    PredictionLog = prediction_log_class()
     for name in SIGNATURES:
         records = tf.data.TFRecordDataset(str(version_dir(cfg, name) / serving.WARMUP_FILE))
         seen = set()
         for record in records:
-            request = PredictionLog.FromString(record.numpy()).predict_log.request
+            request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
             assert request.model_spec.name == name
             seen.add(signature := request.model_spec.signature_name)
-            feeds = {e.key: tf.make_ndarray(tensor_pb2.TensorProto.FromString(e.value)) for e in request.inputs}
+            feeds = {key: tf.make_ndarray(tensor) for key, tensor in request.inputs.items()}
             if "text" in feeds:
                 assert [t.decode() for t in feeds["text"]] == list(serving.WARMUP_TEXTS[: len(feeds["text"])])
             out = served[name][signature](**{key: tf.constant(value) for key, value in feeds.items()})
