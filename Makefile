@@ -17,12 +17,13 @@ SETUP := $(VENV)/.installed
 
 STAGES := data prepare vocab embed train-ner evaluate-ner train-translate evaluate-translate export report
 
-.PHONY: all setup test lint clean help $(STAGES) bench bench-serving FORCE
+.PHONY: all setup test test-fast lint clean help $(STAGES) bench bench-serving FORCE
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make all      setup, then every stage on CONFIG (default $(CONFIG))"
 	@echo "make test     unit and end-to-end tests (tiny config)"
+	@echo "make test-fast   the same without the tests marked slow (over ~20 s each)"
 	@echo "make setup    create $(VENV) and install the project (idempotent)"
 	@echo "make STAGE    one stage and what it needs: $(STAGES)"
 	@echo "make lint     ruff"
@@ -90,6 +91,9 @@ $(STAGES): %: $(STAMPS)/%.done
 
 test: $(SETUP)
 	$(PY) -m pytest
+
+test-fast: $(SETUP)
+	$(PY) -m pytest -m 'not slow'
 
 lint: $(SETUP)
 	$(PY) -m ruff check pipeline tests

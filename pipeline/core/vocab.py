@@ -67,28 +67,24 @@ def load_named(cfg: Config, name: str) -> list[str]:
     return load(vocab_path(cfg, name), SPECIALS.get(name, ()))
 
 
-def lookup_table(path: Path | str, default: int = UNK_ID) -> tf.lookup.StaticHashTable:
-    """token -> id table read from the vocabulary file (tracked as an asset when saved in a SavedModel)."""
-    init = tf.lookup.TextFileInitializer(
-        str(path),
-        tf.string,
-        tf.lookup.TextFileIndex.WHOLE_LINE,
-        tf.int64,
-        tf.lookup.TextFileIndex.LINE_NUMBER,
-    )
+_TOKEN = (tf.string, tf.lookup.TextFileIndex.WHOLE_LINE)
+_ID = (tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER)
+
+
+def _file_table(path: Path | str, key: tuple, value: tuple, default) -> tf.lookup.StaticHashTable:
+    """A table read from the vocabulary file (tracked as an asset when saved in a SavedModel)."""
+    init = tf.lookup.TextFileInitializer(str(path), *key, *value)
     return tf.lookup.StaticHashTable(init, default_value=default)
 
 
+def lookup_table(path: Path | str, default: int = UNK_ID) -> tf.lookup.StaticHashTable:
+    """token -> id."""
+    return _file_table(path, _TOKEN, _ID, default)
+
+
 def inverse_table(path: Path | str) -> tf.lookup.StaticHashTable:
-    """id -> token table; unknown ids map to <unk>."""
-    init = tf.lookup.TextFileInitializer(
-        str(path),
-        tf.int64,
-        tf.lookup.TextFileIndex.LINE_NUMBER,
-        tf.string,
-        tf.lookup.TextFileIndex.WHOLE_LINE,
-    )
-    return tf.lookup.StaticHashTable(init, default_value=UNK)
+    """id -> token; unknown ids map to <unk>."""
+    return _file_table(path, _ID, _TOKEN, UNK)
 
 
 def encode(tokens: list[str], index: dict[str, int]) -> list[int]:
