@@ -91,7 +91,7 @@ def open_checkpoints(
     manager = tf.train.CheckpointManager(ckpt, str(where), max_to_keep=1)
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        print(f"  resuming after epoch {int(ckpt.epoch.numpy())} from {manager.latest_checkpoint}")
+        print(f"  resuming after epoch {int(ckpt.loop.epoch.numpy())} from {manager.latest_checkpoint}")
     write_json(stamp, {"settings": settings})
     return manager
 
@@ -171,51 +171,66 @@ class Schedule:
     plateau_decay: float = 1.0
 
 
+class LoopState(tf.Module):
+    """The loop's counters, checkpointed beside the model and optimizer, so a resumed run continues exactly."""
+
+    def __init__(self, learning_rate: float):
+        super().__init__(name="loop")
+        self.epoch, self.best, self.bad, self.plateau = (
+            tf.Variable(0),
+            tf.Variable(-1.0),
+            tf.Variable(0),
+            tf.Variable(0),
+        )
+        self.elapsed, self.lr = tf.Variable(0.0, dtype=tf.float64), tf.Variable(learning_rate, dtype=tf.float64)
+
+    def __getitem__(self, name: str):
+        return getattr(self, name).numpy().item()
+
+    def record(self, score: float, improved: bool, schedule: Schedule) -> None:
+        """Best score, epochs without improvement, and the plateau rule (lr *= decay after a dev plateau)."""
+        self.best.assign(max(score, self["best"]))
+        self.bad.assign(0 if improved else self["bad"] + 1)
+        self.plateau.assign(0 if improved else self["plateau"] + 1)
+        if schedule.plateau_patience is not None and self["plateau"] > schedule.plateau_patience:
+            self.lr.assign(self["lr"] * schedule.plateau_decay)
+            self.plateau.assign(0)
+
+    def finished(self, schedule: Schedule) -> bool:
+        e = self["epoch"]
+        stop = e >= schedule.epochs or self["bad"] >= schedule.patience
+        return stop or out_of_time(self["elapsed"], e, schedule.max_minutes)
+
+
 def fit(cfg: Config, task: Task, schedule: Schedule) -> float:
     """Train epoch by epoch until `schedule` says stop; resumable at every finished epoch. Returns the best dev score.
 
     Per epoch: the task's training epoch, its dev score, the best weights when it improved (before the
-    checkpoint, which must never claim a best epoch whose weights were not saved), the plateau schedule, then
+    checkpoint, which must never claim a best epoch whose weights were not saved), the plateau rule, then
     history, TensorBoard and the checkpoint (finish_epoch).
     """
     out, history_path = Path(cfg.paths.models) / task.name, Path(cfg.paths.reports) / task.name / "history.json"
-    state = {"epoch": tf.Variable(0), "best": tf.Variable(-1.0), "bad": tf.Variable(0), "plateau": tf.Variable(0)}
-    state |= {"elapsed": tf.Variable(0.0, dtype=tf.float64), "lr": tf.Variable(schedule.learning_rate, tf.float64)}
-    ckpt = tf.train.Checkpoint(model=task.model, optimizer=task.optimizer, **state)
-    settings = run_settings(cfg, task.name)
-    manager = open_checkpoints(ckpt, out / "ckpt", settings, ("best.weights.h5", task.meta_file))
-    history = load_history(manager, history_path, int(state["epoch"].numpy()))
+    state = LoopState(schedule.learning_rate)
+    ckpt = tf.train.Checkpoint(model=task.model, optimizer=task.optimizer, loop=state)
+    manager = open_checkpoints(ckpt, out / "ckpt", run_settings(cfg, task.name), ("best.weights.h5", task.meta_file))
     writer = tf.summary.create_file_writer(str(out / "logs"))
-    run = {"history": history, "history_path": history_path, "writer": writer, "epoch": state["epoch"]}
-    run["manager"] = manager
-    value = {k: (lambda v=v: v.numpy().item()) for k, v in state.items()}
-
-    def finished() -> bool:
-        e = value["epoch"]()
-        stop = e >= schedule.epochs or value["bad"]() >= schedule.patience
-        return stop or out_of_time(value["elapsed"](), e, schedule.max_minutes)
-
-    while not finished():
-        e, started = value["epoch"]() + 1, time.perf_counter()
-        rate = task.lr_at(e, value["lr"]())
+    history = load_history(manager, history_path, state["epoch"])
+    run = {"history": history, "history_path": history_path, "writer": writer, "epoch": state.epoch, "manager": manager}
+    while not state.finished(schedule):
+        e, started = state["epoch"] + 1, time.perf_counter()
+        rate = task.lr_at(e, state["lr"])
         task.optimizer.learning_rate = rate
         stats = task.train_epoch(e)
         t0 = time.perf_counter()
         dev, best_meta, samples = task.evaluate()
-        stats |= {"epoch": e, **dev, "dev_seconds": time.perf_counter() - t0}
-        stats["lr"] = rate
-        improved = dev[task.metric] > value["best"]()
+        stats |= {"epoch": e, **dev, "dev_seconds": time.perf_counter() - t0, "lr": rate}
+        improved = dev[task.metric] > state["best"]
         if improved:
             save_best(task.model, out, task.meta_file, task.meta | {"epoch": e} | best_meta)
-        state["best"].assign(max(dev[task.metric], value["best"]()))
-        state["bad"].assign(0 if improved else value["bad"]() + 1)
-        state["plateau"].assign(0 if improved else value["plateau"]() + 1)
-        if schedule.plateau_patience is not None and value["plateau"]() > schedule.plateau_patience:
-            state["lr"].assign(value["lr"]() * schedule.plateau_decay)  # a dev plateau: smaller steps
-            state["plateau"].assign(0)
-        state["elapsed"].assign_add(time.perf_counter() - started)
-        stats["elapsed"] = value["elapsed"]()
+        state.record(dev[task.metric], improved, schedule)
+        state.elapsed.assign_add(time.perf_counter() - started)
+        stats["elapsed"] = state["elapsed"]
         finish_epoch(e, stats, task.scalars, samples, run)
         print(task.describe(stats, improved), flush=True)
     writer.close()
-    return value["best"]()
+    return state["best"]
