@@ -1,4 +1,3 @@
-import gzip
 import subprocess
 import sys
 import urllib.error
@@ -13,30 +12,7 @@ from pipeline.ner import corpus as ner_corpus
 from pipeline.stages import fetch
 from pipeline.stages import prepare as prepare_stage
 from pipeline.translate import corpus as translate_corpus
-from tests.conftest import ROOT, needs_data, tiny_config
-
-CONLL = "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\nGerman JJ B-NP B-MISC\n\nPeter NNP B-NP B-PER\n"
-
-
-def write(path, text, gz=False):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if gz:
-        with gzip.open(path, "wt", encoding="utf-8") as f:
-            f.write(text)
-    else:
-        path.write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
-    return path
-
-
-def fake_raw(raw, conll=CONLL):
-    """A raw dir with synthetic CoNLL and Multi30k files, laid out like the real one."""
-    for split in ("train", "valid", "test"):
-        write(raw / f"conll2003/{split}.txt", conll)
-    for name in ("train", "val", "test_2016_flickr"):
-        write(raw / f"multi30k/{name}.en.gz", "A man .\nTwo dogs run.\n", gz=True)
-        write(raw / f"multi30k/{name}.de.gz", "Ein Mann .\nZwei Hunde rennen.\n", gz=True)
-        write(raw / f"multi30k/{name}.fr.gz", "Un homme .\nDeux chiens courent.\n", gz=True)
-    return raw
+from tests.conftest import RAW_CONLL, ROOT, fake_raw, needs_data, tiny_config, write_file
 
 
 @pytest.mark.parametrize(
@@ -54,7 +30,7 @@ def test_to_iob2(tags, expected):
 
 
 def test_read_conll_tolerates_bom_crlf_and_drops_docstart(tmp_path):
-    path = write(tmp_path / "x.txt", b"\xef\xbb\xbf" + CONLL.replace("\n", "\r\n").encode())
+    path = write_file(tmp_path / "x.txt", b"\xef\xbb\xbf" + RAW_CONLL.replace("\n", "\r\n").encode())
     assert ner_corpus.read_conll(path) == [
         (["EU", "rejects", "German"], ["B-ORG", "O", "B-MISC"]),
         (["Peter"], ["B-PER"]),
@@ -63,56 +39,56 @@ def test_read_conll_tolerates_bom_crlf_and_drops_docstart(tmp_path):
 
 def test_documents_keep_their_sentences(tmp_path):
     text = "-DOCSTART- -X- O O\n\na O\nb O\n\nc B-PER\n\n-DOCSTART- -X- O O\n\nd O\ne B-LOC\nf I-LOC\n\ng O\n"
-    docs = ner_corpus.read_conll_documents(write(tmp_path / "d.txt", text.encode()))
+    docs = ner_corpus.read_conll_documents(write_file(tmp_path / "d.txt", text.encode()))
     assert [[words for words, _ in doc] for doc in docs] == [[["a", "b"], ["c"]], [["d", "e", "f"], ["g"]]]
     # Without -DOCSTART- lines the file is one document.
-    assert len(ner_corpus.read_conll_documents(write(tmp_path / "n.txt", b"a O\n\nb O\n"))) == 1
+    assert len(ner_corpus.read_conll_documents(write_file(tmp_path / "n.txt", b"a O\n\nb O\n"))) == 1
 
 
 def test_read_conll_two_columns_and_iob1(tmp_path):
-    path = write(tmp_path / "x.txt", "New I-LOC\nYork I-LOC\nis O\n")
+    path = write_file(tmp_path / "x.txt", "New I-LOC\nYork I-LOC\nis O\n")
     assert ner_corpus.read_conll(path) == [(["New", "York", "is"], ["B-LOC", "I-LOC", "O"])]
 
 
 @pytest.mark.parametrize(
     "text, line, message",
     [
-        (CONLL.replace("rejects VBZ B-VP O", "rejects VBZ O"), 4, "expected 4 columns as on line 3, got 3"),
-        (CONLL.replace("B-MISC", "X-MISC"), 5, "unknown tag 'X-MISC'"),
-        (CONLL.replace("B-MISC", "MISC"), 5, "unknown tag 'MISC'"),
-        (CONLL.replace("EU NNP", "EU"), 4, "expected 3 columns"),
+        (RAW_CONLL.replace("rejects VBZ B-VP O", "rejects VBZ O"), 4, "expected 4 columns as on line 3, got 3"),
+        (RAW_CONLL.replace("B-MISC", "X-MISC"), 5, "unknown tag 'X-MISC'"),
+        (RAW_CONLL.replace("B-MISC", "MISC"), 5, "unknown tag 'MISC'"),
+        (RAW_CONLL.replace("EU NNP", "EU"), 4, "expected 3 columns"),
         ("Lonely\n", 1, "expected at least 2 columns"),
     ],
 )
 def test_read_conll_errors_name_file_and_line(tmp_path, text, line, message):
-    path = write(tmp_path / "bad.txt", text)
+    path = write_file(tmp_path / "bad.txt", text)
     with pytest.raises(InputError, match=rf"bad.txt:{line}: .*{message}"):
         ner_corpus.read_conll(path)
 
 
 def test_invalid_utf8_names_the_line(tmp_path):
-    path = write(tmp_path / "bad.txt", b"EU B-ORG\nx\xff O\n")
+    path = write_file(tmp_path / "bad.txt", b"EU B-ORG\nx\xff O\n")
     with pytest.raises(InputError, match=r"bad.txt:2: invalid UTF-8"):
         ner_corpus.read_conll(path)
 
 
 def test_read_parallel(tmp_path):
-    en = write(tmp_path / "a.en.gz", "A man.\nTwo\tdogs.\n", gz=True)
-    de = write(tmp_path / "a.de", "Ein Mann.\nZwei Hunde.\n")
+    en = write_file(tmp_path / "a.en.gz", "A man.\nTwo\tdogs.\n", gz=True)
+    de = write_file(tmp_path / "a.de", "Ein Mann.\nZwei Hunde.\n")
     assert translate_corpus.read_parallel(en, de) == [("A man.", "Ein Mann."), ("Two dogs.", "Zwei Hunde.")]
 
 
 def test_read_parallel_errors(tmp_path):
-    en = write(tmp_path / "a.en", "A man.\nTwo dogs.\n")
+    en = write_file(tmp_path / "a.en", "A man.\nTwo dogs.\n")
     with pytest.raises(InputError, match="has 2 lines but .* has 1"):
-        translate_corpus.read_parallel(en, write(tmp_path / "short.de", "Ein Mann.\n"))
+        translate_corpus.read_parallel(en, write_file(tmp_path / "short.de", "Ein Mann.\n"))
     with pytest.raises(InputError, match=r"empty.de:2: empty sentence"):
-        translate_corpus.read_parallel(en, write(tmp_path / "empty.de", "Ein Mann.\n  \n"))
+        translate_corpus.read_parallel(en, write_file(tmp_path / "empty.de", "Ein Mann.\n  \n"))
 
 
 def test_tatoeba_split_is_deterministic_and_keeps_sources_together(tmp_path):
     lines = [f"Sentence {i // 2}.\tPhrase {i}." for i in range(200)]
-    path = write(tmp_path / "fra.txt.gz", "\n".join(lines) + "\n", gz=True)
+    path = write_file(tmp_path / "fra.txt.gz", "\n".join(lines) + "\n", gz=True)
     pairs = translate_corpus.read_tatoeba(path)
     a, b = translate_corpus.split_by_source(pairs, 7, 10, 10), translate_corpus.split_by_source(pairs, 7, 10, 10)
     assert a == b and translate_corpus.split_by_source(pairs, 8, 10, 10) != a
@@ -124,7 +100,7 @@ def test_tatoeba_split_is_deterministic_and_keeps_sources_together(tmp_path):
 
 def test_tatoeba_bad_line(tmp_path):
     with pytest.raises(InputError, match=r"fra.txt:2: expected English<TAB>French"):
-        translate_corpus.read_tatoeba(write(tmp_path / "fra.txt", "Go.\tVa !\nno tab here\n"))
+        translate_corpus.read_tatoeba(write_file(tmp_path / "fra.txt", "Go.\tVa !\nno tab here\n"))
 
 
 def test_prepare_writes_plain_files(tmp_path):
@@ -151,8 +127,8 @@ def test_processed_ner_keeps_documents_and_older_files_are_refused(tmp_path):
 
 def test_cli_prepare_with_broken_conll_exits_2_and_writes_nothing(tmp_path):
     raw = fake_raw(tmp_path / "raw")
-    write(raw / "conll2003/valid.txt", CONLL.replace("German JJ B-NP B-MISC", "German JJ B-NP"))
-    cfg_file = write(tmp_path / "c.toml", f'[paths]\nraw = "{raw}"\nprocessed = "{tmp_path / "processed"}"\n')
+    write_file(raw / "conll2003/valid.txt", RAW_CONLL.replace("German JJ B-NP B-MISC", "German JJ B-NP"))
+    cfg_file = write_file(tmp_path / "c.toml", f'[paths]\nraw = "{raw}"\nprocessed = "{tmp_path / "processed"}"\n')
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline", "prepare", "--config", str(cfg_file)],
         cwd=ROOT,
@@ -167,7 +143,7 @@ def test_cli_prepare_with_broken_conll_exits_2_and_writes_nothing(tmp_path):
 def test_data_rejects_a_corrupt_mirror_file_and_leaves_nothing(tmp_path, monkeypatch):
     mirror = tmp_path / "mirror"
     src = fetch.SOURCES[0]
-    write(mirror / src.path, "not the real file")
+    write_file(mirror / src.path, "not the real file")
     monkeypatch.setattr(fetch, "SOURCES", [src])
     monkeypatch.setenv("DATA_MIRROR", str(mirror))
     cfg = tiny_config(tmp_path)

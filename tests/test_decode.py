@@ -8,7 +8,7 @@ import tensorflow as tf
 from pipeline.core.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from pipeline.translate import decode
 from pipeline.translate.config import Translate
-from tests.test_seq2seq import pad, tiny_model
+from tests.conftest import pad, tiny_model
 
 A, B = 4, 5  # the toy vocabulary: <pad> <unk> <s> </s> A B
 

@@ -16,9 +16,17 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, path_overrides, tiny_config
-from tests.test_tagger import TINY_NER, synthetic, write_corpus
-from tests.test_translate_pipeline import TINY_TRANSLATE, synthetic_pairs, write_parallel
+from tests.conftest import (
+    ROOT,
+    TINY_NER,
+    TINY_TRANSLATE,
+    path_overrides,
+    synthetic,
+    synthetic_pairs,
+    tiny_config,
+    write_corpus,
+    write_parallel,
+)
 
 ENV = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_DETERMINISTIC_OPS": "1"}
 
@@ -60,6 +68,7 @@ def one_and_two_replicas(script: str, args: list[str]) -> tuple[dict, dict]:
     return one, two
 
 
+@pytest.mark.slow
 def test_two_replicas_match_one_device(tmp_path):
     cfg = tiny_config(tmp_path, *TINY_TRANSLATE)
     write_parallel(cfg, synthetic_pairs(40, seed=6))
@@ -113,6 +122,7 @@ TAGGER_TWO_REPLICAS = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_the_tagger_on_two_replicas_matches_one_device(tmp_path):
     # An ensemble of two with the document memory, no dropout (replicas draw other random numbers), and a clip
     # norm small enough that every step clips each member.
@@ -185,6 +195,7 @@ def history(tmp_path, index: int, model: str) -> list[dict]:
     return json.loads((tmp_path / f"worker{index}/reports/{model}/history.json").read_text())
 
 
+@pytest.mark.slow
 def test_two_workers_on_localhost_agree_on_the_final_weights(tmp_path):
     for index in range(2):
         # The same pairs in another order: the same vocabularies and embeddings, but other batches, so the
@@ -199,6 +210,7 @@ def test_two_workers_on_localhost_agree_on_the_final_weights(tmp_path):
     assert_same_weights(a, b)
 
 
+@pytest.mark.slow
 def test_two_tagger_workers_on_localhost_agree_on_the_final_weights(tmp_path):
     sentences = synthetic(24, seed=3)
     write_corpus(tiny_config(tmp_path / "worker0"), sentences, doc_size=4)

@@ -18,38 +18,17 @@ from hypothesis import strategies as st
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from pipeline.core import serving, stages
+from pipeline.core import serving
 from pipeline.ner import corpus as ner_corpus
 from pipeline.ner import export as ner_export
 from pipeline.ner import predict as ner_predict
-from pipeline.ner import train as ner_train
 from pipeline.stages import bench_serving
 from pipeline.stages import export as export_stage
 from pipeline.translate import corpus as translate_corpus
 from pipeline.translate import export as translate_export
 from pipeline.translate import predict as translate_predict
-from pipeline.translate import train as translate_train
-from tests.conftest import needs_data, tiny_config
-from tests.test_tagger import TINY_NER, synthetic, write_corpus
-from tests.test_translate_pipeline import TINY_TRANSLATE, synthetic_pairs, write_parallel
+from tests.conftest import TRAINED_SETTINGS, copy_run, needs_data, synthetic, synthetic_pairs
 
-# A few seconds of training: enough for both models to give varied output, which is what parity needs.
-SETTINGS = (
-    *TINY_NER,
-    "ner.ensemble=2",  # the default tagger is an ensemble with pretrained dropout: export and parity must hold
-    "ner.pretrained_dropout=0.25",
-    "ner.doc_memory=true",
-    "ner.epochs=8",
-    "ner.patience=8",
-    *TINY_TRANSLATE,
-    "translate.epochs=12",
-    "translate.patience=12",
-    "translate.lr_patience=99",
-    "translate.learning_rate=0.01",
-    "translate.batch_size=10",
-    "translate.encoder_units=32",
-    "translate.decoder_units=64",
-)
 HOSTILE = [
     "",
     " \t \u200b  ",  # whitespace only, once normalised
@@ -64,13 +43,9 @@ SIGNATURES = {
 
 
 @pytest.fixture(scope="module")
-def cfg(tmp_path_factory):
-
-    cfg = tiny_config(tmp_path_factory.mktemp("export"), *SETTINGS)
-    write_corpus(cfg, synthetic(20, seed=0), doc_size=5)
-    write_parallel(cfg, synthetic_pairs(30, seed=0))
-    ner_train.run(cfg)
-    translate_train.run(cfg)
+def cfg(synthetic_run, tmp_path_factory):
+    """A copy of the session's tiny trained models (conftest.TRAINED_SETTINGS), exported once."""
+    cfg = copy_run(synthetic_run, tmp_path_factory.mktemp("export") / "run", *TRAINED_SETTINGS)
     export_stage.run(cfg)
     return cfg
 
@@ -322,16 +297,13 @@ def test_bench_serving_reports_latency_and_throughput(cfg, monkeypatch, capsys):
     assert "tokens/s" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @needs_data
 @pytest.mark.data
-def test_real_corpora_export_matches_predictors(tmp_path, raw_dir):
-
-    cfg = tiny_config(tmp_path, "ner.epochs=1", "translate.epochs=1", raw=raw_dir)
-    for name in ("data", "prepare", "vocab", "embed", "train-ner", "train-translate", "export"):
-        stages.run(cfg, name)
-    ner_texts = [" ".join(words) for words, _ in ner_corpus.load_ner(cfg, "test")[:200]]
-    sources = [s for s, _ in translate_corpus.load_parallel(cfg, "test")[:200]]
-    check_parity(cfg, ner_texts, sources, tmp_path)
+def test_real_corpora_export_matches_predictors(real_run, tmp_path):
+    ner_texts = [" ".join(words) for words, _ in ner_corpus.load_ner(real_run, "test")[:200]]
+    sources = [s for s, _ in translate_corpus.load_parallel(real_run, "test")[:200]]
+    check_parity(real_run, ner_texts, sources, tmp_path)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

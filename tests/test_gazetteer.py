@@ -4,9 +4,7 @@ import numpy as np
 
 from pipeline.ner import gazetteer, lexicon
 from pipeline.ner.model import Tagger, dummy_inputs
-from tests.conftest import tiny_config
-from tests.test_lexicon import CLUSTERS, PROBS, TOKENS
-from tests.test_tagger import plain_inputs
+from tests.conftest import LEXICON_CLUSTERS, LEXICON_PROBS, LEXICON_TOKENS, plain_inputs, tiny_config
 
 NAMES = {
     "place": {"brussels": 1_000_000.0, "bath": 90_000.0},
@@ -41,8 +39,11 @@ def test_the_installed_lists_know_places_and_people():
 
 
 def test_lexicon_file_carries_the_columns_and_the_tagger_reads_them_as_constants(tmp_path):
-    z = lexicon.features(TOKENS, PROBS, CLUSTERS, 2, NAMES)
-    assert z["gazetteer"][2, 0] == 1 and not lexicon.features(TOKENS, PROBS, CLUSTERS, 2)["gazetteer"].any()
+    z = lexicon.features(LEXICON_TOKENS, LEXICON_PROBS, LEXICON_CLUSTERS, 2, NAMES)
+    assert (
+        z["gazetteer"][2, 0] == 1
+        and not lexicon.features(LEXICON_TOKENS, LEXICON_PROBS, LEXICON_CLUSTERS, 2)["gazetteer"].any()
+    )
     cfg = tiny_config(tmp_path, "ner.lexicon=false", "ner.gazetteer=true", "ner.word_dropout=0", "ner.dropout=0")
     model = Tagger(cfg.ner, np.zeros((6, 4), "float32"), n_chars=5, n_tags=3, lexicon=z)
     model(dummy_inputs(cfg.ner.max_word_length))

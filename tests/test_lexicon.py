@@ -10,16 +10,11 @@ from pipeline.core.errors import InputError
 from pipeline.core.files import write_lines
 from pipeline.ner import lexicon
 from pipeline.ner.model import Tagger, dummy_inputs
-from tests.conftest import tiny_config
-from tests.test_tagger import plain_inputs
-
-TOKENS = ["<pad>", "<unk>", "Brussels", "BRUSSELS", "the", "Xyzzy"]
-PROBS = {"brussels": -14.0, "Brussels": -11.0, "BRUSSELS": -16.0, "the": -3.0, "The": -5.0}
-CLUSTERS = {"Brussels": 0b1110100110, "the": 0b1011, "The": 0b1011, "cat": 0b1110100111, "Paris": 0}
+from tests.conftest import LEXICON_CLUSTERS, LEXICON_PROBS, LEXICON_TOKENS, plain_inputs, tiny_config
 
 
 def test_rows_share_the_statistics_of_all_casings_and_specials_stay_zero():
-    z = lexicon.features(TOKENS, PROBS, CLUSTERS, n_specials=2)
+    z = lexicon.features(LEXICON_TOKENS, LEXICON_PROBS, LEXICON_CLUSTERS, n_specials=2)
     assert z["dense"].shape == (6, lexicon.DENSE) and z["dense"].dtype == np.float32
     assert not z["dense"][[0, 1, 5]].any() and not z["cluster"][[0, 1, 5]].any()
     p = np.exp([-14.0, -11.0, -16.0])
@@ -35,8 +30,8 @@ def test_rows_share_the_statistics_of_all_casings_and_specials_stay_zero():
 
 
 def test_coverage_counts_types_and_running_tokens():
-    z = lexicon.features(TOKENS, PROBS, CLUSTERS, n_specials=2)
-    cov = lexicon.coverage(z, TOKENS, 2, {"train": [["the", "Xyzzy", "zzz"], ["BRUSSELS"]], "test": []})
+    z = lexicon.features(LEXICON_TOKENS, LEXICON_PROBS, LEXICON_CLUSTERS, n_specials=2)
+    cov = lexicon.coverage(z, LEXICON_TOKENS, 2, {"train": [["the", "Xyzzy", "zzz"], ["BRUSSELS"]], "test": []})
     assert cov["types"] == {"count": 4, "prob": 0.75, "cluster": 0.75, "names": 0.0}  # no name lists given
     assert cov["tokens"]["train"] == {"count": 4, "prob": 0.5, "cluster": 0.5, "names": 0.0}  # "zzz" is <unk>
     assert cov["tokens"]["test"] == {"count": 0, "prob": 0.0, "cluster": 0.0, "names": 0.0}
@@ -54,11 +49,11 @@ def test_load_checks_the_rows_against_the_vocabulary(tmp_path):
     with pytest.raises(InputError, match="ner_lexicon.npz: the word statistics are missing") as e:
         lexicon.load(cfg)
     assert "make embed" in e.value.hint
-    write_lines(vocab.vocab_path(cfg, "ner_words"), TOKENS)
-    lexicon.save(cfg, lexicon.features(TOKENS[:-1], PROBS, CLUSTERS, 2))
+    write_lines(vocab.vocab_path(cfg, "ner_words"), LEXICON_TOKENS)
+    lexicon.save(cfg, lexicon.features(LEXICON_TOKENS[:-1], LEXICON_PROBS, LEXICON_CLUSTERS, 2))
     with pytest.raises(InputError, match="does not match the 6 lines of ner_words.txt"):
         lexicon.load(cfg)
-    lexicon.save(cfg, lexicon.features(TOKENS, PROBS, CLUSTERS, 2))
+    lexicon.save(cfg, lexicon.features(LEXICON_TOKENS, LEXICON_PROBS, LEXICON_CLUSTERS, 2))
     assert lexicon.load(cfg)["dense"].shape == (6, lexicon.DENSE)
     assert [p.name for p in lexicon.path(cfg).parent.iterdir()] == ["ner_lexicon.npz"]  # no temporary left
 
@@ -66,7 +61,7 @@ def test_load_checks_the_rows_against_the_vocabulary(tmp_path):
 def test_the_tagger_reads_the_statistics_as_constants_and_not_for_unk(tmp_path):
 
     cfg = tiny_config(tmp_path, "ner.lexicon=true", "ner.word_dropout=0", "ner.dropout=0")
-    z = lexicon.features(TOKENS, PROBS, CLUSTERS, 2)
+    z = lexicon.features(LEXICON_TOKENS, LEXICON_PROBS, LEXICON_CLUSTERS, 2)
     model = Tagger(cfg.ner, np.zeros((6, 4), "float32"), n_chars=5, n_tags=3, lexicon=z)
     model(dummy_inputs(cfg.ner.max_word_length))
     [member] = model.members

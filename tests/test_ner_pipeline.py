@@ -2,19 +2,16 @@
 from raw CoNLL-2003 to metrics.json on the tiny config."""
 
 import doctest
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-from pipeline.core import stages
 from pipeline.core.trainer import out_of_time
 from pipeline.ner import metrics as ner_metrics
 from pipeline.ner import predict as ner_predict
 from pipeline.ner import train as ner_train
-from tests.conftest import needs_data, tiny_config
-from tests.test_tagger import TINY_NER, synthetic, write_corpus
+from tests.conftest import TINY_NER, needs_data, synthetic, tiny_config, write_corpus
 
 
 def test_metrics_examples():
@@ -39,6 +36,7 @@ def test_a_time_budget_stops_before_an_epoch_that_would_overrun_it():
     assert not out_of_time(1e9, 5, 0)  # 0: no budget
 
 
+@pytest.mark.slow
 def test_resumes_and_restarts(tmp_path, capsys):
 
     base = tmp_path / "run"
@@ -67,15 +65,12 @@ def test_resumes_and_restarts(tmp_path, capsys):
     assert lines[-1] == ""  # the empty sentence: no tokens, no entities
 
 
+@pytest.mark.slow
 @needs_data
 @pytest.mark.data
-@pytest.mark.skipif(importlib.util.find_spec("pipeline.embeddings") is None, reason="needs the embed stage")
-def test_stages_from_raw_corpora_to_metrics(tmp_path, raw_dir):
-
-    cfg = tiny_config(tmp_path, *TINY_NER, "ner.epochs=3", "ner.learning_rate=0.01", raw=raw_dir)
-    for name in ("data", "prepare", "vocab", "embed", "train-ner", "evaluate-ner"):
-        stages.run(cfg, name)
-    scores = json.loads((tmp_path / "reports/ner/metrics.json").read_text())
+def test_stages_from_raw_corpora_to_metrics(real_run):
+    cfg, reports = real_run, Path(real_run.paths.reports)
+    scores = json.loads((reports / "ner/metrics.json").read_text())
     assert cfg.ner.doc_memory  # the tiny config, as the default, tags documents
     assert set(scores) == {"valid", "test", "sentences_alone"}
     assert set(scores.pop("sentences_alone")) == {"valid", "test"}
@@ -84,10 +79,10 @@ def test_stages_from_raw_corpora_to_metrics(tmp_path, raw_dir):
         assert set(split["per_type"]) <= {"PER", "LOC", "ORG", "MISC"}
         assert set(next(iter(split["per_type"].values()))) == {"precision", "recall", "f1", "support"}
     assert scores["test"]["f1"] > 0
-    assert (tmp_path / "reports/ner/metrics.md").read_text().count("|") > 20
+    assert (reports / "ner/metrics.md").read_text().count("|") > 20
     for split in ("valid", "test"):  # Viterbi keeps to valid IOB2: an I-X only continues its own span
         previous = "O"
-        for line in (tmp_path / f"reports/ner/predictions.{split}.tsv").read_text().splitlines():
+        for line in (reports / f"ner/predictions.{split}.tsv").read_text().splitlines():
             tag = line.split("\t")[2] if line else "O"
             assert not tag.startswith("I-") or previous in (f"B-{tag[2:]}", tag), (split, line)
             previous = tag

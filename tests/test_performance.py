@@ -16,9 +16,15 @@ from pipeline.stages import bench as bench_stage
 from pipeline.translate import batches as translate_batches
 from pipeline.translate import predict as translate_predict
 from pipeline.translate import train as translate_train
-from tests.conftest import tiny_config
-from tests.test_tagger import TINY_NER, synthetic, write_corpus
-from tests.test_translate_pipeline import TINY_TRANSLATE, synthetic_pairs, write_parallel
+from tests.conftest import (
+    TINY_NER,
+    TINY_TRANSLATE,
+    synthetic,
+    synthetic_pairs,
+    tiny_config,
+    write_corpus,
+    write_parallel,
+)
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +160,7 @@ def test_mixed_precision_step_scales_the_loss_and_skips_overflowing_updates(cfg)
     assert all((a == v.numpy()).all() for a, v in zip(before, model.trainable_variables, strict=True))
 
 
+@pytest.mark.slow
 def test_bench_reports_every_measure(cfg, capsys):
     """`make bench` on the tiny synthetic setup: every number present and positive, the profile adds up."""
     import json

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,16 @@ from pipeline.core import files, vocab
 from pipeline.stages import embed as embed_stage
 from pipeline.stages import prepare as prepare_stage
 from pipeline.stages import vocab as vocab_stage
-from tests.conftest import ROOT, needs_data, tiny_config
+from tests.conftest import (
+    ROOT,
+    TINY_TRANSLATE,
+    fake_raw,
+    needs_data,
+    path_overrides,
+    synthetic_pairs,
+    tiny_config,
+    write_parallel,
+)
 
 
 def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
@@ -28,8 +38,6 @@ def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
 
 
 def test_disk_full_is_a_clear_error_and_earlier_artifacts_survive(tmp_path, monkeypatch, capsys):
-    from tests.test_data import fake_raw
-
     cfg_file = tmp_path / "c.toml"
     cfg_file.write_text(f'[paths]\nraw = "{fake_raw(tmp_path / "raw")}"\nprocessed = "{tmp_path / "p"}"\n')
     assert cli.main(["prepare", "--config", str(cfg_file)]) == 0
@@ -51,6 +59,7 @@ def test_disk_full_is_a_clear_error_and_earlier_artifacts_survive(tmp_path, monk
     assert not [p for p in (tmp_path / "p").rglob(".*.tmp")]
 
 
+@pytest.mark.slow
 @needs_data
 def test_same_config_gives_identical_vocabularies_and_embeddings(raw_dir, tmp_path):
 
@@ -69,33 +78,96 @@ def test_same_config_gives_identical_vocabularies_and_embeddings(raw_dir, tmp_pa
     assert match == matrices, (mismatch, errors)
 
 
+# The prepare stage as `python -m pipeline` runs it, except that its STALL_AT-th file opened for writing under
+# WATCHED gets half of its text, flushed to disk, and then waits to be killed, after naming that file in MARKER.
+# A kill that waits for the marker lands mid-write every time, not just when a fixed sleep happens to hit a write.
+# Usage: python -c STALLING STALL_AT MARKER WATCHED STAGE-ARGS...
+STALLING = """
+import builtins, io, os, runpy, sys, time
+
+stall_at, marker, watched = int(sys.argv[1]), sys.argv[2], os.path.realpath(sys.argv[3]) + os.sep
+real_open, opened = io.open, [0]
+
+
+class Stalling:
+    def __init__(self, f, path):
+        self.f, self.path = f, path
+
+    def write(self, text):
+        self.f.write(text[: len(text) // 2])
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        with real_open(marker + ".part", "w") as m:
+            m.write(self.path)
+        os.replace(marker + ".part", marker)
+        time.sleep(3600)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self.f.__exit__(*exc)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def stalling_open(file, mode="r", *args, **kwargs):
+    f = real_open(file, mode, *args, **kwargs)
+    path = os.path.realpath(file) if isinstance(file, (str, os.PathLike)) else ""
+    if set(mode) & set("wax") and path.startswith(watched):
+        opened[0] += 1
+        if opened[0] == stall_at:
+            return Stalling(f, path)
+    return f
+
+
+io.open = builtins.open = stalling_open
+sys.argv = ["pipeline", *sys.argv[4:]]
+runpy.run_module("pipeline", run_name="__main__", alter_sys=True)
+"""
+
+
 @needs_data
 def test_a_stage_killed_while_writing_leaves_no_partial_artifact(raw_dir, tmp_path):
-    """SIGKILL the prepare stage at several moments: each visible file is complete, and a rerun finishes."""
+    """SIGKILL the prepare stage halfway through its first, second and last file: each time the kill lands
+    mid-write, every visible file is complete, and a rerun finishes."""
     reference = tiny_config(tmp_path / "ref", "prepare.max_train=0", "prepare.max_eval=0", raw=raw_dir)
     prepare_stage.run(reference)
     ref_files = {p.relative_to(tmp_path / "ref/processed"): p for p in (tmp_path / "ref/processed").rglob("*.*")}
+    processed = tmp_path / "run/processed"
     args = [f'paths.{k}="{tmp_path / "run" / k}"' for k in ("processed", "reports", "stamps")]
-    command = [
-        sys.executable,
-        "-m",
-        "pipeline",
-        "prepare",
-        "--config",
-        "configs/default.toml",
-        f'paths.raw="{raw_dir}"',
-    ]
-    for delay in (0.3, 0.6, 0.9, 1.2):
-        proc = subprocess.Popen(command + args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    stage = ["prepare", "--config", "configs/default.toml", f'paths.raw="{raw_dir}"', *args]
+    assert len(ref_files) > 2
+    for stall_at in (1, 2, len(ref_files)):
+        marker, log = tmp_path / f"stalled-{stall_at}", tmp_path / f"stderr-{stall_at}"
+        with log.open("w") as err:
+            command = [sys.executable, "-c", STALLING, str(stall_at), str(marker), str(processed), *stage]
+            proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            deadline = time.monotonic() + 300
+            while not marker.exists():  # the kill waits until the stage is halfway through that write
+                assert proc.poll() is None, f"prepare ended before its write {stall_at}: {log.read_text()[-2000:]}"
+                assert time.monotonic() < deadline, f"prepare never reached its write {stall_at}"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait()
+        assert proc.returncode == -signal.SIGKILL
+        # The kill landed mid-write: the file being written holds the first part of an artifact, no more ...
+        partial = Path(marker.read_text()).read_bytes()
+        refs = [ref.read_bytes() for ref in ref_files.values()]
+        assert any(0 < len(partial) < len(ref) and ref.startswith(partial) for ref in refs), "the kill missed"
+        # ... and no visible artifact is that partial file, or any other incomplete one.
         for rel, ref in ref_files.items():
-            out = tmp_path / "run/processed" / rel
-            assert not out.exists() or filecmp.cmp(out, ref, shallow=False), f"partial {rel} after {delay}s"
-    assert subprocess.run(command + args, cwd=ROOT, capture_output=True).returncode == 0
+            out = processed / rel
+            assert not out.exists() or filecmp.cmp(out, ref, shallow=False), f"partial {rel}, kill {stall_at}"
+        assert not (tmp_path / "run/stamps/prepare.done").exists()
+    rerun = subprocess.run([sys.executable, "-m", "pipeline", *stage], cwd=ROOT, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
     for rel, ref in ref_files.items():
-        assert filecmp.cmp(tmp_path / "run/processed" / rel, ref, shallow=False)
+        assert filecmp.cmp(processed / rel, ref, shallow=False)
     assert (tmp_path / "run/stamps/prepare.done").is_file()
 
 
@@ -105,9 +177,6 @@ def test_artifacts_get_ordinary_permissions(tmp_path):
 
 
 def _train_command(base, *overrides) -> list[str]:
-    from tests.conftest import path_overrides
-    from tests.test_translate_pipeline import TINY_TRANSLATE
-
     settings = (*TINY_TRANSLATE, "translate.epochs=4", "translate.patience=9", "translate.batch_size=8")
     return [sys.executable, "-m", "pipeline", "train-translate", "--config", "configs/tiny.toml",
             *path_overrides(base), *settings, *overrides]  # fmt: skip
@@ -120,10 +189,9 @@ def _history(base) -> list[dict]:
     return json.loads(path.read_text()) if path.is_file() else []
 
 
+@pytest.mark.slow
 def test_training_killed_mid_epoch_resumes_and_ends_like_an_uninterrupted_run(tmp_path):
     """SIGKILL train-translate in its third epoch; the rerun resumes after epoch 2 and ends with the same numbers."""
-    from tests.test_translate_pipeline import synthetic_pairs, write_parallel
-
     env = os.environ | {"TF_DETERMINISTIC_OPS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
     for name in ("whole", "killed"):
         write_parallel(tiny_config(tmp_path / name), synthetic_pairs(300, seed=3))
@@ -158,10 +226,9 @@ def test_training_killed_mid_epoch_resumes_and_ends_like_an_uninterrupted_run(tm
         )
 
 
+@pytest.mark.slow
 def test_same_seed_trains_to_identical_numbers(tmp_path):
     """Two runs of one config and seed (TF op determinism on, CPU): identical losses and dev scores."""
-    from tests.test_translate_pipeline import synthetic_pairs, write_parallel
-
     env = os.environ | {"TF_DETERMINISTIC_OPS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
     runs = []
     for name in ("a", "b"):

@@ -2,7 +2,6 @@
 model that learns to reverse 50 sentences (and, with DATA_MIRROR, 50 Multi30k pairs to BLEU > 90)."""
 
 import collections
-import dataclasses
 import gzip
 import time
 from pathlib import Path
@@ -15,28 +14,11 @@ import tensorflow as tf
 from pipeline.core import text, vocab
 from pipeline.core.config import Text
 from pipeline.core.errors import InputError
-from pipeline.core.vocab import BOS_ID, EOS_ID, PAD_ID
+from pipeline.core.vocab import BOS_ID, EOS_ID
 from pipeline.translate import attention, decode
 from pipeline.translate import model as seq2seq
 from pipeline.translate import train as translate_train
-from pipeline.translate.config import Translate
-from tests.conftest import MIRROR, needs_data, tiny_config
-
-TINY = Translate(encoder_units=16, decoder_units=32, dropout=0.0, word_dropout=0.0, label_smoothing=0.0)
-
-
-def tiny_model(src_vocab=30, tgt_vocab=40, dim=16, seed=0, **changes) -> seq2seq.Seq2Seq:
-    keras.utils.set_random_seed(seed)
-    rng = np.random.default_rng(seed)
-    matrices = [rng.normal(0, 0.3, (rows, dim)).astype(np.float32) for rows in (src_vocab, tgt_vocab)]
-    return seq2seq.Seq2Seq(*matrices, dataclasses.replace(TINY, **changes))
-
-
-def pad(rows: list[list[int]], width: int | None = None) -> np.ndarray:
-    out = np.full((len(rows), width or max(map(len, rows))), PAD_ID, np.int32)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = row
-    return out
+from tests.conftest import MIRROR, needs_data, pad, tiny_config, tiny_model
 
 
 def teacher_forcing(targets: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:

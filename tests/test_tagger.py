@@ -1,115 +1,23 @@
 """The tagger learns 20 sentences perfectly on a tiny config, and every recurrent layer can use cuDNN."""
 
-import collections
 import json
-import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pipeline.core import vocab
-from pipeline.core.files import write_lines
 from pipeline.core.optim import LazyAdam
 from pipeline.ner import batches as ner_batches
 from pipeline.ner import corpus as ner_corpus
 from pipeline.ner import evaluate as ner_evaluate
 from pipeline.ner import features as ner_features
-from pipeline.ner import lexicon
 from pipeline.ner import predict as ner_predict
 from pipeline.ner import train as ner_train
 from pipeline.ner.crf import viterbi_decode
 from pipeline.ner.model import Tagger, TaggerNet, dummy_inputs
-from tests.conftest import tiny_config
-
-NAMES = (["John", "Smith"], ["Mary"], ["Angela", "Merkel"], ["Peter", "Blackburn"])
-PLACES = (["Paris"], ["New", "York"], ["Germany"], ["Los", "Angeles"])
-ORGS = (["EU"], ["Reuters"], ["European", "Commission"], ["FIFA"])
-MISC = (["German"], ["British"], ["French"])
-TEMPLATES = (
-    ("{PER} visited {LOC} on Monday .", ()),
-    ("{ORG} rejects {MISC} call to boycott {MISC} lamb .", ()),
-    ("{PER} , who works for {ORG} , lives in {LOC} .", ()),
-    ("the {MISC} team lost 3-1 to {ORG} in {LOC} .", ()),
-)
-
-# Word statistics for the tagger's lexicon (a made-up table: names mostly Capitalised, with their own clusters).
-PROBS = {w: -12.0 for w in ("john", "mary", "paris", "monday", "the", "to", "in", "on")}
-PROBS |= {w: -10.0 for w in ("John", "Mary", "Paris", "Monday", "Germany", "EU", "FIFA")}
-CLUSTERS = {"John": 0b100, "Mary": 0b100, "Paris": 0b101, "Germany": 0b101, "EU": 0b110, "the": 0b111, "Monday": 0b1000}
+from tests.conftest import TINY_NER, plain_inputs, synthetic, tiny_config, write_corpus
 
 BARE = "ner.lexicon=false"  # for models built here without a word-statistics file
-
-TINY_NER = [
-    "ner.char_dim=8",
-    "ner.char_filters=8",
-    "ner.units=16",
-    "ner.dropout=0.0",
-    "ner.batch_size=4",
-    "ner.bucket_width=8",
-    "ner.learning_rate=0.02",
-    "ner.epochs=40",
-    "ner.patience=3",
-]
-
-
-def synthetic(n: int, seed: int) -> list[tuple[list[str], list[str]]]:
-    """n sentences from the templates, with IOB2 tags."""
-    rng, pools = random.Random(seed), {"PER": NAMES, "LOC": PLACES, "ORG": ORGS, "MISC": MISC}
-    out = []
-    for _ in range(n):
-        template, _ = rng.choice(TEMPLATES)
-        words, tags = [], []
-        for piece in template.split():
-            if piece.startswith("{"):
-                kind = piece[1:-1]
-                span = rng.choice(pools[kind])
-                words += span
-                tags += [f"B-{kind}"] + [f"I-{kind}"] * (len(span) - 1)
-            else:
-                words.append(piece)
-                tags.append("O")
-        out.append((words, tags))
-    return out
-
-
-def plain_inputs(words, max_word_length: int) -> dict:
-    """Tagger inputs for word ids [batch, time]: one character and one casing class for every word, no memory
-    keys, each sentence its own document."""
-    import tensorflow as tf
-
-    words = tf.constant(words)
-    return {
-        "words": words,
-        "chars": tf.ones([*words.shape, max_word_length], tf.int32),
-        "casing": tf.ones_like(words),
-        "key": tf.zeros_like(words),
-        "doc": tf.range(words.shape[0]),
-    }
-
-
-def write_corpus(cfg, sentences, dim: int = 16, doc_size: int = 0) -> None:
-    """What the prepare, vocab and embed stages would write, for these sentences as every split
-    (in documents of doc_size sentences, or one document)."""
-    for split in ("train", "valid", "test"):
-        lines = []
-        for i, (words, tags) in enumerate(sentences):
-            if i % (doc_size or len(sentences)) == 0:
-                lines += ["-DOCSTART-", ""]
-            lines += [*map("\t".join, zip(words, tags, strict=True)), ""]
-        write_lines(Path(cfg.paths.processed) / f"ner/{split}.conll", lines)
-    words = collections.Counter(w for s, _ in sentences for w in s)
-    chars = collections.Counter(c for w in words for c in w)
-    vocab.save(vocab.vocab_path(cfg, "ner_words"), vocab.build(words, vocab.SPECIALS["ner_words"], 1))
-    vocab.save(vocab.vocab_path(cfg, "ner_chars"), vocab.build(chars, vocab.SPECIALS["ner_chars"], 1))
-    tags = sorted({t for _, y in sentences for t in y} - {"O"}, key=lambda t: (t[2:], t))
-    vocab.save(vocab.vocab_path(cfg, "ner_tags"), ["O", *tags])
-    n = len(vocab.load_named(cfg, "ner_words"))
-    matrix = np.random.default_rng(0).normal(0, 0.1, (n, dim)).astype("float32")
-    matrix[0] = 0
-    Path(cfg.paths.embeddings).mkdir(parents=True, exist_ok=True)
-    np.save(Path(cfg.paths.embeddings) / "ner_words.npy", matrix)
-    lexicon.save(cfg, lexicon.features(vocab.load_named(cfg, "ner_words"), PROBS, CLUSTERS, 2))
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["sentences", "doc_memory"])

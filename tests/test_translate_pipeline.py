@@ -2,52 +2,19 @@
 resumes after an interruption, refuses vocabularies it was not trained with, and (with DATA_MIRROR) runs every
 stage from raw Multi30k to metrics.json on the tiny config."""
 
-import collections
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
 from pipeline import __main__ as cli
-from pipeline.core import stages, text, vocab
 from pipeline.core.errors import InputError
-from pipeline.core.files import write_lines
 from pipeline.translate import evaluate as translate_evaluate
 from pipeline.translate import metrics as translate_metrics
 from pipeline.translate import predict as translate_predict
 from pipeline.translate import train as translate_train
-from tests.conftest import needs_data, tiny_config
-
-WORDS = "man woman dog child ball red blue runs jumps sits on the a in park street water green big small".split()
-TINY_TRANSLATE = ("translate.dropout=0.0", "translate.word_dropout=0.0", "translate.label_smoothing=0.0")
-
-
-def synthetic_pairs(n: int, seed: int) -> list[tuple[str, str]]:
-    """A word-for-word 'translation': reversed word order, capitalised, with a full stop glued on."""
-    rng = np.random.default_rng(seed)
-    pairs = []
-    for _ in range(n):
-        words = [WORDS[i] for i in rng.integers(0, len(WORDS), rng.integers(3, 8))]
-        pairs.append((" ".join(words), " ".join(w.capitalize() for w in reversed(words)) + "."))
-    return pairs
-
-
-def write_parallel(cfg, pairs, dim: int = 16) -> None:
-    """What the prepare, vocab and embed stages would write, with these pairs as every split."""
-    for split in ("train", "valid", "test"):
-        write_lines(Path(cfg.paths.processed) / f"translate/{split}.tsv", [f"{s}\t{t}" for s, t in pairs])
-    rng = np.random.default_rng(0)
-    for name, side, joiner in (("src", 0, False), ("tgt", 1, True)):
-        tokens = text.tokenize_batches([p[side] for p in pairs], cfg.text, joiner=joiner)
-        vocab.save(
-            vocab.vocab_path(cfg, name),
-            vocab.build(collections.Counter(t for s in tokens for t in s), vocab.SPECIALS[name], 1),
-        )
-        matrix = rng.normal(0, 0.1, (len(vocab.load_named(cfg, name)), dim)).astype("float32")
-        Path(cfg.paths.embeddings).mkdir(parents=True, exist_ok=True)
-        np.save(Path(cfg.paths.embeddings) / f"{name}.npy", matrix)
+from tests.conftest import TINY_TRANSLATE, needs_data, synthetic_pairs, tiny_config, write_parallel
 
 
 def summaries(path):
@@ -55,6 +22,7 @@ def summaries(path):
     return [e.summary.value for e in tf.compat.v1.train.summary_iterator(str(path)) if e.HasField("summary")]
 
 
+@pytest.mark.slow
 def test_overfits_fifty_pairs_to_bleu_above_90(tmp_path, capsys):
     """The tiny config's model learns 50 pairs through the real loop, bucketing and string-in/string-out decoding."""
 
@@ -102,6 +70,7 @@ def test_overfits_fifty_pairs_to_bleu_above_90(tmp_path, capsys):
     assert translate_predict.translate_texts(greedy, [p[0] for p in pairs[:5]]) == [p[1] for p in pairs[:5]]
 
 
+@pytest.mark.slow
 def test_resumes_restarts_and_refuses_other_vocabularies(tmp_path, capsys):
 
     cfg = tiny_config(tmp_path, *TINY_TRANSLATE, "translate.epochs=2", "translate.patience=9")
@@ -129,16 +98,16 @@ def test_bleu_scores_are_sacrebleu_on_detokenized_text():
     assert "tok:13a" in s["signature"] and "nc:6|nw:0" in s["chrf_signature"]
 
 
+@pytest.mark.slow
 @needs_data
 @pytest.mark.data
-def test_stages_from_raw_corpora_to_metrics(tmp_path, raw_dir, capsys):
-
-    cfg = tiny_config(tmp_path, "translate.epochs=1", raw=raw_dir)
-    for name in ("data", "prepare", "vocab", "embed", "train-translate", "evaluate-translate"):
-        stages.run(cfg, name)
-    scores = json.loads((tmp_path / "reports/translate/metrics.json").read_text())
+def test_stages_from_raw_corpora_to_metrics(real_run, capsys):
+    scores = json.loads((Path(real_run.paths.reports) / "translate/metrics.json").read_text())
     assert {"valid", "test"} <= set(scores)
     assert {"bleu", "chrf", "signature", "bp", "sentences"} <= set(scores["test"])
-    translate_predict.translate_main(cfg, ["A man is riding a bicycle .", ""])
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines[-2:]) == 2 and lines[-1] == ""
+    sentences = ["A man is riding a bicycle .", ""]
+    translations = translate_predict.translate_texts(translate_predict.load_translator(real_run), sentences)
+    assert len(translations) == 2 and translations[1] == ""  # an empty sentence translates to ""
+    capsys.readouterr()
+    translate_predict.translate_main(real_run, sentences)
+    assert capsys.readouterr().out == f"{translations[0]}\n\n"  # one line per input, and nothing else
