@@ -24,6 +24,7 @@ from pipeline.stages import fetch
 from pipeline.translate import evaluate as translate_evaluate
 from pipeline.translate import model as seq2seq
 from pipeline.translate import train as translate_train
+from pipeline.translate.config import Translate
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.toml"
@@ -210,7 +211,7 @@ def write_parallel(cfg, pairs, dim: int = 16) -> None:
 
 # ------------------------------------------------------------------------------- a tiny seq2seq model
 
-TINY_SEQ2SEQ = config.Translate(encoder_units=16, decoder_units=32, dropout=0.0, word_dropout=0.0, label_smoothing=0.0)
+TINY_SEQ2SEQ = Translate(encoder_units=16, decoder_units=32, dropout=0.0, word_dropout=0.0, label_smoothing=0.0)
 
 
 def tiny_model(src_vocab=30, tgt_vocab=40, dim=16, seed=0, **changes):
