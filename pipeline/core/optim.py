@@ -50,7 +50,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def _replica_share(x: tf.Tensor) -> tf.Tensor:
+def replica_share(x: tf.Tensor) -> tf.Tensor:
     """Rows i, i + n, i + 2n ... of a global batch for replica i of n: every worker and device sees the same
     global batch (same seed), so no input pipeline needs distributing; strided rows keep lengths mixed."""
     ctx = tf.distribute.get_replica_context()

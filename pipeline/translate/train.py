@@ -65,7 +65,7 @@ def make_translate_step(model, optimizer, hp: Translate, strategy: tf.distribute
 
         def replica(*batch):
             if strategy.num_replicas_in_sync > 1:
-                batch = [optim._replica_share(x) for x in batch]
+                batch = [optim.replica_share(x) for x in batch]
             return replica_step(*batch, n_tokens)
 
         total = strategy.reduce(
