@@ -2,7 +2,8 @@
 # <stage>.done is remade when an upstream .done is newer or when <stage>.cfg, the fingerprint of the config
 # sections the stage reads, changes. A second `make all` therefore does nothing.
 #
-#   make all                    setup + every stage on configs/default.toml
+#   make all                    setup + every stage of every task the config defines (configs/default.toml: both)
+#   make ner / make translate   the shared stages, then one task: train, evaluate, export, report
 #   make vocab CONFIG=configs/tiny.toml ARGS="vocab.min_freq=3"
 
 CONFIG ?= configs/default.toml
@@ -14,14 +15,21 @@ PIPELINE := $(PY) -m pipeline
 # Stamps live where the config says (paths.stamps); ask the config rather than repeating the path here.
 STAMPS := $(shell test -x $(PY) && $(PIPELINE) path stamps --config $(CONFIG) $(foreach a,$(ARGS),--set $(a)) 2>/dev/null || echo data/stamps)
 SETUP := $(VENV)/.installed
+# The tasks the config defines ([ner.data] / [translate.data] train set): `make all` runs these.
+TASKS := $(shell test -x $(PY) && $(PIPELINE) tasks --config $(CONFIG) $(foreach a,$(ARGS),--set $(a)) 2>/dev/null || echo ner translate)
 
-STAGES := data prepare vocab embed train-ner evaluate-ner train-translate evaluate-translate export report
+SHARED := data prepare vocab embed
+STAGES := $(SHARED) train-ner evaluate-ner export-ner train-translate evaluate-translate export-translate report
+RUN = $(PIPELINE) $(1) --config $(CONFIG) $(ARGS)
 
-.PHONY: all setup test test-fast lint clean help $(STAGES) bench bench-serving FORCE
+.PHONY: all ner translate export check-data setup test test-fast lint clean help $(STAGES) bench bench-serving FORCE
 .DEFAULT_GOAL := help
 
 help:
-	@echo "make all      setup, then every stage on CONFIG (default $(CONFIG))"
+	@echo "make all      setup, then every stage of every task CONFIG defines (default $(CONFIG): $(TASKS))"
+	@echo "make ner      setup, shared stages, then the tagger: train, evaluate, export, report"
+	@echo "make translate   the same for the translator"
+	@echo "make check-data  read and check the corpora CONFIG names (data/reports/data.json)"
 	@echo "make test     unit and end-to-end tests (tiny config)"
 	@echo "make test-fast   the same without the tests marked slow (over ~20 s each)"
 	@echo "make setup    create $(VENV) and install the project (idempotent)"
@@ -31,7 +39,13 @@ help:
 	@echo "make bench   training and decoding speed on real batches (data/reports/bench.json)"
 	@echo "make bench-serving   CPU latency / throughput of the latest exported SavedModels"
 
-all: setup $(STAGES)
+all: setup $(SHARED) $(foreach t,$(TASKS),train-$(t) evaluate-$(t) export-$(t)) report
+
+# One task alone; the report is rewritten from whatever has been evaluated.
+ner translate: %: setup $(SHARED) train-% evaluate-% export-%
+	$(call RUN,report)
+
+export: $(foreach t,$(TASKS),export-$(t))
 
 setup: $(SETUP)
 
@@ -48,44 +62,41 @@ $(STAMPS)/%.cfg: FORCE | $(SETUP)
 	@$(PIPELINE) stamp $* --config $(CONFIG) $(foreach a,$(ARGS),--set $(a))
 
 $(STAMPS)/data.done: $(STAMPS)/data.cfg
-	$(PIPELINE) data --config $(CONFIG) $(ARGS)
+	$(call RUN,data)
 
 $(STAMPS)/prepare.done: $(STAMPS)/data.done $(STAMPS)/prepare.cfg
-	$(PIPELINE) prepare --config $(CONFIG) $(ARGS)
+	$(call RUN,prepare)
 
 $(STAMPS)/vocab.done: $(STAMPS)/prepare.done $(STAMPS)/vocab.cfg
-	$(PIPELINE) vocab --config $(CONFIG) $(ARGS)
+	$(call RUN,vocab)
 
 $(STAMPS)/embed.done: $(STAMPS)/vocab.done $(STAMPS)/embed.cfg
-	$(PIPELINE) embed --config $(CONFIG) $(ARGS)
+	$(call RUN,embed)
 
-$(STAMPS)/train-ner.done: $(STAMPS)/embed.done $(STAMPS)/train-ner.cfg
-	$(PIPELINE) train-ner --config $(CONFIG) $(ARGS)
+# Per task: train-<task>, evaluate-<task>, export-<task> (saved_models/<task>/<next version>/ + models.config).
+$(STAMPS)/train-%.done: $(STAMPS)/embed.done $(STAMPS)/train-%.cfg
+	$(call RUN,train-$*)
 
-$(STAMPS)/evaluate-ner.done: $(STAMPS)/train-ner.done $(STAMPS)/evaluate-ner.cfg
-	$(PIPELINE) evaluate-ner --config $(CONFIG) $(ARGS)
+$(STAMPS)/evaluate-%.done: $(STAMPS)/train-%.done $(STAMPS)/evaluate-%.cfg
+	$(call RUN,evaluate-$*)
 
-$(STAMPS)/train-translate.done: $(STAMPS)/embed.done $(STAMPS)/train-translate.cfg
-	$(PIPELINE) train-translate --config $(CONFIG) $(ARGS)
-
-$(STAMPS)/evaluate-translate.done: $(STAMPS)/train-translate.done $(STAMPS)/evaluate-translate.cfg
-	$(PIPELINE) evaluate-translate --config $(CONFIG) $(ARGS)
-
-# ---- export for TF Serving: saved_models/{ner,translate}/<next version>/ and saved_models/models.config ----
-$(STAMPS)/export.done: $(STAMPS)/train-ner.done $(STAMPS)/train-translate.done $(STAMPS)/export.cfg
-	$(PIPELINE) export --config $(CONFIG) $(ARGS)
+$(STAMPS)/export-%.done: $(STAMPS)/train-%.done $(STAMPS)/export-%.cfg
+	$(call RUN,export-$*)
 
 # A measurement, not an artifact: it runs every time it is asked for.
-bench-serving: $(STAMPS)/export.done
-	$(PIPELINE) bench-serving --config $(CONFIG) $(ARGS)
+bench-serving: export
+	$(call RUN,bench-serving)
+
+check-data: $(STAMPS)/data.done
+	$(call RUN,check-data)
 
 # The report reads every evaluation; it is remade when any of them is newer.
-$(STAMPS)/report.done: $(STAMPS)/evaluate-ner.done $(STAMPS)/evaluate-translate.done $(STAMPS)/report.cfg
-	$(PIPELINE) report --config $(CONFIG) $(ARGS)
+$(STAMPS)/report.done: $(foreach t,$(TASKS),$(STAMPS)/evaluate-$(t).done) $(STAMPS)/report.cfg
+	$(call RUN,report)
 
 # Measurements, not artifacts: they run every time they are asked for.
 bench: $(STAMPS)/embed.done
-	$(PIPELINE) bench --config $(CONFIG) $(ARGS)
+	$(call RUN,bench)
 
 $(STAGES): %: $(STAMPS)/%.done
 

@@ -4,16 +4,51 @@ Exit codes: 0 ok, 2 bad input or config (one line naming the file and line, plus
 """
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import importlib
 import os
+import re
 import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of stage output
 
 from pipeline.core import config, stages
 from pipeline.core.errors import InputError
+
+# TensorFlow's native start-up lines (absl, CUDA probing on a machine without a GPU, CPU feature notes): they are
+# written before TF_CPP_MIN_LOG_LEVEL applies. Commands that never import TensorFlow skip the filter.
+NOISE = re.compile(r"^(WARNING: All log messages before absl|[IW]\d{4} |E\d{4} .*cu(Init|da)|To enable the following)")
+WITHOUT_TENSORFLOW = {"stamp", "path", "tasks", "data", "check-data", "prepare"}
+
+
+@contextlib.contextmanager
+def _native_stderr_filtered():
+    """Send file descriptor 2 to a temp file while TensorFlow starts, then pass on every line that is not noise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            for line in tmp.read().decode("utf-8", "replace").splitlines():
+                if not NOISE.match(line):
+                    print(line, file=sys.stderr)
+
+
+def start_tensorflow_quietly() -> None:
+    with _native_stderr_filtered():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")  # the CUDA probe, which logs its failure on a CPU-only machine
+
 
 DEFAULT_CONFIG = "configs/default.toml"
 # Commands that run a trained model on raw sentences: (help, description, "module:function").
@@ -65,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stamp", help="(for make) write the config fingerprints of stages whose config changed")
     p.add_argument("stage_names", nargs="+", metavar="STAGE", choices=list(stages.STAGES))
     _common(p, overrides_flag=True)
+    p = sub.add_parser("tasks", help="(for make) print the tasks the config defines: ner, translate")
+    _common(p, overrides_flag=True)
     p = sub.add_parser("path", help="(for make) print one paths.* value of the config")
     p.add_argument("key", choices=[f.name for f in dataclasses.fields(config.Paths)])
     _common(p, overrides_flag=True)
@@ -73,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _common(p: argparse.ArgumentParser, overrides_flag: bool = False) -> None:
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"TOML config file (default: {DEFAULT_CONFIG})")
+    p.add_argument("--verbose", action="store_true", help="show TensorFlow's native start-up log lines")
     if overrides_flag:
         p.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
     else:
@@ -83,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         cfg = config.load(args.config, args.overrides)
+        if args.command not in WITHOUT_TENSORFLOW and not args.verbose:
+            start_tensorflow_quietly()
         if args.command == "stamp":
             for name in args.stage_names:
                 stages.write_cfg_stamp(cfg, name)
@@ -95,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "path":
             print(getattr(cfg.paths, args.key))
+            return 0
+        if args.command == "tasks":
+            print(" ".join(config.tasks(cfg)))
             return 0
         seconds = stages.run(cfg, args.command)
         print(f"[{args.command}] done in {seconds:.1f}s")

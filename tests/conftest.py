@@ -284,7 +284,7 @@ def raw_dir(tmp_path_factory) -> Path:
         pytest.skip("needs the real corpora: set DATA_MIRROR")
 
     base = tmp_path_factory.mktemp("raw")
-    fetch.run(tiny_config(base, raw=base / "raw"))
+    fetch.fetch(tiny_config(base, raw=base / "raw"), fetch.SOURCES)
     return base / "raw"
 
 

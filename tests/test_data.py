@@ -6,13 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.core import config
 from pipeline.core.config import SPLITS
 from pipeline.core.errors import InputError
 from pipeline.ner import corpus as ner_corpus
 from pipeline.stages import fetch
 from pipeline.stages import prepare as prepare_stage
 from pipeline.translate import corpus as translate_corpus
-from tests.conftest import RAW_CONLL, ROOT, fake_raw, needs_data, tiny_config, write_file
+from tests.conftest import RAW_CONLL, ROOT, fake_raw, needs_data, path_overrides, tiny_config, write_file
 
 
 @pytest.mark.parametrize(
@@ -41,8 +42,8 @@ def test_documents_keep_their_sentences(tmp_path):
     text = "-DOCSTART- -X- O O\n\na O\nb O\n\nc B-PER\n\n-DOCSTART- -X- O O\n\nd O\ne B-LOC\nf I-LOC\n\ng O\n"
     docs = ner_corpus.read_conll_documents(write_file(tmp_path / "d.txt", text.encode()))
     assert [[words for words, _ in doc] for doc in docs] == [[["a", "b"], ["c"]], [["d", "e", "f"], ["g"]]]
-    # Without -DOCSTART- lines the file is one document.
-    assert len(ner_corpus.read_conll_documents(write_file(tmp_path / "n.txt", b"a O\n\nb O\n"))) == 1
+    # Without -DOCSTART- lines the file has no documents: each sentence is its own.
+    assert len(ner_corpus.read_conll_documents(write_file(tmp_path / "n.txt", b"a O\n\nb O\n"))) == 2
 
 
 def test_read_conll_two_columns_and_iob1(tmp_path):
@@ -75,32 +76,50 @@ def test_invalid_utf8_names_the_line(tmp_path):
 def test_read_parallel(tmp_path):
     en = write_file(tmp_path / "a.en.gz", "A man.\nTwo\tdogs.\n", gz=True)
     de = write_file(tmp_path / "a.de", "Ein Mann.\nZwei Hunde.\n")
-    assert translate_corpus.read_parallel(en, de) == [("A man.", "Ein Mann."), ("Two dogs.", "Zwei Hunde.")]
+    assert translate_corpus.read_parallel(en, de).pairs == [("A man.", "Ein Mann."), ("Two dogs.", "Zwei Hunde.")]
 
 
 def test_read_parallel_errors(tmp_path):
     en = write_file(tmp_path / "a.en", "A man.\nTwo dogs.\n")
     with pytest.raises(InputError, match="has 2 lines but .* has 1"):
         translate_corpus.read_parallel(en, write_file(tmp_path / "short.de", "Ein Mann.\n"))
-    with pytest.raises(InputError, match=r"empty.de:2: empty sentence"):
-        translate_corpus.read_parallel(en, write_file(tmp_path / "empty.de", "Ein Mann.\n  \n"))
+    # An empty side is common in real corpora: the pair is skipped, and the check names its line.
+    read = translate_corpus.read_parallel(en, write_file(tmp_path / "empty.de", "Ein Mann.\n  \n"))
+    assert read.pairs == [("A man.", "Ein Mann.")] and read.skipped == [
+        (str(tmp_path / "empty.de"), 2, "empty target sentence: pair skipped")
+    ]
+    with pytest.raises(InputError, match="no sentence pairs found"):
+        translate_corpus.read_parallel(en, write_file(tmp_path / "blank.de", "\n\n"))
 
 
-def test_tatoeba_split_is_deterministic_and_keeps_sources_together(tmp_path):
-    lines = [f"Sentence {i // 2}.\tPhrase {i}." for i in range(200)]
-    path = write_file(tmp_path / "fra.txt.gz", "\n".join(lines) + "\n", gz=True)
-    pairs = translate_corpus.read_tatoeba(path)
-    a, b = translate_corpus.split_by_source(pairs, 7, 10, 10), translate_corpus.split_by_source(pairs, 7, 10, 10)
-    assert a == b and translate_corpus.split_by_source(pairs, 8, 10, 10) != a
+def test_held_out_split_is_deterministic_and_keeps_sources_together(tmp_path):
+    lines = [f"Sentence {i // 2}.\tPhrase {i}.\tattribution" for i in range(200)]
+    path = write_file(tmp_path / "pairs.tsv.gz", "\n".join(lines) + "\n", gz=True)
+
+    def split(seed):
+        cfg = tiny_config(
+            tmp_path,
+            f'translate.data.train="{path}"',
+            'translate.data.valid=""',
+            'translate.data.test=""',
+            'ner.data.train=""',
+            "prepare.valid_size=10",
+            "prepare.test_size=0.05",
+            f"prepare.split_seed={seed}",
+        )
+        return {k: v.pairs for k, v in prepare_stage.read_corpora(cfg).translate.items()}
+
+    a = split(7)
+    assert a == split(7) and split(8) != a
     sources = {k: {en for en, _ in v} for k, v in a.items()}
-    assert len(sources["valid"]) == 10 and len(sources["test"]) == 10
+    assert len(sources["valid"]) == 10 and len(sources["test"]) == 5  # 5% of the 100 source sentences
     assert not sources["train"] & sources["valid"] and not sources["train"] & sources["test"]
     assert sum(len(v) for v in a.values()) == 200
 
 
-def test_tatoeba_bad_line(tmp_path):
-    with pytest.raises(InputError, match=r"fra.txt:2: expected English<TAB>French"):
-        translate_corpus.read_tatoeba(write_file(tmp_path / "fra.txt", "Go.\tVa !\nno tab here\n"))
+def test_tsv_line_without_a_tab(tmp_path):
+    with pytest.raises(InputError, match=r"fra.txt:2: expected source<TAB>target, found no tab"):
+        translate_corpus.read_tsv(write_file(tmp_path / "fra.txt", "Go.\tVa !\nno tab here\n"))
 
 
 def test_prepare_writes_plain_files(tmp_path):
@@ -128,7 +147,10 @@ def test_processed_ner_keeps_documents_and_older_files_are_refused(tmp_path):
 def test_cli_prepare_with_broken_conll_exits_2_and_writes_nothing(tmp_path):
     raw = fake_raw(tmp_path / "raw")
     write_file(raw / "conll2003/valid.txt", RAW_CONLL.replace("German JJ B-NP B-MISC", "German JJ B-NP"))
-    cfg_file = write_file(tmp_path / "c.toml", f'[paths]\nraw = "{raw}"\nprocessed = "{tmp_path / "processed"}"\n')
+    base = ROOT / "configs/default.toml"
+    cfg_file = write_file(
+        tmp_path / "c.toml", f'base = "{base}"\n[paths]\nraw = "{raw}"\nprocessed = "{tmp_path / "processed"}"\n'
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline", "prepare", "--config", str(cfg_file)],
         cwd=ROOT,
@@ -196,10 +218,10 @@ def test_removed_ner_context_tokens_is_named_in_the_error(tmp_path):
 
 @needs_data
 def test_real_tatoeba_split(raw_dir, tmp_path):
-    cfg = tiny_config(tmp_path, "prepare.translation_corpus=tatoeba", "prepare.target_lang=fr", raw=raw_dir)
-    splits = translate_corpus.translation_splits(cfg)
-    assert sum(len(v) for v in splits.values()) == 142787
-    assert len({en for en, _ in splits["valid"]}) == 2000
+    cfg = config.load(ROOT / "configs/tatoeba-en-fr.toml", path_overrides(tmp_path, raw_dir))
+    splits = prepare_stage.read_corpora(cfg).translate
+    assert sum(len(v.pairs) for v in splits.values()) == 142787
+    assert len({en for en, _ in splits["valid"].pairs}) == 2000 == len({en for en, _ in splits["test"].pairs})
 
 
 @settings(max_examples=60, deadline=None)
@@ -215,7 +237,7 @@ def test_readers_on_arbitrary_unicode_parse_or_name_the_line(tmp_path_factory, c
         lambda: ner_corpus.read_conll(base / "a.conll"),
         lambda: translate_corpus.read_parallel(base / "src.txt", base / "tgt.txt"),
         lambda: translate_corpus.read_parallel(base / "src.txt", base / "tgt2.txt"),
-        lambda: translate_corpus.read_tatoeba(base / "fra.txt"),
+        lambda: translate_corpus.read_tsv(base / "fra.txt"),
     ):
         try:
             read()

@@ -120,7 +120,7 @@ VOCABS = {
     "src": ["<pad>", "<unk>", ".", "The", "cat", "sat", "A", "dog", "runs"],
     "tgt": ["<pad>", "<unk>", "<s>", "</s>", "￭.", "Die", "Katze", "saß", "Ein", "Hund", "läuft", "Der"],
 }
-W2V = ('embed.de=""', "embed.w2v_dim=8", "embed.w2v_epochs=2", "embed.w2v_min_count=1")
+W2V = ('embed.vectors.de=""', "embed.w2v_dim=8", "embed.w2v_epochs=2", "embed.w2v_min_count=1")
 
 
 def project(tmp_path, *overrides, vectors: bytes = glove(), name: str = "en.txt"):
@@ -131,7 +131,7 @@ def project(tmp_path, *overrides, vectors: bytes = glove(), name: str = "en.txt"
         write(tmp_path / f"processed/ner/{split}.conll", CONLL.encode())
     for vocab_name, tokens in VOCABS.items():
         write(tmp_path / f"vocab/{vocab_name}.txt", "\n".join(tokens).encode() + b"\n")
-    return tiny_config(tmp_path, f'embed.en="vectors/{name}"', *W2V, *overrides)
+    return tiny_config(tmp_path, f'embed.vectors.en="{{raw}}/vectors/{name}"', *W2V, *overrides)
 
 
 def test_stage_writes_aligned_matrices_and_a_coverage_report(tmp_path, capsys):
@@ -176,7 +176,9 @@ def test_word2vec_is_trained_once_then_reused(tmp_path, monkeypatch, capsys):
     assert len(calls) == 2
     np.testing.assert_array_equal(np.load(tmp_path / "embeddings/tgt.npy"), first)
 
-    embed_stage.run(tiny_config(tmp_path, *W2V, "embed.en=vectors/en.txt", "embed.w2v_epochs=3"))  # new settings
+    embed_stage.run(
+        tiny_config(tmp_path, *W2V, 'embed.vectors.en="{raw}/vectors/en.txt"', "embed.w2v_epochs=3")
+    )  # new settings
     assert len(calls) == 3 and len(list((tmp_path / "embeddings").glob("w2v.de.*.bin"))) == 2
 
 
@@ -207,7 +209,7 @@ def test_bad_vectors_name_the_line_and_write_nothing(tmp_path, name, content, fm
 
 def test_cli_exits_2_with_the_line(tmp_path):
     project(tmp_path, vectors=b"a 1 2\nb 1\n")
-    args = [*path_overrides(tmp_path), "embed.en=vectors/en.txt", *W2V]
+    args = [*path_overrides(tmp_path), 'embed.vectors.en="{raw}/vectors/en.txt"', *W2V]
     out = subprocess.run(
         [sys.executable, "-m", "pipeline", "embed", "--config", str(TINY), *args],
         cwd=ROOT,

@@ -20,7 +20,7 @@ def ran(output: str) -> set[str]:
 def test_make_is_incremental_and_reruns_only_what_a_change_touches(tmp_path):
     config = tmp_path / "tiny.toml"
     paths = "\n".join(o.removeprefix("paths.") for o in path_overrides(tmp_path))
-    config.write_text(TINY.read_text() + f"\n[paths]\n{paths}\n")
+    config.write_text(f'base = "{TINY}"\n\n[vocab]\nmin_freq = 1\n\n[paths]\n{paths}\n')
     target = "vocab"
 
     assert ran(make(target, f"CONFIG={config}")) == {"data", "prepare", "vocab"}

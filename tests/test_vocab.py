@@ -94,6 +94,6 @@ def test_pretrained_extras_adds_only_heldout_words_with_vectors(tmp_path):
     vectors = tmp_path / "raw" / "vec.txt"
     vectors.parent.mkdir()
     vectors.write_text("paris 0.1 0.2\nLondon 0.3 0.4\nberlin 0.5 0.6\n")
-    cfg = tiny_config(tmp_path, 'embed.en="vec.txt"')
+    cfg = tiny_config(tmp_path, 'embed.vectors.en="{raw}/vec.txt"')
     words = {"train": [["Berlin"]], "valid": [["Paris", "Xyzzy"]], "test": [["London", "Berlin"]]}
     assert vocab_stage.pretrained_extras(cfg, words, known={"<pad>", "<unk>", "Berlin"}) == ["London", "Paris"]

@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import importlib
 import json
+import os
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -33,16 +34,16 @@ class Paths:
 
 @dataclass(frozen=True)
 class Prepare:
-    """Stage `prepare`: which corpora to read and how to split them."""
+    """Stage `prepare`: how every task's corpus is cut and split (the corpora are named in [<task>.data])."""
 
-    translation_corpus: str = opt("multi30k", "parallel corpus for the translator", ("multi30k", "tatoeba"))
-    source_lang: str = opt("en", "source language code", ("en", "de", "fr"))
-    target_lang: str = opt("de", "target language code", ("en", "de", "fr"))
     max_train: int = opt(0, "keep only the first N training sentences / pairs (0 = all); for tiny configs")
     max_eval: int = opt(0, "keep only the first N valid/test sentences / pairs (0 = all)")
-    tatoeba_seed: int = opt(1234, "seed of Tatoeba's deterministic train/valid/test split")
-    tatoeba_valid: int = opt(2000, "Tatoeba English sentences held out for valid")
-    tatoeba_test: int = opt(2000, "Tatoeba English sentences held out for test")
+    split_seed: int = opt(1234, "seed of the deterministic split of valid/test off train, for splits not given")
+    valid_size: float = opt(
+        0.05,
+        "held out for valid when no valid file is given: a count of sentences / source sentences, or a share if < 1",
+    )
+    test_size: float = opt(0.05, "held out for test when no test file is given, as valid_size")
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class Vocab:
     char_min_freq: int = opt(1, "NER character vocabulary keeps characters seen at least this often")
     ner_pretrained_words: bool = opt(
         True,
-        "also keep valid/test words that have a pretrained English vector (embed.en): their rows keep the "
+        "also keep valid/test words that have a pretrained vector (embed.vectors.<ner.data.lang>): their rows keep the "
         "pretrained values, so no label is seen, and the tagger does not map them to <unk>",
     )
 
@@ -79,9 +80,12 @@ class Vocab:
 class Embed:
     """Stage `embed`: word vectors per language -> embedding matrices aligned to the vocabularies."""
 
-    en: str = opt("vectors/en.cc0.300d.txt.gz", "English vectors, relative to paths.raw; empty = train Word2Vec")
-    fr: str = opt("vectors/fr.cc0.300d.txt.gz", "French vectors, relative to paths.raw; empty = train Word2Vec")
-    de: str = opt("", "German vectors, relative to paths.raw; empty = train Word2Vec (no German file ships)")
+    vectors: dict = opt(
+        {"en": "{raw}/vectors/en.cc0.300d.txt.gz", "fr": "{raw}/vectors/fr.cc0.300d.txt.gz"},
+        "a [embed.vectors] table, language = vectors file (GloVe/word2vec/fastText); a language without one, or "
+        'with "", gets Word2Vec trained on its training text (no German file ships)',
+        path=True,
+    )
     format: str = opt("auto", "vectors file format", ("auto", "glove", "word2vec", "word2vec_binary", "fasttext"))
     oov_init: str = opt("normal", "rows of words without a vector", ("normal", "zeros"))
     oov_scale: float = opt(0.1, "standard deviation of the seeded normal init of rows without a vector")
@@ -104,8 +108,22 @@ class Export:
     )
 
 
-# Each task's section lives in its own folder; registering a task here is one line (a third task: one more).
-TASK_SECTIONS = {"ner": "pipeline.ner.config:Ner", "translate": "pipeline.translate.config:Translate"}
+# ---- stage `report` (owned by pipeline/report/) ----
+@dataclass(frozen=True)
+class Report:
+    """Stage `report`: the HTML / Markdown page of every result."""
+
+    ner_published: str = opt("", "published test results on this corpus to show beside the tagger's (a preset's)")
+    translate_published: str = opt("", "published test results on this corpus to show beside the translator's")
+
+
+# Each task's sections live in its own folder: [<task>.data] names its corpus, [<task>] its model. Registering a
+# task here is one line (a third task: one more).
+TASK_SECTIONS = {
+    "ner": ("pipeline.ner.config:NerData", "pipeline.ner.config:Ner"),
+    "translate": ("pipeline.translate.config:TranslateData", "pipeline.translate.config:Translate"),
+}
+TASKS = tuple(TASK_SECTIONS)
 
 
 def _task_section(target: str) -> type:
@@ -119,19 +137,42 @@ SECTIONS = {
     "text": Text,
     "vocab": Vocab,
     "embed": Embed,
-    **{name: _task_section(target) for name, target in TASK_SECTIONS.items()},
+    **{
+        name: _task_section(target)
+        for task, (data, model) in TASK_SECTIONS.items()
+        for name, target in ((f"{task}.data", data), (task, model))
+    },
     "export": Export,
+    "report": Report,
 }
 SPLITS = ("train", "valid", "test")
 # Keys that existed once: a config that still sets one gets told why it is gone, not just "unknown key".
+_PRESETS = "name the corpus files in [translate.data] (see configs/default.toml, configs/tatoeba-en-fr.toml)"
 REMOVED = {
     "prepare.ner_context_tokens": "each CoNLL sentence is its own sequence; ner.doc_memory reads the document instead",
+    "prepare.translation_corpus": _PRESETS,
+    "prepare.source_lang": "it is translate.data.source_lang",
+    "prepare.target_lang": "it is translate.data.target_lang",
+    "prepare.tatoeba_seed": "it is prepare.split_seed",
+    "prepare.tatoeba_valid": "it is prepare.valid_size",
+    "prepare.tatoeba_test": "it is prepare.test_size",
+    **{f"embed.{lang}": f"it is embed.vectors.{lang} (a [embed.vectors] table)" for lang in ("en", "fr", "de")},
 }
+
+
+def attr(section: str) -> str:
+    """The Config attribute of a section: cfg.ner_data for [ner.data]."""
+    return section.replace(".", "_")
+
+
+def tasks(cfg) -> tuple[str, ...]:
+    """The tasks this config defines: those whose [<task>.data] names a training corpus."""
+    return tuple(t for t in TASKS if getattr(cfg, attr(f"{t}.data")).train)
 
 
 class _ConfigMethods:
     def section_dict(self, name: str) -> dict:
-        return dataclasses.asdict(getattr(self, name))
+        return dataclasses.asdict(getattr(self, attr(name)))
 
     def fingerprint(self, sections: tuple[str, ...]) -> str:
         """A stable digest of the given sections; a stage reruns when the digest of what it reads changes."""
@@ -145,7 +186,7 @@ class _ConfigMethods:
 # cfg.<section> for every section, each defaulting to its dataclass defaults.
 Config = dataclasses.make_dataclass(
     "Config",
-    [(name, cls, field(default_factory=cls)) for name, cls in SECTIONS.items()],
+    [(attr(name), cls, field(default_factory=cls)) for name, cls in SECTIONS.items()],
     bases=(_ConfigMethods,),
     frozen=True,
 )
@@ -154,6 +195,10 @@ Config.__module__ = __name__
 
 def _coerce(where: str, value, ftype, choices):
     """Check one value against its declared type; ints are accepted where floats are expected."""
+    if ftype is dict:  # a table of strings, e.g. [embed.vectors]
+        if not isinstance(value, dict):
+            raise InputError(f"{where}: expected a table, got {type(value).__name__} {value!r}")
+        return {k: _coerce(f"{where}.{k}", v, str, ()) for k, v in value.items()}
     if ftype is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     ok = isinstance(value, ftype) and not (ftype is int and isinstance(value, bool))
@@ -164,59 +209,124 @@ def _coerce(where: str, value, ftype, choices):
     return value
 
 
-def _parse_override(text: str) -> tuple[str, str, object]:
+def _split_key(dotted: str) -> tuple[str, str]:
+    """'ner.data.train' -> ('ner.data', 'train'), 'embed.vectors.el' -> ('embed', 'vectors.el'): the longest
+    section name that prefixes the key."""
+    parts = dotted.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        if ".".join(parts[:i]) in SECTIONS:
+            return ".".join(parts[:i]), ".".join(parts[i:])
+    return parts[0], ".".join(parts[1:])
+
+
+def _parse_override(text: str) -> tuple[str, object]:
     if "=" not in text or "." not in text.split("=", 1)[0]:
         raise InputError(f"override {text!r}: expected section.key=value")
     key, raw = text.split("=", 1)
-    section, name = key.split(".", 1)
     try:  # a TOML literal (42, 0.5, true, "x"); anything else is a bare string
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
-    return section, name, value
+    return key, value
 
 
-def build(values: dict, source: str = "config") -> Config:
-    """Validate a {section: {key: value}} mapping into a Config; unknown or mistyped keys are errors."""
-    sections = {}
-    for sname, entries in values.items():
-        if sname not in SECTIONS:
-            raise InputError(f"{source}: unknown section [{sname}] (known: {', '.join(SECTIONS)})")
-        if not isinstance(entries, dict):
-            raise InputError(f"{source}: [{sname}] must be a table")
-        cls = SECTIONS[sname]
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        kwargs = {}
-        for key, value in entries.items():
-            if f"{sname}.{key}" in REMOVED:
-                raise InputError(f"{source}: {sname}.{key} was removed: {REMOVED[f'{sname}.{key}']}")
-            if key not in fields:
-                raise InputError(f"{source}: unknown key {sname}.{key} (known: {', '.join(fields)})")
-            f = fields[key]
-            kwargs[key] = _coerce(f"{source}: {sname}.{key}", value, f.type, f.metadata.get("choices"))
-        sections[sname] = cls(**kwargs)
-    return Config(**sections)
+def _relative_to(value: str, base: Path | None) -> str:
+    """A config file's relative path is relative to that file; `{raw}/...` and absolute paths stay."""
+    if base is None or not value or value.startswith("{raw}") or Path(value).is_absolute():
+        return value
+    return os.path.normpath(base / value)
 
 
-def load(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
-    """Read a TOML config (or the defaults when path is None) and apply `section.key=value` overrides."""
-    values: dict = {}
-    source = "defaults"
-    if path is not None:
-        source = str(path)
+class _Values:
+    """Config values as they are read, each checked when set so an error names where it came from."""
+
+    def __init__(self):
+        self.values: dict[str, dict] = {}
+
+    def set(self, dotted: str, value, source: str, base: Path | None = None) -> None:
+        section, key = _split_key(dotted)
+        if section not in SECTIONS:
+            raise InputError(f"{source}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
+        if dotted in REMOVED:
+            raise InputError(f"{source}: {dotted} was removed: {REMOVED[dotted]}")
+        fields = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
+        name, _, sub = key.partition(".")
+        f = fields.get(name)
+        if f is None or (sub and f.type is not dict):
+            raise InputError(f"{source}: unknown key {section}.{key} (known: {', '.join(fields)})")
+        if sub:
+            value = {sub: value}
+        value = _coerce(f"{source}: {section}.{key}", value, f.type, f.metadata.get("choices"))
+        if f.metadata.get("path"):
+            value = (
+                {k: _relative_to(v, base) for k, v in value.items()} if f.type is dict else _relative_to(value, base)
+            )
+        entries = self.values.setdefault(section, {})
+        if f.type is dict:  # tables merge: a config naming Greek vectors keeps the English and French defaults
+            value = {**entries.get(name, f.default_factory()), **value}
+        entries[name] = value
+
+    def read_file(self, path: Path, depth: int = 0) -> None:
+        """A TOML file; its `base = "other.toml"` (relative to it) is read first and then overridden."""
         try:
-            values = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+            table = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise InputError(f"{path}: config file not found") from None
         except tomllib.TOMLDecodeError as e:
             raise InputError(f"{path}: invalid TOML: {e}") from None
+        base = table.pop("base", None)
+        if base is not None:
+            if not isinstance(base, str) or depth > 8:
+                raise InputError(f"{path}: base must name one config file (and bases may not loop)")
+            self.read_file(path.parent / base, depth + 1)
+        self.read_table(table, str(path), path.parent)
+
+    def read_table(self, table: dict, source: str, base: Path | None = None) -> None:
+        for sname, entries in table.items():
+            if not isinstance(entries, dict):
+                raise InputError(f"{source}: [{sname}] must be a table")
+            for key, value in entries.items():
+                dotted = f"{sname}.{key}"
+                if dotted in SECTIONS and isinstance(value, dict):  # a nested table: [ner.data]
+                    for k, v in value.items():
+                        self.set(f"{dotted}.{k}", v, source, base)
+                else:
+                    self.set(dotted, value, source, base)
+
+    def build(self) -> Config:
+        sections = {attr(name): cls(**self.values.get(name, {})) for name, cls in SECTIONS.items()}
+        raw = sections["paths"].raw
+        for name, cls in SECTIONS.items():  # `{raw}` stands for paths.raw, wherever that was set
+            section = sections[attr(name)]
+            changes = {}
+            for f in dataclasses.fields(cls):
+                if f.metadata.get("path"):
+                    value = getattr(section, f.name)
+                    sub = lambda v: raw + v[len("{raw}") :] if v.startswith("{raw}") else v  # noqa: E731
+                    changes[f.name] = {k: sub(v) for k, v in value.items()} if f.type is dict else sub(value)
+            sections[attr(name)] = dataclasses.replace(section, **changes)
+        return Config(**sections)
+
+
+def build(values: dict, source: str = "config") -> Config:
+    """Validate a {section: {key: value}} mapping into a Config; unknown or mistyped keys are errors."""
+    out = _Values()
+    out.read_table(values, source)
+    return out.build()
+
+
+def load(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Read a TOML config (or the defaults when path is None) and apply `section.key=value` overrides.
+
+    Paths in a config file are relative to it; paths on the command line are relative to the working directory.
+    """
+    values = _Values()
+    if path is not None:
+        values.read_file(Path(path))
     for text in overrides:
-        section, name, value = _parse_override(text)
-        values.setdefault(section, {})
-        if not isinstance(values[section], dict):
-            raise InputError(f"override {text!r}: {section} is not a section")
-        values[section][name] = value
-    return build(values, source)
+        key, value = _parse_override(text)
+        values.set(key, value, f"command line ({text})")
+    return values.build()
 
 
 def describe(sections: tuple[str, ...]) -> str:
@@ -228,5 +338,7 @@ def describe(sections: tuple[str, ...]) -> str:
         for f in dataclasses.fields(cls):
             choices = f.metadata.get("choices")
             extra = f" (one of: {', '.join(map(str, choices))})" if choices else ""
-            lines.append(f"  {sname}.{f.name} = {f.default!r}  [{f.type.__name__}] {f.metadata['help']}{extra}")
+            default = f.default_factory() if f.type is dict else f.default
+            kind = "table" if f.type is dict else f.type.__name__
+            lines.append(f"  {sname}.{f.name} = {default!r}  [{kind}] {f.metadata['help']}{extra}")
     return "\n".join(lines)

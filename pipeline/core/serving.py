@@ -65,7 +65,7 @@ def warmup_record(model: str, signature: str, inputs: dict[str, np.ndarray]) -> 
     return log.SerializeToString()
 
 
-def models_config(cfg: Config, names: tuple[str, ...] = ("ner", "translate")) -> str:
+def models_config(cfg: Config, names: tuple[str, ...]) -> str:
     """TF Serving's --model_config_file (text ModelServerConfig): each model at the path the container sees."""
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2

@@ -24,75 +24,91 @@ class Stage:
     output_version: int = 1
 
 
+DATA = ("ner.data", "translate.data")
+NER = ("paths", "prepare", "text", "vocab", "embed", "ner.data", "ner")
+TRANSLATE = ("paths", "prepare", "text", "vocab", "embed", "translate.data", "translate")
+EVERYTHING = ("paths", "prepare", "text", "vocab", "embed", *DATA, "ner", "translate")
+
 STAGES = {
     s.name: s
     for s in (
         Stage(
             "data",
             "pipeline.stages.fetch:run",
-            ("paths",),
-            "fetch and sha256-verify the raw corpora and vectors",
+            ("paths", *DATA),
+            "fetch and sha256-verify the corpora and vectors named",
+        ),
+        Stage(
+            "check-data",
+            "pipeline.stages.prepare:check_data",
+            ("paths", "prepare", "text", *DATA),
+            "read and check the corpora (counts, lengths, overlaps, tags): data/reports/data.json, nothing else",
         ),
         # Version 2: data/processed/ner/*.conll keep the -DOCSTART- lines (the tagger's document memory).
-        Stage("prepare", "pipeline.stages.prepare:run", ("paths", "prepare"), "check and normalise the corpora", 2),
-        Stage("vocab", "pipeline.stages.vocab:run", ("paths", "prepare", "text", "vocab"), "vocabularies + OOV report"),
+        Stage(
+            "prepare",
+            "pipeline.stages.prepare:run",
+            ("paths", "prepare", "text", *DATA),
+            "check the corpora, split off missing valid/test, write the processed splits",
+            2,
+        ),
+        Stage(
+            "vocab",
+            "pipeline.stages.vocab:run",
+            ("paths", "prepare", "text", "vocab", "embed", *DATA),
+            "vocabularies + OOV report",
+        ),
         # Version 2: also data/embeddings/ner_lexicon.npz (the tagger's English word statistics).
         # Version 3: ner_lexicon.npz also holds the name lists (pipeline/ner/gazetteer.py).
         Stage(
             "embed",
             "pipeline.stages.embed:run",
-            ("paths", "prepare", "text", "vocab", "embed"),
+            ("paths", "prepare", "text", "vocab", "embed", *DATA),
             "embedding matrices from pretrained or gensim-trained vectors, word statistics + coverage report",
             3,
         ),
+        Stage("train-ner", "pipeline.ner.train:run", NER, "train the BiLSTM-CNN-CRF tagger"),
+        Stage("evaluate-ner", "pipeline.ner.evaluate:run", NER, "entity-level P/R/F1 (seqeval) on valid and test"),
         Stage(
-            "train-ner",
-            "pipeline.ner.train:run",
-            ("paths", "prepare", "text", "vocab", "embed", "ner"),
-            "train the BiLSTM-CNN-CRF tagger",
-        ),
-        Stage(
-            "evaluate-ner",
-            "pipeline.ner.evaluate:run",
-            ("paths", "prepare", "text", "vocab", "embed", "ner"),
-            "entity-level P/R/F1 (seqeval) on valid and test",
-        ),
-        Stage(
-            "train-translate",
-            "pipeline.translate.train:run",
-            ("paths", "prepare", "text", "vocab", "embed", "translate"),
-            "train the attentional LSTM encoder-decoder",
+            "train-translate", "pipeline.translate.train:run", TRANSLATE, "train the attentional LSTM encoder-decoder"
         ),
         Stage(
             "evaluate-translate",
             "pipeline.translate.evaluate:run",
-            ("paths", "prepare", "text", "vocab", "embed", "translate"),
+            TRANSLATE,
             "sacreBLEU BLEU and chrF (beam search) on valid and test",
         ),
         # ---- export for TF Serving (pipeline/stages/export.py, pipeline/stages/bench_serving.py) ----
         Stage(
             "export",
             "pipeline.stages.export:run",
-            ("paths", "prepare", "text", "vocab", "embed", "ner", "translate", "export"),
-            "string-in/string-out SavedModels of both models, as the next TF Serving version, + models.config",
+            (*EVERYTHING, "export"),
+            "string-in/string-out SavedModels of every defined task, as the next TF Serving version, + models.config",
+        ),
+        Stage("export-ner", "pipeline.stages.export:run_ner", (*NER, "export"), "the tagger's SavedModel (as export)"),
+        Stage(
+            "export-translate",
+            "pipeline.stages.export:run_translate",
+            (*TRANSLATE, "export"),
+            "the translator's SavedModel (as export)",
         ),
         Stage(
             "bench-serving",
             "pipeline.stages.bench_serving:run",
-            ("paths", "prepare"),
+            ("paths", *DATA),
             "CPU batch-1 latency and batch throughput of the latest exported SavedModels",
         ),
         Stage(
             "report",
             "pipeline.report:run",
-            ("paths", "prepare", "text", "vocab", "embed", "ner", "translate"),
+            (*EVERYTHING, "report"),
             "one self-contained HTML page (+ Markdown) with tables and plots of every stage's results",
         ),
         Stage(
             "bench",
             "pipeline.stages.bench:run",
-            ("paths", "prepare", "text", "vocab", "embed", "ner", "translate"),
-            "training tokens/s, decoding sentences/s and peak memory of both models on real batches",
+            EVERYTHING,
+            "training tokens/s, decoding sentences/s and peak memory of the defined tasks' models on real batches",
         ),
     )
 }

@@ -1,8 +1,26 @@
-"""Config section [ner]: the tagger, its training and decoding (stages train-ner, evaluate-ner)."""
+"""Config sections [ner.data] (the annotated corpus) and [ner] (the tagger, its training and decoding)."""
 
 from dataclasses import dataclass
 
 from pipeline.core.options import opt
+
+
+@dataclass(frozen=True)
+class NerData:
+    """The NER corpus: CoNLL-style column files, token first and tag last (an empty train = no NER task)."""
+
+    lang: str = opt("en", "language of the text: picks embed.vectors.<lang>; `en` also adds English word statistics")
+    train: str = opt("", "training file (plain or .gz); empty = this config has no NER task", path=True)
+    valid: str = opt("", "dev file; empty = split off train by prepare.split_seed and prepare.valid_size", path=True)
+    test: str = opt("", "test file; empty = split off train by prepare.split_seed and prepare.test_size", path=True)
+    scheme: str = opt(
+        "auto",
+        "tag scheme of the files, converted to IOB2; auto = detected per file",
+        ("auto", "iob1", "iob2", "bioes"),
+    )
+    repair: bool = opt(
+        True, "repair invalid tag transitions (an I-X opening a span in IOB2, ...) with a warning; false = error"
+    )
 
 
 @dataclass(frozen=True)
@@ -20,11 +38,13 @@ class Ner:
     casing: bool = opt(True, "add a learned embedding of the word's casing class (lower, UPPER, Title, digits ...)")
     lexicon: bool = opt(
         True,
-        "add each word's English statistics (pipeline/ner/lexicon.py: capitalisation prior, frequency, Brown cluster)",
+        "add each word's English statistics (pipeline/ner/lexicon.py: capitalisation prior, frequency, Brown "
+        "cluster); only when ner.data.lang is en",
     )
     gazetteer: bool = opt(
         True,
-        "add whether each word is in lists of place names, first names and surnames (pipeline/ner/gazetteer.py)",
+        "add whether each word is in English lists of place names, first names and surnames "
+        "(pipeline/ner/gazetteer.py); only when ner.data.lang is en",
     )
     freeze_embeddings: bool = opt(
         False, "keep the pretrained word embeddings fixed (faster to train; fine-tuning them scores higher)"

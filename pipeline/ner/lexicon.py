@@ -21,6 +21,7 @@ The cluster is that of the token as written, else of its most probable form. Row
 without statistics are zero, as are the rows of words that word dropout turns into <unk> in training.
 """
 
+import dataclasses
 import gzip
 import json
 import math
@@ -113,9 +114,20 @@ def load(cfg: Config) -> dict[str, np.ndarray]:
     return arrays
 
 
+def english(cfg: Config) -> bool:
+    """The statistics and name lists are English: they serve only an English NER corpus (en, en-GB, ...)."""
+    return cfg.ner_data.lang.split("-")[0].lower() == "en"
+
+
+def tagger_hparams(cfg: Config):
+    """cfg.ner as the tagger is built: without word statistics and name lists unless the language is English."""
+    return cfg.ner if english(cfg) else dataclasses.replace(cfg.ner, lexicon=False, gazetteer=False)
+
+
 def for_tagger(cfg: Config) -> dict[str, np.ndarray] | None:
-    """The arrays the tagger reads, when ner.lexicon or ner.gazetteer asks for them."""
-    return load(cfg) if cfg.ner.lexicon or cfg.ner.gazetteer else None
+    """The arrays the tagger reads, when ner.lexicon or ner.gazetteer asks for them (English only)."""
+    hp = tagger_hparams(cfg)
+    return load(cfg) if hp.lexicon or hp.gazetteer else None
 
 
 def coverage(arrays: dict, tokens: list[str], n_specials: int, splits: dict[str, list[list[str]]]) -> dict:

@@ -8,6 +8,7 @@
 <paths.reports>/ner/history.json      per epoch: loss, dev F1, seconds, words/s, padding share, elapsed time
 """
 
+import dataclasses
 import time
 
 import keras
@@ -110,8 +111,9 @@ def build_tagger(cfg: Config) -> tuple[Tagger, list[str], dict]:
     tags = vocab.load_named(cfg, "ner_tags")
     n_chars = len(vocab.load_named(cfg, "ner_chars"))
     matrix = load_matrix(cfg, "ner_words")
-    model = build(cfg.ner, matrix, n_chars, tags, lexicon.for_tagger(cfg))
-    meta = {"ner": cfg.section_dict("ner"), "n_words": matrix.shape[0], "word_dim": matrix.shape[1]}
+    hp = lexicon.tagger_hparams(cfg)
+    model = build(hp, matrix, n_chars, tags, lexicon.for_tagger(cfg))
+    meta = {"ner": dataclasses.asdict(hp), "n_words": matrix.shape[0], "word_dim": matrix.shape[1]}
     return model, tags, meta | {"n_chars": n_chars, "tags": tags}
 
 
@@ -148,6 +150,11 @@ def epoch_batches(cfg: Config, documents, examples, tags, features, seed: int) -
 def run(cfg: Config) -> None:
     """Stage `train-ner`: the tagger, early-stopped on dev entity F1 by the shared loop (core/trainer.py)."""
     hp = cfg.ner
+    if (hp.lexicon or hp.gazetteer) and not lexicon.english(cfg):
+        print(
+            f"  ner.data.lang = {cfg.ner_data.lang!r}: the tagger is built without the English word statistics and "
+            "name lists (ner.lexicon, ner.gazetteer)"
+        )
     strategy = optim.make_strategy(hp.strategy)
     keras.utils.set_random_seed(hp.seed)
     train_docs, valid_docs = corpus.load_ner_documents(cfg, "train"), corpus.load_ner_documents(cfg, "valid")

@@ -10,7 +10,7 @@ attention heatmaps, the trained translator. A part whose inputs are missing says
 
 from pathlib import Path
 
-from pipeline.core.config import Config
+from pipeline.core.config import Config, tasks
 from pipeline.core.files import write_text
 from pipeline.report.page import Page
 from pipeline.report.sections import curves_section, data_section, manifest_section, summary_section
@@ -21,12 +21,14 @@ def run(cfg: Config, attention: bool = True) -> None:
     reports = Path(cfg.paths.reports)
     page = Page(reports / "figures")
     page.text("Everything below is read from the files the pipeline stages wrote; rerun `make report` after training.")
-    summary_section(page, reports)
+    summary_section(page, cfg, reports)
     data_section(page, reports)
     curves_section(page, reports)
-    ner_section(page, reports)
-    has_model = (Path(cfg.paths.models) / "translate/translator.json").is_file()
-    translate_section(page, cfg, reports, attention and has_model)
+    if "ner" in tasks(cfg):
+        ner_section(page, reports)
+    if "translate" in tasks(cfg):
+        has_model = (Path(cfg.paths.models) / "translate/translator.json").is_file()
+        translate_section(page, cfg, reports, attention and has_model)
     manifest_section(page, cfg)
     title = "seq2seq-pipeline report"
     write_text(reports / "index.md", page.render_md(title))

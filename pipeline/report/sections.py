@@ -6,37 +6,29 @@ import subprocess
 import time
 from pathlib import Path
 
-from pipeline.core.config import SECTIONS, SPLITS, Config
+from pipeline.core.config import SECTIONS, SPLITS, Config, tasks
 from pipeline.report.page import Page, _json, _plt
 from pipeline.stages import fetch
 
 PACKAGES = ("tensorflow", "tensorflow-text", "keras", "numpy", "gensim", "sacrebleu", "seqeval", "matplotlib")
 
 
-# Published results to compare with (../shared/docs/ANCHORS.md); theirs are measured as noted.
-ANCHORS = {
-    "ner": "BiLSTM-CNN-CRF 91.21 (Ma & Hovy 2016), NCRF++ 91.35",
-    "translate": "attentive cGRU 37.33 (nmtpy; tokenized, lowercased BLEU: an easier measure)",
-}
-
-
-def summary_section(page: Page, reports: Path) -> None:
-    """The headline: how good each model is on test, beside the published results."""
+def summary_section(page: Page, cfg: Config, reports: Path) -> None:
+    """The headline: how good each model is on test, beside the published results the config names (a preset's;
+    ../shared/docs/ANCHORS.md says how they were measured)."""
     page.heading("Summary")
     ner, tr = _json(reports / "ner/metrics.json"), _json(reports / "translate/metrics.json")
-    rows = []
-    if ner:
-        rows.append(
-            ["CoNLL-2003 NER, test", "entity F1 (seqeval, strict IOB2)", 100 * ner["test"]["f1"], ANCHORS["ner"]]
-        )
-    if tr:
-        rows.append(
-            ["Multi30k translation, test", "sacreBLEU (cased, detokenized)", tr["test"]["bleu"], ANCHORS["translate"]]
-        )
+    rows, d = [], cfg.translate_data
+    if ner and "ner" in tasks(cfg):
+        f1 = 100 * ner["test"]["f1"]
+        rows.append(["NER, test", "entity F1 (seqeval, strict IOB2)", f1, cfg.report.ner_published or "-"])
+    if tr and "translate" in tasks(cfg):
+        task = f"translation {d.source_lang}→{d.target_lang}, test"
+        rows.append([task, "sacreBLEU (cased, detokenized)", tr["test"]["bleu"], cfg.report.translate_published or "-"])
     if rows:
         page.table(["task", "metric", "ours", "published"], rows)
     else:
-        page.text("No evaluation yet: run `make evaluate-ner evaluate-translate`.", missing=True)
+        page.text("No evaluation yet: run `make ner` or `make translate`.", missing=True)
 
 
 def data_section(page: Page, reports: Path) -> None:
@@ -44,15 +36,40 @@ def data_section(page: Page, reports: Path) -> None:
     stats, vocab, emb = (_json(reports / f) for f in ("data.json", "vocab.json", "embeddings.json"))
     if stats is None:
         return page.text("No data statistics: run `make prepare`.", missing=True)
-    ner = stats["ner"]
-    page.table(
-        ["CoNLL-2003 split", "sentences", "tokens", "entities"],
-        [[s, v["sentences"], v["tokens"], v["entities"]] for s, v in ner.items()],
-    )
-    tr = stats["translate"]
-    page.table(
-        [f"{tr.get('corpus', 'parallel')} split", "pairs"], [[s, v["pairs"]] for s, v in tr.items() if s != "corpus"]
-    )
+    if "splits" not in stats.get("ner", stats.get("translate", {})):
+        return page.text("data.json was written by an older `prepare`: run `make prepare` again.", missing=True)
+    if "ner" in stats:
+        splits = stats["ner"]["splits"]
+        page.table(
+            ["NER split", "file", "sentences", "tokens", "entities", "types", "scheme", "repaired", "in train"],
+            [
+                [s, stats["ner"]["files"][s], v["sentences"], v["tokens"], v["entities"], len(v["entity_types"])]
+                + [v["scheme"].upper(), v["repaired"], v.get("sentences_in_train", {}).get("count", "")]
+                for s, v in splits.items()
+            ],
+        )
+        types = sorted({t for v in splits.values() for t in v["entity_types"]})
+        page.table(
+            ["entities by type", *splits], [[t, *(v["entity_types"].get(t, 0) for v in splits.values())] for t in types]
+        )
+    if "translate" in stats:
+        tr = stats["translate"]
+        page.table(
+            [f"{'-'.join(tr['languages'])} split", "pairs", "source words p50 / p95 / max", "copies", "duplicates"]
+            + ["skipped (empty side)", "source in train"],
+            [
+                [s, v["pairs"], "{p50:.0f} / {p95:.0f} / {max}".format(**v["source_words"]), v["copies"]]
+                + [v["duplicate_pairs"], v["skipped_empty"], v.get("source_in_train", {}).get("count", "")]
+                for s, v in tr["splits"].items()
+            ],
+        )
+    for task in ("ner", "translate"):
+        for split, how in stats.get(task, {}).get("held_out", {}).items():
+            page.text(f"{task} {split}: {how}")
+    if stats.get("warnings"):
+        page.heading("Data warnings", 3)
+        for warning in stats["warnings"]:
+            page.text(warning)
     if vocab:
         page.heading("Vocabularies and OOV rates", 3)
         rows = []

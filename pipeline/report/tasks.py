@@ -39,14 +39,16 @@ def entity_confusion(sentences) -> tuple[list[str], list[list[int]]]:
 
 
 def ner_section(page: Page, reports: Path) -> None:
-    page.heading("Named entities (CoNLL-2003)")
+    page.heading("Named entities")
     scores = _json(reports / "ner/metrics.json")
     if scores is None:
         return page.text("No NER metrics: run `make evaluate-ner`.", missing=True)
     splits = [s for s in scores if s in SPLITS]
-    types = sorted(scores[splits[0]]["per_type"])
+    types = sorted({t for s in splits for t in scores[s]["per_type"]})
+    none = {"precision": 0.0, "recall": 0.0, "f1": 0.0}  # a type absent from a split
     rows = [
-        [t] + [100 * scores[s]["per_type"][t][k] for s in splits for k in ("precision", "recall", "f1")] for t in types
+        [t] + [100 * scores[s]["per_type"].get(t, none)[k] for s in splits for k in ("precision", "recall", "f1")]
+        for t in types
     ]
     rows.append(["overall"] + [100 * scores[s][k] for s in splits for k in ("precision", "recall", "f1")])
     page.table(["type"] + [f"{s} {k}" for s in splits for k in ("P", "R", "F1")], rows)
@@ -58,7 +60,7 @@ def ner_section(page: Page, reports: Path) -> None:
     width = 0.25
     for i, k in enumerate(("precision", "recall", "f1")):
         xs = [j + (i - 1) * width for j in range(len(types))]
-        ax.bar(xs, [100 * scores["test"]["per_type"][t][k] for t in types], width, label=k)
+        ax.bar(xs, [100 * scores["test"]["per_type"].get(t, none)[k] for t in types], width, label=k)
     ax.set_xticks(range(len(types)), types)
     ax.set(ylabel="%", ylim=(50, 100), title="test precision / recall / F1 by entity type (seqeval, strict IOB2)")
     ax.legend(loc="lower right")
@@ -134,7 +136,8 @@ def attention_figure(page: Page, cfg: Config, sources: list[str]) -> None:
 
 
 def translate_section(page: Page, cfg: Config, reports: Path, attention: bool) -> None:
-    page.heading("Translation (Multi30k)" if cfg.prepare.translation_corpus == "multi30k" else "Translation")
+    d = cfg.translate_data
+    page.heading(f"Translation {d.source_lang}→{d.target_lang}" if d.train else "Translation")
     scores = _json(reports / "translate/metrics.json")
     if scores is None:
         return page.text("No translation metrics: run `make evaluate-translate`.", missing=True)

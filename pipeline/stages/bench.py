@@ -14,7 +14,7 @@ import platform
 import resource
 from pathlib import Path
 
-from pipeline.core.config import Config
+from pipeline.core.config import Config, tasks
 from pipeline.core.files import write_json
 from pipeline.ner import bench as ner_bench
 from pipeline.translate import bench as translate_bench
@@ -42,28 +42,35 @@ def machine() -> dict:
 
 
 def run(cfg: Config) -> None:
-    results = {"machine": machine(), "translate": translate_bench.bench_translate(cfg), "ner": ner_bench.bench_ner(cfg)}
-    results["translate_profile"] = translate_bench.profile_translate(cfg)
+    defined = tasks(cfg)
+    results = {"machine": machine()}
+    if "translate" in defined:
+        results["translate"] = translate_bench.bench_translate(cfg)
+    if "ner" in defined:
+        results["ner"] = ner_bench.bench_ner(cfg)
+    if "translate" in defined:
+        results["translate_profile"] = translate_bench.profile_translate(cfg)
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     write_json(Path(cfg.paths.reports) / "bench.json", results)
-    t, n, m = results["translate"], results["ner"], results["machine"]
+    t, n, m = results.get("translate"), results.get("ner"), results["machine"]
     print(f"  machine: {m['cpu']}, {m['cores']} cores, GPUs {m['gpus'] or 'none'}")
-    rows = [
-        ("translator training", f"{t['train_tokens_per_s']:,.0f} tokens/s (source + target)", "2,300"),
-        (
-            "NER training",
-            f"{n['train_words_per_s']:,.0f} words/s"
-            + (f" ({n['train_member_words_per_s']:,.0f} per tagger)" if cfg.ner.ensemble > 1 else ""),
-            "5,000 per tagger",
-        ),
-        ("greedy decoding, batch 64", f"{t['greedy_sentences_per_s']:,.1f} sentences/s", "-"),
-        ("beam-5 decoding, batch 64", f"{t['beam5_sentences_per_s']:,.1f} sentences/s", "30"),
-        ("peak memory", f"{results['peak_rss_mb']:,.0f} MB resident", "-"),
-    ]
+    rows = []
+    if t:
+        rows.append(("translator training", f"{t['train_tokens_per_s']:,.0f} tokens/s (source + target)", "2,300"))
+    if n:
+        per = f" ({n['train_member_words_per_s']:,.0f} per tagger)" if cfg.ner.ensemble > 1 else ""
+        rows.append(("NER training", f"{n['train_words_per_s']:,.0f} words/s" + per, "5,000 per tagger"))
+    if t:
+        rows += [
+            ("greedy decoding, batch 64", f"{t['greedy_sentences_per_s']:,.1f} sentences/s", "-"),
+            ("beam-5 decoding, batch 64", f"{t['beam5_sentences_per_s']:,.1f} sentences/s", "30"),
+        ]
+    rows.append(("peak memory", f"{results['peak_rss_mb']:,.0f} MB resident", "-"))
     print(f"  {'measure':<28}{'result':<40}target (2 CPU cores)")
     for name, value, target in rows:
         print(f"  {name:<28}{value:<40}{target}")
-    prof = results["translate_profile"]
-    print(f"  translator train step, {prof['step_ms']:.0f} ms per batch of {cfg.translate.batch_size}:")
-    for name, ms in prof["ms_per_batch"].items():
-        print(f"    {name:<36}{ms:8.1f} ms  {100 * ms / prof['step_ms']:5.1f}%")
+    if t:
+        prof = results["translate_profile"]
+        print(f"  translator train step, {prof['step_ms']:.0f} ms per batch of {cfg.translate.batch_size}:")
+        for name, ms in prof["ms_per_batch"].items():
+            print(f"    {name:<36}{ms:8.1f} ms  {100 * ms / prof['step_ms']:5.1f}%")

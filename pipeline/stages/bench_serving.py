@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.core import serving
-from pipeline.core.config import Config
+from pipeline.core.config import Config, tasks
 from pipeline.core.errors import InputError
 from pipeline.core.files import write_json
 from pipeline.ner import corpus as ner_corpus
@@ -85,7 +85,7 @@ def run(cfg: Config) -> None:
     except RuntimeError:
         pass
     report = {"cpu_count": os.cpu_count(), "tensorflow": tf.__version__}
-    for name in ("ner", "translate"):
+    for name in tasks(cfg):
         report[name] = result = bench_model(cfg, name, REQUESTS, BATCH, BATCHES)
         unit, beam = UNITS[name], f" (beam {result['beam_width']})" if "beam_width" in result else ""
         print(

@@ -2,12 +2,13 @@
 
     paths.embeddings/{ner_words,src,tgt}.npy   float32 [vocab size, dim]; row i is line i of the vocab file
     paths.embeddings/w2v.<lang>.<key>.bin      gensim-trained vectors (word2vec binary) + .json with settings
-    paths.embeddings/ner_lexicon.npz           English word statistics aligned to ner_words (pipeline/lexicon.py)
+    paths.embeddings/ner_lexicon.npz           English word statistics aligned to ner_words (English NER only)
     paths.reports/embeddings.json              source, dim, load time and coverage per vocabulary
 
-ner_words takes English vectors, src and tgt those of prepare.source_lang / target_lang. `embed.<lang>` names
-a vectors file under paths.raw: GloVe text (no header), word2vec text or binary, or fastText .vec, plain or
-.gz, read by gensim. An empty `embed.<lang>` trains Word2Vec on that language's training text instead; the
+Only the defined tasks' vocabularies get a matrix: ner_words takes the vectors of ner.data.lang, src and tgt
+those of translate.data.source_lang / target_lang. `embed.vectors.<lang>` names a vectors file: GloVe text (no
+header), word2vec text or binary, or fastText .vec, plain or .gz, read by gensim. A language without one (or
+with "") gets Word2Vec trained on its training text instead; the
 result is keyed on a hash of the settings and the text, so a rerun with the same inputs reuses it. Training
 runs one worker thread, the only way gensim is reproducible (a second thread saves ~15% on two cores).
 
@@ -30,7 +31,7 @@ from gensim.models import KeyedVectors, Word2Vec
 from gensim.models.callbacks import CallbackAny2Vec
 
 from pipeline.core import vocab
-from pipeline.core.config import SPLITS, Config
+from pipeline.core.config import SPLITS, Config, tasks
 from pipeline.core.errors import InputError
 from pipeline.core.files import atomic_path, write_json
 from pipeline.core.progress import Progress
@@ -39,7 +40,7 @@ from pipeline.core.vectors import load_vectors, save_matrix
 from pipeline.ner import gazetteer, lexicon
 from pipeline.stages import vocab as vocab_stage
 
-NAMES = ("ner_words", "src", "tgt")  # the vocabularies that get a matrix (chars and tags do not)
+MATRICES = {"ner": ("ner_words",), "translate": ("src", "tgt")}  # the vocabularies that get one (not chars, tags)
 
 
 KINDS = ("exact", "case", "joiner", "missing")  # how a vocabulary token found its vector
@@ -48,8 +49,13 @@ KINDS = ("exact", "case", "joiner", "missing")  # how a vocabulary token found i
 LOW_COVERAGE = 0.8  # warn when fewer running tokens of a split than this have a vector
 
 
+def names(cfg: Config) -> list[str]:
+    return [name for task in tasks(cfg) for name in MATRICES[task]]
+
+
 def language(cfg: Config, name: str) -> str:
-    return {"ner_words": "en", "src": cfg.prepare.source_lang, "tgt": cfg.prepare.target_lang}[name]
+    d = cfg.translate_data
+    return {"ner_words": cfg.ner_data.lang, "src": d.source_lang, "tgt": d.target_lang}[name]
 
 
 def training_text(corpus: dict, names: list[str]) -> list[list[str]]:
@@ -209,7 +215,7 @@ class Vectors:
 
 
 def pretrained(cfg: Config, lang: str) -> Vectors:
-    path = Path(cfg.paths.raw) / getattr(cfg.embed, lang)
+    path = Path(cfg.embed.vectors[lang])
     start = time.perf_counter()
     kv, fmt = load_vectors(path, cfg.embed.format)
     seconds = time.perf_counter() - start
@@ -228,12 +234,12 @@ def trained(cfg: Config, lang: str, sentences: list[list[str]]) -> Vectors:
 
 
 def run(cfg: Config) -> None:
-    vocabs = {name: vocab.load_named(cfg, name) for name in NAMES}
+    vocabs = {name: vocab.load_named(cfg, name) for name in names(cfg)}
     users = collections.defaultdict(list)  # language -> the vocabularies that take its vectors
-    for name in NAMES:
+    for name in vocabs:
         users[language(cfg, name)].append(name)
     # Vectors files first: bad input fails in seconds, before any tokenizing, training or writing.
-    sources = {lang: pretrained(cfg, lang) for lang in users if getattr(cfg.embed, lang)}
+    sources = {lang: pretrained(cfg, lang) for lang in users if cfg.embed.vectors.get(lang)}
     corpus = vocab_stage.corpus_tokens(cfg)
     for lang in [lang for lang in users if lang not in sources]:
         sources[lang] = trained(cfg, lang, training_text(corpus, users[lang]))
@@ -247,15 +253,18 @@ def run(cfg: Config) -> None:
         report[name] = {"language": lang, "size": len(tokens), "dim": source.kv.vector_size} | source.info
         report[name] |= coverage(tokens, kinds, {s: corpus[name][s] for s in SPLITS})
 
-    probs, clusters = lexicon.source_tables()
-    n_specials = len(vocab.SPECIALS["ner_words"])
-    lex = lexicon.features(vocabs["ner_words"], probs, clusters, n_specials, gazetteer.source_tables())
-    splits = {s: corpus["ner_words"][s] for s in SPLITS}
-    report["ner_words"]["lexicon"] = lexicon.coverage(lex, vocabs["ner_words"], n_specials, splits)
+    lex = None
+    if "ner_words" in vocabs and lexicon.english(cfg):
+        probs, clusters = lexicon.source_tables()
+        n_specials = len(vocab.SPECIALS["ner_words"])
+        lex = lexicon.features(vocabs["ner_words"], probs, clusters, n_specials, gazetteer.source_tables())
+        splits = {s: corpus["ner_words"][s] for s in SPLITS}
+        report["ner_words"]["lexicon"] = lexicon.coverage(lex, vocabs["ner_words"], n_specials, splits)
 
     for name, matrix in matrices.items():
         save_matrix(Path(cfg.paths.embeddings) / f"{name}.npy", matrix)
-    lexicon.save(cfg, lex)
+    if lex is not None:
+        lexicon.save(cfg, lex)
     write_json(Path(cfg.paths.reports) / "embeddings.json", report)
     print(format_report(report))
     for name, r in report.items():

@@ -1,11 +1,12 @@
-"""Stage `export`: the trained tagger and translator as string-in / string-out SavedModels for TF Serving.
+"""Stages `export` (every defined task), `export-ner`, `export-translate`: the trained tagger and translator as
+string-in / string-out SavedModels for TF Serving.
 
     <paths.models>/ner/<N>/                      SavedModel; N = the next integer version, never overwritten
         saved_model.pb  variables/  assets/ner_words.txt ner_chars.txt
         assets.extra/tf_serving_warmup_requests  PredictionLog records TF Serving replays before it serves
         assets.extra/export.json                 settings the graph was traced with (TF Serving ignores it)
     <paths.models>/translate/<N>/                the same, with assets/src.txt tgt.txt
-    <paths.models>/models.config                 TF Serving model_config_list naming both models
+    <paths.models>/models.config                 TF Serving model_config_list naming every exported model
 
 Signatures (B = batch; every output is batch-leading, so TF Serving's REST row format works):
 
@@ -34,9 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core import text as text_lib
-from pipeline.core.config import Config
+from pipeline.core.config import TASKS, Config, tasks
 from pipeline.core.files import write_text
-from pipeline.core.serving import WARMUP_TEXTS, models_config, save_version, warmup_record
+from pipeline.core.serving import WARMUP_TEXTS, models_config, save_version, versions, warmup_record
 from pipeline.ner import export as ner_export
 from pipeline.translate import export as translate_export
 from pipeline.translate import predict as translate_predict
@@ -59,22 +60,38 @@ def warmup_requests(name: str, cfg: Config) -> list[bytes]:
     ]
 
 
-def run(cfg: Config) -> None:
-    # Load both first: a missing model (InputError with a hint) must not leave the other newly exported.
-    modules = {"ner": ner_export.ner_module(cfg), "translate": translate_export.translate_module(cfg)}
-    search = translate_predict.search_settings(modules["translate"].translator.search_cfg)
+MODULES = {"ner": ner_export.ner_module, "translate": translate_export.translate_module}
+
+
+def export(cfg: Config, names: tuple[str, ...]) -> None:
+    """Export the named tasks' models as their next versions, then list every exported model in models.config."""
+    # Load all first: a missing model (InputError with a hint) must not leave another newly exported.
+    modules = {name: MODULES[name](cfg) for name in names}
     for name, module in modules.items():
-        info = {
-            "model": name,
-            "signatures": sorted(module.signatures()),
-            "text": cfg.section_dict("text"),
-            **({"search": search} if name == "translate" else {"tags": module.tag_names}),
-        }
+        info = {"model": name, "signatures": sorted(module.signatures()), "text": cfg.section_dict("text")}
+        if name == "translate":
+            info["search"] = translate_predict.search_settings(module.translator.search_cfg)
+        else:
+            info["tags"] = module.tag_names
         where = save_version(module, Path(cfg.paths.models) / name, warmup_requests(name, cfg), info)
         print(f"  {name}: {where} ({', '.join(sorted(module.signatures()))})")
     config_file = Path(cfg.paths.models) / "models.config"
-    write_text(config_file, models_config(cfg))
-    print(f"  TF Serving config: {config_file} (base paths under {cfg.export.serving_root})")
+    exported = tuple(name for name in TASKS if versions(Path(cfg.paths.models) / name))
+    write_text(config_file, models_config(cfg, exported))
+    print(f"  TF Serving config: {config_file} ({', '.join(exported)}; base paths under {cfg.export.serving_root})")
     if cfg.text.normalize in ("NFC", "NFKC"):
-        print(f"  note: text.normalize = {cfg.text.normalize} puts tensorflow-text's NormalizeUTF8 op in both graphs;")
+        print(f"  note: text.normalize = {cfg.text.normalize} puts tensorflow-text's NormalizeUTF8 op in the graphs;")
         print("  stock TF Serving lacks it: serve them with a build that links the tensorflow-text ops")
+
+
+def run(cfg: Config) -> None:
+    """Stage `export`: every task the config defines."""
+    export(cfg, tasks(cfg))
+
+
+def run_ner(cfg: Config) -> None:
+    export(cfg, ("ner",))
+
+
+def run_translate(cfg: Config) -> None:
+    export(cfg, ("translate",))

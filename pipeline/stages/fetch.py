@@ -1,5 +1,7 @@
-"""Stage `data`: fill paths.raw with byte-exact copies of the raw corpora and vectors (from $DATA_MIRROR or the
-canonical URLs), each checked against the sha256 table below.
+"""Stage `data`: fill paths.raw with byte-exact copies of the shipped corpora and vectors that the config names
+(from $DATA_MIRROR or the canonical URLs), each checked against the sha256 table below. This table is the one
+place that knows corpus names; a config names files (configs/*.toml), and files of the user's own are not
+fetched but read where they are.
 """
 
 import gzip
@@ -13,7 +15,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.core.config import Config
+from pipeline.core.config import SPLITS, Config, tasks
 from pipeline.core.errors import InputError
 from pipeline.core.files import atomic_path, sha256_file
 
@@ -38,6 +40,8 @@ class Source:
     sha256: str  # of the file as stored
     url: str | None = None  # canonical download; None where no public canonical URL exists
     content_sha256: str | None = None  # of the decompressed content, for files we re-compress ourselves
+    lang: str = ""  # vectors: fetched for a config with a task in this language
+    with_: str = ""  # fetched along with this source (its license notice)
 
 
 def _multi30k() -> list[Source]:
@@ -70,10 +74,28 @@ SOURCES: list[Source] = [
         "tatoeba/_about.txt",
         "359011f5738272138286287b44db215d184823911eb049da2160a6ac6933d6c9",
         TATOEBA_ZIP_URL,
+        with_="tatoeba/fra.txt.gz",
     ),
-    Source("vectors/en.cc0.300d.txt.gz", "3c172cf7927cf224e9ab2287e5dddd7d20319e18c9ab5c743d969402a830e35e"),
-    Source("vectors/fr.cc0.300d.txt.gz", "fb58f00438fc8522dd1c9717a97cf2894d296d7fe0246cb7a302d3a6083e1795"),
+    Source("vectors/en.cc0.300d.txt.gz", "3c172cf7927cf224e9ab2287e5dddd7d20319e18c9ab5c743d969402a830e35e", lang="en"),
+    Source("vectors/fr.cc0.300d.txt.gz", "fb58f00438fc8522dd1c9717a97cf2894d296d7fe0246cb7a302d3a6083e1795", lang="fr"),
 ]
+
+
+def named(cfg: Config) -> list[Source]:
+    """The sources the config's tasks read: corpus files it names under paths.raw, and the vectors of its
+    languages."""
+    raw = Path(cfg.paths.raw)
+    files, langs = set(), set()
+    if "ner" in tasks(cfg):
+        files |= {getattr(cfg.ner_data, s) for s in SPLITS}
+        langs.add(cfg.ner_data.lang)
+    if "translate" in tasks(cfg):
+        d = cfg.translate_data
+        files |= {getattr(d, s).replace("{lang}", lang) for s in SPLITS for lang in (d.source_lang, d.target_lang)}
+        langs |= {d.source_lang, d.target_lang}
+    files = {os.path.normpath(f) for f in files if f}
+    wanted = {src.path for src in SOURCES if os.path.normpath(raw / src.path) in files}
+    return [src for src in SOURCES if src.path in wanted or src.with_ in wanted or src.lang in langs]
 
 
 def _verified(path: Path, src: Source) -> bool:
@@ -126,11 +148,19 @@ def _fetch(src: Source, dest: Path, cache: dict) -> None:
 
 
 def run(cfg: Config) -> None:
-    """Fill paths.raw with every source file, verified by sha256; skip files already present and valid."""
+    """Stage `data`: the shipped files the config names, verified by sha256 (see `fetch`)."""
+    sources = named(cfg)
+    if not sources:
+        print("  nothing to fetch: the config names no shipped corpus or vectors (its own files are read in place)")
+    fetch(cfg, sources)
+
+
+def fetch(cfg: Config, sources: list[Source]) -> None:
+    """Fill paths.raw with these source files, verified by sha256; skip files already present and valid."""
     raw = Path(cfg.paths.raw)
     mirror = os.environ.get("DATA_MIRROR")
     problems, cache = [], {}
-    for src in SOURCES:
+    for src in sources:
         dest = raw / src.path
         if _verified(dest, src):
             print(f"  ok        {dest}")

@@ -1,75 +1,176 @@
-"""Stage `prepare`: read and check every raw corpus, then write the processed splits (nothing is written until
-everything has been read and checked).
+"""Stages `prepare` and `check-data`: read and check every task's corpus (the files [<task>.data] names), split
+off the valid/test sets it does not give, then write the processed splits. Nothing is written until everything
+has been read and checked; `check-data` stops there and writes only the report.
 
     <paths.processed>/ner/{train,valid,test}.conll     -DOCSTART- lines, token<TAB>IOB2 tag, blank line after sentences
     <paths.processed>/translate/{train,valid,test}.tsv  source<TAB>target per line, raw (untokenized, cased) text
-    <paths.reports>/data.json                           counts per split
+    <paths.reports>/data.json                           counts, lengths, overlaps and warnings (stages/check.py)
 """
 
+import dataclasses
+import random
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.core.config import SPLITS, Config
+from pipeline.core.config import SPLITS, Config, tasks
+from pipeline.core.errors import InputError
 from pipeline.core.files import write_json, write_lines
 from pipeline.ner import corpus as ner_corpus
+from pipeline.stages import check
 from pipeline.translate import corpus as translate_corpus
 
 
-def _limit_documents(documents: list, split: str, cfg: Config) -> list[list[tuple[list, list]]]:
-    """Whole documents, cut after prepare.max_train / max_eval sentences in all."""
-    n = cfg.prepare.max_train if split == "train" else cfg.prepare.max_eval
-    out, total = [], 0
-    for document in documents:
-        sentences = document[: n - total] if n else document
-        if sentences:
-            out.append(sentences)
-        total += len(sentences)
-        if n and total >= n:
-            break
+@dataclass
+class Corpora:
+    """Every defined task's splits as read, split and cut to prepare.max_*; held_out says how missing splits were
+    made."""
+
+    ner: dict[str, ner_corpus.ConllFile] | None = None
+    translate: dict[str, translate_corpus.ParallelFile] | None = None
+    held_out: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def held_out_count(size: float, n: int) -> int:
+    return max(1, round(size * n)) if size < 1 else int(size)
+
+
+def split_off(keys: list, missing: list[str], cfg: Config, what: str) -> dict:
+    """Which held-out split each key goes to: the sorted keys shuffled by prepare.split_seed, valid first."""
+    p, order = cfg.prepare, sorted(set(keys))
+    random.Random(p.split_seed).shuffle(order)
+    sizes = {s: held_out_count(p.valid_size if s == "valid" else p.test_size, len(order)) for s in missing}
+    if sum(sizes.values()) >= len(order):
+        raise InputError(
+            f"{what}: holding out {' + '.join(map(str, sizes.values()))} for {' and '.join(missing)} leaves "
+            f"nothing of {len(order)} to train",
+            hint="name valid/test files in the config, or lower prepare.valid_size / prepare.test_size",
+        )
+    where, start = {}, 0
+    for split in ("valid", "test"):
+        for k in order[start : start + sizes.get(split, 0)]:
+            where[k] = split
+        start += sizes.get(split, 0)
+    return where
+
+
+def _missing(data) -> list[str]:
+    return [s for s in ("valid", "test") if not getattr(data, s)]
+
+
+def read_ner(cfg: Config, out: Corpora) -> None:
+    d = cfg.ner_data
+    out.ner = {s: ner_corpus.read_conll_file(Path(getattr(d, s)), d.scheme, d.repair) for s in SPLITS if getattr(d, s)}
+    missing, train = _missing(d), out.ner["train"]
+    if missing:  # whole documents (or sentences, in a file without documents), by seed
+        unit = "documents" if train.docstart else "sentences"
+        where = split_off(list(range(len(train.documents))), missing, cfg, d.train)
+        for split in ["train", *missing]:
+            docs = [doc for i, doc in enumerate(train.documents) if where.get(i, "train") == split]
+            out.ner[split] = dataclasses.replace(
+                train, documents=docs, repairs=train.repairs if split == "train" else []
+            )
+        out.held_out["ner"] = {
+            s: f"{len(out.ner[s].documents)} {unit} split off {d.train} (prepare.split_seed {cfg.prepare.split_seed})"
+            for s in missing
+        }
+
+
+def read_translate(cfg: Config, out: Corpora) -> None:
+    d = cfg.translate_data
+    if not d.source_lang or not d.target_lang:
+        raise InputError("translate.data.source_lang and target_lang must be set when translate.data.train is")
+    if d.source_lang == d.target_lang:
+        raise InputError(f"translate.data.source_lang and target_lang are both {d.source_lang!r}")
+    read = {
+        s: translate_corpus.read_split(getattr(d, s), d.source_lang, d.target_lang) for s in SPLITS if getattr(d, s)
+    }
+    missing, train = _missing(d), read["train"]
+    if missing:  # by source sentence, so all translations of one sentence land in the same split
+        where = split_off([s for s, _ in train.pairs], missing, cfg, d.train)
+        for split in ["train", *missing]:
+            pairs = [pair for pair in train.pairs if where.get(pair[0], "train") == split]
+            read[split] = dataclasses.replace(train, pairs=pairs, skipped=train.skipped if split == "train" else [])
+        out.held_out["translate"] = {
+            s: f"{len(read[s].pairs)} pairs split off {d.train} by source sentence "
+            f"(prepare.split_seed {cfg.prepare.split_seed})"
+            for s in missing
+        }
+    out.translate = read
+
+
+def read_corpora(cfg: Config) -> Corpora:
+    """Read and check every defined task's corpus (errors name file:line), splitting off what is missing."""
+    defined = tasks(cfg)
+    if not defined:
+        raise InputError(
+            "the config defines no task: name a corpus in [ner.data] train or [translate.data] train",
+            hint="see README 'Train on your own data', or use configs/default.toml",
+        )
+    out = Corpora()
+    if "ner" in defined:
+        read_ner(cfg, out)
+        for split, read in out.ner.items():
+            read.documents = _limit(read.documents, split, cfg, size=len)
+    if "translate" in defined:
+        read_translate(cfg, out)
+        for split, read in out.translate.items():
+            read.pairs = _limit(read.pairs, split, cfg)
     return out
 
 
-def _limit(items: list, split: str, cfg: Config) -> list:
+def data_report(cfg: Config, corpora: Corpora) -> dict:
+    warnings: list[str] = []
+    report = {}
+    if corpora.ner:
+        files = {s: r.path for s, r in corpora.ner.items()}
+        report["ner"] = {"splits": check.check_ner(cfg, corpora.ner, warnings), "files": files}
+    if corpora.translate:
+        files = {s: r.files for s, r in corpora.translate.items()}
+        report["translate"] = {"splits": check.check_parallel(cfg, corpora.translate, warnings), "files": files}
+        report["translate"]["languages"] = [cfg.translate_data.source_lang, cfg.translate_data.target_lang]
+    for task, held in corpora.held_out.items():
+        report[task]["held_out"] = held
+    return report | {"warnings": warnings}
+
+
+def _limit(items: list, split: str, cfg: Config, size=lambda item: 1) -> list:
+    """The first prepare.max_train / max_eval sentences (whole documents, the last one cut)."""
     n = cfg.prepare.max_train if split == "train" else cfg.prepare.max_eval
-    return items[:n] if n else items
+    if not n:
+        return items
+    out, total = [], 0
+    for item in items:
+        if total >= n:
+            break
+        if size(item) > n - total:  # a document: keep its first sentences
+            item = item[: n - total]
+        out.append(item)
+        total += size(item)
+    return out
+
+
+def check_data(cfg: Config) -> dict:
+    """Stage `check-data`: read and check, write data.json and print it; no processed file is written."""
+    report = data_report(cfg, read_corpora(cfg))
+    write_json(Path(cfg.paths.reports) / "data.json", report)
+    print(check.format_report(report))
+    return report
 
 
 def run(cfg: Config) -> None:
-    """Read every raw corpus, check it, and write the processed splits plus data/reports/data.json."""
-    raw, out = Path(cfg.paths.raw), Path(cfg.paths.processed)
-    # Read and check everything before writing anything, so bad input leaves paths.processed untouched.
-    documents = {s: ner_corpus.read_conll_documents(raw / f"conll2003/{s}.txt") for s in SPLITS}
-    ner = {s: _limit_documents(docs, s, cfg) for s, docs in documents.items()}
-    parallel = {s: _limit(pairs, s, cfg) for s, pairs in translate_corpus.translation_splits(cfg).items()}
-
-    stats = {"ner": {}, "translate": {}}
-    for split, docs in ner.items():
+    """Read every defined corpus, check it, and write the processed splits plus data/reports/data.json."""
+    corpora = read_corpora(cfg)  # everything is read and checked before anything is written
+    report = data_report(cfg, corpora)
+    out = Path(cfg.paths.processed)
+    for split, read in (corpora.ner or {}).items():
         lines = []
-        for doc in docs:  # -DOCSTART- lines keep the documents: the tagger's document memory reads them
+        for doc in read.documents:  # -DOCSTART- lines keep the documents
             lines += ["-DOCSTART-", ""]
             for tokens, tags in doc:
                 lines.extend(f"{tok}\t{tag}" for tok, tag in zip(tokens, tags, strict=True))
                 lines.append("")
         write_lines(out / f"ner/{split}.conll", lines)
-        sentences = [s for doc in docs for s in doc]
-        stats["ner"][split] = {
-            "documents": len(documents[split]),
-            "sentences": sum(len(d) for d in documents[split]),
-            "sequences": len(sentences),
-            "tokens": sum(len(t) for t, _ in sentences),
-            "entities": sum(tag.startswith("B-") for _, tags in sentences for tag in tags),
-        }
-    for split, pairs in parallel.items():
-        write_lines(out / f"translate/{split}.tsv", (f"{s}\t{t}" for s, t in pairs))
-        stats["translate"][split] = {"pairs": len(pairs)}
-    stats["translate"]["corpus"] = (
-        f"{cfg.prepare.translation_corpus} {cfg.prepare.source_lang}-{cfg.prepare.target_lang}"
-    )
-    write_json(Path(cfg.paths.reports) / "data.json", stats)
-    for split in SPLITS:
-        n = stats["ner"][split]
-        print(
-            f"  ner/{split:5s}  {n['sentences']:6d} sentences in {n['sequences']:6d} sequences "
-            f"{n['tokens']:7d} tokens {n['entities']:6d} entities"
-        )
-    for split in SPLITS:
-        print(f"  translate/{split:5s}  {stats['translate'][split]['pairs']:6d} pairs")
+    for split, read in (corpora.translate or {}).items():
+        write_lines(out / f"translate/{split}.tsv", (f"{s}\t{t}" for s, t in read.pairs))
+    write_json(Path(cfg.paths.reports) / "data.json", report)
+    print(check.format_report(report))

@@ -1,6 +1,6 @@
-"""Stage `vocab`: the vocabularies of both tasks, one token a line, and their out-of-vocabulary report.
+"""Stage `vocab`: the vocabularies of every defined task, one token a line, and their out-of-vocabulary report.
 
-<paths.vocab>/{src,tgt,ner_words,ner_chars,ner_tags}.txt    the id of a token is its line number
+<paths.vocab>/{src,tgt}.txt, {ner_words,ner_chars,ner_tags}.txt    the id of a token is its line number
 <paths.reports>/vocab.json                                   size and OOV rates per split
 """
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from pipeline.core import text
-from pipeline.core.config import SPLITS, Config
+from pipeline.core.config import SPLITS, Config, tasks
 from pipeline.core.files import read_lines, write_json
 from pipeline.core.vocab import SPECIALS, build, oov_rates, save, vocab_path
 from pipeline.ner import corpus as ner_corpus
@@ -18,16 +18,22 @@ from pipeline.translate import corpus as translate_corpus
 
 
 def corpus_tokens(cfg: Config) -> dict[str, dict[str, list[list[str]]]]:
-    """Tokenized text per vocabulary and split, exactly as the training input pipelines will see it."""
-    out = {"src": {}, "tgt": {}, "ner_words": {}, "ner_chars": {}}
-    for split in SPLITS:
-        pairs = translate_corpus.load_parallel(cfg, split)
-        out["src"][split] = text.tokenize_batches([s for s, _ in pairs], cfg.text, joiner=False)
-        out["tgt"][split] = text.tokenize_batches([t for _, t in pairs], cfg.text, joiner=True)
-        sentences = ner_corpus.load_ner(cfg, split)
-        words = text.to_lists(text.normalize_tokens(tf.ragged.constant([w for w, _ in sentences]), cfg.text))
-        out["ner_words"][split] = words
-        out["ner_chars"][split] = [list(w) for s in words for w in s]
+    """Tokenized text per vocabulary and split of the defined tasks, exactly as the training input pipelines will
+    see it."""
+    out = {}
+    if "translate" in tasks(cfg):
+        out |= {"src": {}, "tgt": {}}
+        for split in SPLITS:
+            pairs = translate_corpus.load_parallel(cfg, split)
+            out["src"][split] = text.tokenize_batches([s for s, _ in pairs], cfg.text, joiner=False)
+            out["tgt"][split] = text.tokenize_batches([t for _, t in pairs], cfg.text, joiner=True)
+    if "ner" in tasks(cfg):
+        out |= {"ner_words": {}, "ner_chars": {}}
+        for split in SPLITS:
+            sentences = ner_corpus.load_ner(cfg, split)
+            words = text.to_lists(text.normalize_tokens(tf.ragged.constant([w for w, _ in sentences]), cfg.text))
+            out["ner_words"][split] = words
+            out["ner_chars"][split] = [list(w) for s in words for w in s]
     return out
 
 
@@ -42,9 +48,14 @@ def pretrained_extras(cfg: Config, words: dict[str, list[list[str]]], known: set
     Common practice on CoNLL-2003 (see ANCHORS.md): their embedding rows keep the pretrained values and are
     never trained towards a label, so no test label leaks, but the tagger sees a meaningful vector.
     """
-    vectors = vector_words(Path(cfg.paths.raw) / cfg.embed.en)
+    vectors = vector_words(Path(ner_vectors(cfg)))
     candidates = {w for split in ("valid", "test") for sentence in words[split] for w in sentence} - known
     return sorted(w for w in candidates if w in vectors or w.lower() in vectors)
+
+
+def ner_vectors(cfg: Config) -> str:
+    """The pretrained vectors file of the NER language ("" = none: Word2Vec is trained instead)."""
+    return cfg.embed.vectors.get(cfg.ner_data.lang, "")
 
 
 def run(cfg: Config) -> None:
@@ -61,10 +72,12 @@ def run(cfg: Config) -> None:
         counts = collections.Counter(t for s in splits["train"] for t in s)
         max_size = v.max_size if name in ("src", "tgt") else 0
         vocabs[name] = build(counts, SPECIALS[name], min_freq[name], max_size)
-    if v.ner_pretrained_words and cfg.embed.en:
-        vocabs["ner_words"] += pretrained_extras(cfg, corpus["ner_words"], set(vocabs["ner_words"]))
-    train_tags = [tags for _, tags in ner_corpus.load_ner(cfg, "train")]
-    vocabs["ner_tags"] = ["O"] + sorted({t for tags in train_tags for t in tags} - {"O"}, key=lambda t: (t[2:], t))
+    if "ner" in tasks(cfg):
+        if v.ner_pretrained_words and ner_vectors(cfg):
+            vocabs["ner_words"] += pretrained_extras(cfg, corpus["ner_words"], set(vocabs["ner_words"]))
+        train_tags = [tags for _, tags in ner_corpus.load_ner(cfg, "train")]
+        tags = {t for tags in train_tags for t in tags} - {"O"}
+        vocabs["ner_tags"] = ["O"] + sorted(tags, key=lambda t: (t[2:], t))  # B-X before I-X, types in order
 
     report = {}
     for name, tokens in vocabs.items():

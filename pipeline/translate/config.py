@@ -1,9 +1,25 @@
-"""Config section [translate]: the translator, its training and decoding (stages train-translate,
-evaluate-translate)."""
+"""Config sections [translate.data] (the parallel corpus) and [translate] (the translator, its training and
+decoding)."""
 
 from dataclasses import dataclass
 
 from pipeline.core.options import opt
+
+
+@dataclass(frozen=True)
+class TranslateData:
+    """The parallel corpus: per split a source<TAB>target TSV, or two line-aligned files named by `{lang}`."""
+
+    source_lang: str = opt("", "source language: an ISO 639 code or any short tag (names files, picks vectors)")
+    target_lang: str = opt("", "target language code or tag")
+    train: str = opt(
+        "",
+        "training pairs (plain or .gz): `x.tsv` = source<TAB>target lines; `x.{lang}` = the two files x.<source_lang> "
+        "and x.<target_lang>, aligned by line; empty = this config has no translation task",
+        path=True,
+    )
+    valid: str = opt("", "dev pairs, as train; empty = split off train (prepare.split_seed, valid_size)", path=True)
+    test: str = opt("", "test pairs, as train; empty = split off train (prepare.split_seed, test_size)", path=True)
 
 
 @dataclass(frozen=True)

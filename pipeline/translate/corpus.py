@@ -1,14 +1,26 @@
-"""Parallel corpora: line-aligned file pairs and Tatoeba's TSV, read and checked; the processed splits read back.
+"""Parallel corpora: a source<TAB>target TSV or two line-aligned files, read and checked; the processed splits
+read back.
 
 <paths.processed>/translate/{train,valid,test}.tsv    source<TAB>target per line, raw (untokenized, cased) text
 """
 
-import random
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.core.config import Config
 from pipeline.core.errors import InputError, at
 from pipeline.core.files import read_lines
+
+LANG = "{lang}"  # in a path: two files, one per language, aligned by line
+
+
+@dataclass
+class ParallelFile:
+    """The pairs of one split as read, and the lines skipped because a side was empty."""
+
+    pairs: list[tuple[str, str]]
+    files: list[str]
+    skipped: list[tuple[str, int, str]] = field(default_factory=list)  # (file, line, why)
 
 
 def _clean(text: str) -> str:
@@ -16,70 +28,50 @@ def _clean(text: str) -> str:
     return text.replace("\t", " ").strip()
 
 
-def read_parallel(src_path: Path, tgt_path: Path) -> list[tuple[str, str]]:
+def _pairs(rows, src_name: str, tgt_name: str) -> ParallelFile:
+    out = ParallelFile([], sorted({src_name, tgt_name}))
+    for number, s, t in rows:
+        s, t = _clean(s), _clean(t)
+        if s and t:
+            out.pairs.append((s, t))
+        else:  # common in real corpora (filtered lines); a pair with an empty side teaches nothing
+            side, name = ("source", src_name) if not s else ("target", tgt_name)
+            out.skipped.append((name, number, f"empty {side} sentence: pair skipped"))
+    if not out.pairs:
+        raise InputError(f"{' / '.join(out.files)}: no sentence pairs found (an empty split)")
+    return out
+
+
+def read_parallel(src_path: Path, tgt_path: Path) -> ParallelFile:
     """Aligned sentence pairs from two line-aligned files (plain or .gz)."""
     src, tgt = list(read_lines(src_path)), list(read_lines(tgt_path))
     if len(src) != len(tgt):
-        raise InputError(f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; they must be aligned")
-    pairs = []
-    for (number, s), (_, t) in zip(src, tgt, strict=True):
-        s, t = _clean(s), _clean(t)
-        if not s:
-            raise at(src_path, number, f"empty sentence (its pair is on the same line of {tgt_path.name})")
-        if not t:
-            raise at(tgt_path, number, f"empty sentence (its pair is on the same line of {src_path.name})")
-        pairs.append((s, t))
-    return pairs
+        raise InputError(
+            f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; they must be aligned line by line"
+        )
+    rows = ((number, s, t) for (number, s), (_, t) in zip(src, tgt, strict=True))
+    return _pairs(rows, str(src_path), str(tgt_path))
 
 
-def read_tatoeba(path: Path) -> list[tuple[str, str]]:
-    """(English, French) pairs from ManyThings' TSV (a third attribution column, if present, is ignored)."""
-    pairs = []
-    for number, line in read_lines(path):
-        cols = line.split("\t")
-        if len(cols) not in (2, 3):
-            raise at(path, number, f"expected English<TAB>French, got {len(cols)} tab-separated fields")
-        en, fr = cols[0].strip(), cols[1].strip()
-        if not en or not fr:
-            raise at(path, number, "empty side of a pair")
-        pairs.append((en, fr))
-    return pairs
+def read_tsv(path: Path) -> ParallelFile:
+    """Pairs of a source<TAB>target file (plain or .gz); further tab-separated fields (e.g. Tatoeba's
+    attribution) are ignored."""
+
+    def rows():
+        for number, line in read_lines(path):
+            cols = line.split("\t")
+            if len(cols) < 2:
+                raise at(path, number, "expected source<TAB>target, found no tab")
+            yield number, cols[0], cols[1]
+
+    return _pairs(rows(), str(path), str(path))
 
 
-def split_by_source(pairs, seed: int, n_valid: int, n_test: int) -> dict[str, list]:
-    """Deterministic split that keeps every translation of one English sentence in the same split."""
-    sources = sorted({en for en, _ in pairs})
-    random.Random(seed).shuffle(sources)
-    if n_valid + n_test >= len(sources):
-        raise InputError(f"tatoeba: {n_valid}+{n_test} held-out sentences leave nothing of {len(sources)} to train")
-    where = {en: "valid" for en in sources[:n_valid]}
-    where.update({en: "test" for en in sources[n_valid : n_valid + n_test]})
-    splits = {"train": [], "valid": [], "test": []}
-    for en, fr in pairs:
-        splits[where.get(en, "train")].append((en, fr))
-    return splits
-
-
-MULTI30K_SPLITS = {"train": "train", "valid": "val", "test": "test_2016_flickr"}
-
-
-def translation_splits(cfg: Config) -> dict[str, list[tuple[str, str]]]:
-    p, raw = cfg.prepare, Path(cfg.paths.raw)
-    if p.source_lang == p.target_lang:
-        raise InputError(f"prepare.source_lang and prepare.target_lang are both {p.source_lang!r}")
-    if p.translation_corpus == "multi30k":
-        return {
-            split: read_parallel(
-                raw / f"multi30k/{name}.{p.source_lang}.gz", raw / f"multi30k/{name}.{p.target_lang}.gz"
-            )
-            for split, name in MULTI30K_SPLITS.items()
-        }
-    if {p.source_lang, p.target_lang} != {"en", "fr"}:
-        raise InputError("prepare.translation_corpus=tatoeba has only en and fr")
-    splits = split_by_source(read_tatoeba(raw / "tatoeba/fra.txt.gz"), p.tatoeba_seed, p.tatoeba_valid, p.tatoeba_test)
-    if p.source_lang == "fr":
-        splits = {k: [(fr, en) for en, fr in v] for k, v in splits.items()}
-    return splits
+def read_split(spec: str, source_lang: str, target_lang: str) -> ParallelFile:
+    """One split named in [translate.data]: `x.{lang}` = two aligned files, anything else a TSV."""
+    if LANG in spec:
+        return read_parallel(Path(spec.replace(LANG, source_lang)), Path(spec.replace(LANG, target_lang)))
+    return read_tsv(Path(spec))
 
 
 def load_parallel(cfg: Config, split: str) -> list[tuple[str, str]]:

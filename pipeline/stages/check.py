@@ -1,0 +1,133 @@
+"""The data check that `prepare` and `pipeline check-data` run: what a user should know about their corpora
+before training on them. Errors stop earlier, at reading (file:line, exit 2); everything here is a count or a
+warning, and warnings never stop.
+
+    counts and length percentiles per split, lines longer than text.max_length, source = target copies,
+    duplicate pairs, valid/test sentences that also occur in train (a leak), entity counts per type, types
+    never seen in train, tag transitions that were repaired (file:line), pairs skipped for an empty side
+"""
+
+import collections
+
+import numpy as np
+
+from pipeline.core.config import Config
+
+SHOWN = 5  # file:line examples a warning lists
+
+
+def percentiles(lengths: list[int]) -> dict:
+    if not lengths:
+        return {}
+    p = np.percentile(lengths, [50, 95, 99])
+    return {"p50": float(p[0]), "p95": float(p[1]), "p99": float(p[2]), "max": int(max(lengths))}
+
+
+def _where(items: list[tuple]) -> str:
+    shown = ", ".join(f"{f}:{n}" for f, n, *_ in items[:SHOWN])
+    return shown + (f" and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
+
+
+def _overlap(train: set, split_items: list) -> dict:
+    leaked = [x for x in split_items if x in train]
+    return {"count": len(leaked), "share": len(leaked) / (len(split_items) or 1)}
+
+
+def check_parallel(cfg: Config, splits: dict, warnings: list[str]) -> dict:
+    """splits: {split: ParallelFile}."""
+    out, limit = {}, cfg.text.max_length
+    train_sources = {s for s, _ in splits["train"].pairs}
+    for split, read in splits.items():
+        pairs = read.pairs
+        src_len, tgt_len = [len(s.split()) for s, _ in pairs], [len(t.split()) for _, t in pairs]
+        entry = {
+            "pairs": len(pairs),
+            "source_words": percentiles(src_len),
+            "target_words": percentiles(tgt_len),
+            "longer_than_max_length": sum(max(a, b) > limit for a, b in zip(src_len, tgt_len, strict=True)),
+            "copies": sum(s == t for s, t in pairs),
+            "duplicate_pairs": len(pairs) - len(set(pairs)),
+            "skipped_empty": len(read.skipped),
+        }
+        if split != "train":
+            entry["source_in_train"] = _overlap(train_sources, [s for s, _ in pairs])
+            if entry["source_in_train"]["count"]:
+                warnings.append(
+                    f"translate/{split}: {entry['source_in_train']['count']} of {len(pairs)} source sentences also "
+                    "occur in train (a leak: scores on them overstate quality)"
+                )
+        if read.skipped:
+            warnings.append(
+                f"translate/{split}: {len(read.skipped)} pairs skipped for an empty side: {_where(read.skipped)}"
+            )
+        if entry["longer_than_max_length"]:
+            warnings.append(
+                f"translate/{split}: {entry['longer_than_max_length']} pairs have a side over text.max_length={limit} "
+                "words (truncated)"
+            )
+        if entry["copies"] > 0.05 * len(pairs):
+            warnings.append(f"translate/{split}: {entry['copies']} pairs have source = target (untranslated copies)")
+        out[split] = entry
+    return out
+
+
+def check_ner(cfg: Config, splits: dict, warnings: list[str]) -> dict:
+    """splits: {split: ConllFile}."""
+    out, limit = {}, cfg.text.max_length
+    sentences = {s: [x for d in read.documents for x in d] for s, read in splits.items()}
+    train_types = {t[2:] for _, tags in sentences["train"] for t in tags if t != "O"}
+    train_text = {tuple(tokens) for tokens, _ in sentences["train"]}
+    for split, read in splits.items():
+        rows = sentences[split]
+        types = collections.Counter(t[2:] for _, tags in rows for t in tags if t.startswith("B-"))
+        entry = {
+            "documents": len(read.documents) if read.docstart else 0,
+            "sentences": len(rows),
+            "tokens": sum(len(t) for t, _ in rows),
+            "entities": sum(types.values()),
+            "entity_types": dict(sorted(types.items())),
+            "tokens_per_sentence": percentiles([len(t) for t, _ in rows]),
+            "longer_than_max_length": sum(len(t) > limit for t, _ in rows),
+            "scheme": read.scheme,
+            "repaired": len(read.repairs),
+        }
+        unseen = sorted(set(types) - train_types)
+        if split != "train":
+            entry["unseen_types"] = unseen
+            entry["sentences_in_train"] = _overlap(train_text, [tuple(t) for t, _ in rows])
+        if unseen:
+            counts = ", ".join(f"{t} ({types[t]})" for t in unseen)
+            warnings.append(f"ner/{split}: entity types never seen in train, so never predicted: {counts}")
+        if read.repairs:
+            where = [(read.path, n, why) for n, why in read.repairs]
+            warnings.append(
+                f"ner/{split}: {len(read.repairs)} invalid {read.scheme.upper()} transitions repaired: {_where(where)} "
+                f"(first: {read.repairs[0][1]})"
+            )
+        if entry["longer_than_max_length"]:
+            warnings.append(
+                f"ner/{split}: {entry['longer_than_max_length']} sentences over text.max_length={limit} tokens "
+                "(their tail is not tagged)"
+            )
+        out[split] = entry
+    return out
+
+
+def format_report(report: dict) -> str:
+    lines = []
+    for split, n in report.get("ner", {}).get("splits", {}).items():
+        lines.append(
+            f"  ner/{split:5s}  {n['sentences']:6d} sentences {n['tokens']:7d} tokens {n['entities']:6d} entities "
+            f"({len(n['entity_types'])} types, {n['scheme'].upper()}"
+            + (f", {n['documents']} documents)" if n["documents"] else ", no documents)")
+        )
+    for split, n in report.get("translate", {}).get("splits", {}).items():
+        lines.append(
+            f"  translate/{split:5s}  {n['pairs']:6d} pairs, words per source p50/p95/max "
+            f"{n['source_words']['p50']:.0f}/{n['source_words']['p95']:.0f}/{n['source_words']['max']}"
+        )
+    for task in ("ner", "translate"):
+        for split, how in report.get(task, {}).get("held_out", {}).items():
+            lines.append(f"  {task}/{split}: {how}")
+    lines += [f"warning: {w}" for w in report.get("warnings", [])]
+    return "\n".join(lines)
