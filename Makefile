@@ -56,6 +56,9 @@ $(SETUP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
 
+# Stamps are never intermediate files: make must not delete them after a pattern-rule chain.
+.PRECIOUS: $(STAMPS)/%.cfg $(STAMPS)/%.done
+
 # Config fingerprints: the recipe runs every time but rewrites the file only when its content changed,
 # and make then sees an unchanged mtime.
 $(STAMPS)/%.cfg: FORCE | $(SETUP)

@@ -39,7 +39,10 @@ def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
 
 def test_disk_full_is_a_clear_error_and_earlier_artifacts_survive(tmp_path, monkeypatch, capsys):
     cfg_file = tmp_path / "c.toml"
-    cfg_file.write_text(f'[paths]\nraw = "{fake_raw(tmp_path / "raw")}"\nprocessed = "{tmp_path / "p"}"\n')
+    base = ROOT / "configs/default.toml"
+    cfg_file.write_text(
+        f'base = "{base}"\n[paths]\nraw = "{fake_raw(tmp_path / "raw")}"\nprocessed = "{tmp_path / "p"}"\n'
+    )
     assert cli.main(["prepare", "--config", str(cfg_file)]) == 0
     before = (tmp_path / "p/ner/train.conll").read_text()
 

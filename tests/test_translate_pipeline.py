@@ -28,8 +28,8 @@ def test_overfits_fifty_pairs_to_bleu_above_90(tmp_path, capsys):
 
     settings = (
         *TINY_TRANSLATE,
-        "translate.epochs=40",
-        "translate.patience=40",
+        "translate.epochs=80",
+        "translate.patience=80",
         "translate.learning_rate=0.01",
         "translate.lr_patience=99",
         "translate.batch_size=10",

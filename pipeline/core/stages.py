@@ -10,7 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.core.config import Config
+from pipeline.core.config import TASKS, Config, tasks
+from pipeline.core.errors import InputError
 from pipeline.core.files import write_json, write_text
 
 
@@ -22,6 +23,11 @@ class Stage:
     help: str
     # Raised when what the stage writes changes form, so `make` reruns it, and what follows, over old outputs.
     output_version: int = 1
+
+    @property
+    def task(self) -> str:
+        """The task a stage belongs to (train-ner: ner), or "" for a shared stage."""
+        return next((t for t in TASKS if self.name.endswith(f"-{t}")), "")
 
 
 DATA = ("ner.data", "translate.data")
@@ -139,6 +145,11 @@ def write_cfg_stamp(cfg: Config, name: str) -> bool:
 def run(cfg: Config, name: str) -> float:
     """Run one stage, then record its completion stamp (its fingerprint and wall time). Returns seconds."""
     stage = STAGES[name]
+    if stage.task and stage.task not in tasks(cfg):
+        raise InputError(
+            f"{name}: the config defines no {stage.task} task ([{stage.task}.data] train is empty)",
+            hint=f"name a training corpus in [{stage.task}.data] (README: Train on your own data)",
+        )
     module, func = stage.target.split(":")
     fn = getattr(importlib.import_module(module), func)
     start = time.perf_counter()

@@ -10,7 +10,8 @@ attention heatmaps, the trained translator. A part whose inputs are missing says
 
 from pathlib import Path
 
-from pipeline.core.config import Config, tasks
+from pipeline.core.config import Config
+from pipeline.core.config import tasks as defined_tasks
 from pipeline.core.files import write_text
 from pipeline.report.page import Page
 from pipeline.report.sections import curves_section, data_section, manifest_section, summary_section
@@ -24,9 +25,9 @@ def run(cfg: Config, attention: bool = True) -> None:
     summary_section(page, cfg, reports)
     data_section(page, reports)
     curves_section(page, reports)
-    if "ner" in tasks(cfg):
+    if "ner" in defined_tasks(cfg):
         ner_section(page, reports)
-    if "translate" in tasks(cfg):
+    if "translate" in defined_tasks(cfg):
         has_model = (Path(cfg.paths.models) / "translate/translator.json").is_file()
         translate_section(page, cfg, reports, attention and has_model)
     manifest_section(page, cfg)

@@ -161,7 +161,10 @@ def translate_section(page: Page, cfg: Config, reports: Path, attention: bool) -
     page.figure(fig, "bleu_by_length", "Test BLEU by source-sentence length")
     page.table(["source words", "sentences", "BLEU"], [list(b) for b in buckets])
     if attention:
-        attention_figure(page, cfg, [r[0] for r in sorted(rows[:60], key=lambda r: len(r[0]))[20:60:13]][:3])
+        by_length = sorted((r[0] for r in rows[:60]), key=len)  # three of middling length, on a small set too
+        picked = by_length[len(by_length) // 3 :: 13][:3] or by_length[:3]
+        if picked:
+            attention_figure(page, cfg, picked)
     page.heading("Sample test translations (hypothesis words missing from the reference highlighted)", 3)
     for src, ref, hyp in rows[:: max(1, len(rows) // 8)][:8]:
         ref_words = collections.Counter(ref.lower().split())
