@@ -107,7 +107,7 @@ def check_ner(cfg: Config, splits: dict, warnings: list[str]) -> dict:
         if entry["longer_than_max_length"]:
             warnings.append(
                 f"ner/{split}: {entry['longer_than_max_length']} sentences over text.max_length={limit} tokens "
-                "(their tail is not tagged)"
+                "(training, and tagging raw text, read only the first ones)"
             )
         out[split] = entry
     return out
