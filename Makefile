@@ -41,9 +41,8 @@ help:
 
 all: setup $(SHARED) $(foreach t,$(TASKS),train-$(t) evaluate-$(t) export-$(t)) report
 
-# One task alone; the report is rewritten from whatever has been evaluated.
-ner translate: %: setup $(SHARED) train-% evaluate-% export-%
-	$(call RUN,report)
+# One task alone, then the report of whatever has been evaluated.
+ner translate: %: setup $(SHARED) train-% evaluate-% export-% report
 
 export: $(foreach t,$(TASKS),export-$(t))
 
@@ -93,8 +92,14 @@ bench-serving: export
 check-data: $(STAMPS)/data.done
 	$(call RUN,check-data)
 
-# The report reads every evaluation; it is remade when any of them is newer.
-$(STAMPS)/report.done: $(foreach t,$(TASKS),$(STAMPS)/evaluate-$(t).done) $(STAMPS)/report.cfg
+# The report reads every evaluation; it is remade when any of them is newer. Under `make ner` / `make translate`
+# it needs only that task's evaluation (and follows the other's, if there is one).
+REPORT_TASKS := $(or $(filter $(MAKECMDGOALS),$(filter-out all,$(TASKS))),$(TASKS))
+ifneq ($(filter all,$(MAKECMDGOALS)),)
+REPORT_TASKS := $(TASKS)
+endif
+$(STAMPS)/report.done: $(foreach t,$(REPORT_TASKS),$(STAMPS)/evaluate-$(t).done) \
+		$(wildcard $(foreach t,$(TASKS),$(STAMPS)/evaluate-$(t).done)) $(STAMPS)/report.cfg
 	$(call RUN,report)
 
 # Measurements, not artifacts: they run every time they are asked for.

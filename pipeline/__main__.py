@@ -11,43 +11,56 @@ import importlib
 import os
 import re
 import sys
-import tempfile
+import threading
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of stage output
 
 from pipeline.core import config, stages
 from pipeline.core.errors import InputError
 
-# TensorFlow's native start-up lines (absl, CUDA probing on a machine without a GPU, CPU feature notes): they are
-# written before TF_CPP_MIN_LOG_LEVEL applies. Commands that never import TensorFlow skip the filter.
-NOISE = re.compile(r"^(WARNING: All log messages before absl|[IW]\d{4} |E\d{4} .*cu(Init|da)|To enable the following)")
+# TensorFlow's native log lines (absl's notice, CUDA probing on a machine without a GPU, CPU feature and oneDNN
+# notes): C++ writes them to file descriptor 2, before and regardless of TF_CPP_MIN_LOG_LEVEL. Commands that
+# never import TensorFlow skip the filter; --verbose shows everything.
+NATIVE_LOG = re.compile(rb"^[IWE]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] ")
+NOISE = re.compile(
+    rb"^(WARNING: All log messages before absl|To enable the following instructions"
+    rb"|[IW]\d{4} |E\d{4} .*(cuInit|cuda|oneDNN supports))"
+)
 WITHOUT_TENSORFLOW = {"stamp", "path", "tasks", "data", "check-data", "prepare"}
 
 
 @contextlib.contextmanager
-def _native_stderr_filtered():
-    """Send file descriptor 2 to a temp file while TensorFlow starts, then pass on every line that is not noise."""
+def native_log_filtered():
+    """Route file descriptor 2 through a pipe for the command's duration; a thread passes on every line that is
+    not TensorFlow's routine native logging (errors that matter still show, and Python's own stderr too)."""
     sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            for line in tmp.read().decode("utf-8", "replace").splitlines():
-                if not NOISE.match(line):
-                    print(line, file=sys.stderr)
+    saved, (read_end, write_end) = os.dup(2), os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
 
+    def forward():
+        buffer = b""
+        while chunk := os.read(read_end, 1 << 16):
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            out = b"".join(line + b"\n" for line in lines if not NOISE.match(line))
+            if buffer and not NATIVE_LOG.match(buffer) and not b"WARNING: All".startswith(buffer[:12]):
+                out, buffer = out + buffer, b""  # a progress bar's partial line: show it now
+            if out:
+                os.write(saved, out)
+        if buffer and not NOISE.match(buffer):
+            os.write(saved, buffer)
 
-def start_tensorflow_quietly() -> None:
-    with _native_stderr_filtered():
-        import tensorflow as tf
-
-        tf.config.list_physical_devices("GPU")  # the CUDA probe, which logs its failure on a CPU-only machine
+    thread = threading.Thread(target=forward, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the thread reads to the end and stops
+        thread.join(timeout=5)
+        os.close(read_end)
+        os.close(saved)
 
 
 DEFAULT_CONFIG = "configs/default.toml"
@@ -108,6 +121,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+PREDICTOR_TASKS = {"tag": "ner", "translate": "translate"}
+OVERRIDE = re.compile(r"^([a-z_]+)\.[a-z_.]+=")
+
+
+def check_predictor_args(cfg, command: str, sentences: list[str]) -> None:
+    """A predictor takes sentences: a `section.key=value` among them is a config override given the stage way."""
+    task = PREDICTOR_TASKS[command]
+    if task not in config.tasks(cfg):
+        raise InputError(f"{command}: the config defines no {task} task ([{task}.data] train is empty)")
+    for sentence in sentences:
+        match = OVERRIDE.match(sentence)
+        if match and match.group(1) in config.SECTIONS:
+            raise InputError(
+                f"{command}: {sentence!r} looks like a config override, not a sentence",
+                hint=f"pass overrides to `pipeline {command}` as --set {sentence}",
+            )
+
+
 def _common(p: argparse.ArgumentParser, overrides_flag: bool = False) -> None:
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"TOML config file (default: {DEFAULT_CONFIG})")
     p.add_argument("--verbose", action="store_true", help="show TensorFlow's native start-up log lines")
@@ -117,31 +148,37 @@ def _common(p: argparse.ArgumentParser, overrides_flag: bool = False) -> None:
         p.add_argument("overrides", nargs="*", metavar="section.key=value", help="override one config value")
 
 
+def run(cfg, args) -> int:
+    """One command on a loaded config."""
+    if args.command == "stamp":
+        for name in args.stage_names:
+            stages.write_cfg_stamp(cfg, name)
+        return 0
+    if args.command in PREDICTORS:
+        check_predictor_args(cfg, args.command, args.sentences)
+        module, function = PREDICTORS[args.command][2].split(":")
+        run_predictor = getattr(importlib.import_module(module), function)
+        options = {"document": args.document} if args.command == "tag" else {}
+        run_predictor(cfg, args.sentences or [line.rstrip("\n") for line in sys.stdin], **options)
+        return 0
+    if args.command == "path":
+        print(getattr(cfg.paths, args.key))
+        return 0
+    if args.command == "tasks":
+        print(" ".join(config.tasks(cfg)))
+        return 0
+    seconds = stages.run(cfg, args.command)
+    print(f"[{args.command}] done in {seconds:.1f}s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         cfg = config.load(args.config, args.overrides)
-        if args.command not in WITHOUT_TENSORFLOW and not args.verbose:
-            start_tensorflow_quietly()
-        if args.command == "stamp":
-            for name in args.stage_names:
-                stages.write_cfg_stamp(cfg, name)
-            return 0
-        if args.command in PREDICTORS:
-            module, function = PREDICTORS[args.command][2].split(":")
-            run_predictor = getattr(importlib.import_module(module), function)
-            options = {"document": args.document} if args.command == "tag" else {}
-            run_predictor(cfg, args.sentences or [line.rstrip("\n") for line in sys.stdin], **options)
-            return 0
-        if args.command == "path":
-            print(getattr(cfg.paths, args.key))
-            return 0
-        if args.command == "tasks":
-            print(" ".join(config.tasks(cfg)))
-            return 0
-        seconds = stages.run(cfg, args.command)
-        print(f"[{args.command}] done in {seconds:.1f}s")
-        return 0
+        quiet = args.command not in WITHOUT_TENSORFLOW and not args.verbose
+        with native_log_filtered() if quiet else contextlib.nullcontext():
+            return run(cfg, args)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         if e.hint:

@@ -12,6 +12,7 @@ import pytest
 from pipeline.core import config
 from pipeline.core.errors import InputError
 from pipeline.ner import corpus as ner_corpus
+from pipeline.stages import fetch
 from pipeline.stages import prepare as prepare_stage
 from tests.conftest import ROOT, TINY, needs_data, write_file
 from tests.test_export import serve_in_fresh_process
@@ -108,6 +109,7 @@ def test_check_reports_leaks_unseen_types_repairs_and_skipped_pairs(tmp_path, ca
     assert f"{tmp_path / 'ner/train.txt'}:5" in warnings  # the repaired I-y
     assert f"{tmp_path / 'pairs/train.tsv'}:2" in warnings  # the pair with an empty target
     assert "translate/test: 1 of 2 source sentences also occur in train" in warnings
+    assert "ner/test: 1 of 2 sentences also occur in train" in warnings
     assert "warning: ner/test: entity types never seen" in capsys.readouterr().out
 
 
@@ -207,9 +209,16 @@ def test_ner_alone_on_bioes_tabs_and_its_own_types(tmp_path):
         "[embed]\nw2v_dim = 16\nw2v_min_count = 1\n[ner]\nepochs = 3\n"
     )
     cfg_file = own_config(tmp_path, body)
-    out = make("ner", f"CONFIG={cfg_file}")
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "ner", f"CONFIG={cfg_file}"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
     assert {"train-ner", "evaluate-ner", "export-ner", "report"} <= ran(out)
     assert "without the English word statistics and name lists" in out
+    native = [line for line in proc.stderr.splitlines() if line[:1] in "IWE" and line[1:5].isdigit()]
+    assert native == [] and "absl::InitializeLog" not in proc.stderr  # TensorFlow's native log lines are hidden
+    assert ran(make("ner", f"CONFIG={cfg_file}")) == set()  # a second run does nothing, the report included
     assert "entity types never seen in train, so never predicted: place (1)" in out
     cfg = config.load(cfg_file)
     tags = (tmp_path / "vocab/ner_tags.txt").read_text().split()
@@ -288,3 +297,27 @@ def test_stage_help_lists_the_keys_the_stage_reads():
 def test_a_task_stage_on_a_config_without_that_task_says_so():
     proc = pipeline_cli("train-ner", "--config", str(ROOT / "configs/multi30k-en-fr.toml"))
     assert proc.returncode == 2 and "train-ner: the config defines no ner task" in proc.stderr
+
+
+def test_predictors_refuse_an_override_given_as_a_sentence():
+    proc = pipeline_cli("translate", "--config", str(TINY), "translate.beam_width=3", "A man .")
+    assert proc.returncode == 2 and "looks like a config override" in proc.stderr
+    assert "--set translate.beam_width=3" in proc.stderr
+
+
+def test_data_fetches_only_what_the_config_names():
+    def fetched(name, *overrides):
+        return [src.path for src in fetch.named(config.load(ROOT / f"configs/{name}.toml", overrides))]
+
+    assert fetched("conll2003") == [
+        *(f"conll2003/{s}.txt" for s in ("train", "valid", "test")),
+        "vectors/en.cc0.300d.txt.gz",
+    ]
+    assert "vectors/en.cc0.300d.txt.gz" not in fetched("conll2003", 'embed.vectors.en=""')  # Word2Vec instead
+    assert fetched("tatoeba-en-fr") == [
+        "tatoeba/fra.txt.gz",
+        "tatoeba/_about.txt",  # its license notice comes along
+        "vectors/en.cc0.300d.txt.gz",
+        "vectors/fr.cc0.300d.txt.gz",
+    ]
+    assert not any(p.startswith("vectors/fr") for p in fetched("default"))  # no French task, no French vectors

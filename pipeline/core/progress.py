@@ -7,7 +7,10 @@ import time
 
 class Progress:
     """Count `total` units of work. Off a terminal, print a line every `every` seconds, or every tenth of the work
-    when `every` is None. Keyword arguments to `update` (loss, words/s, ...) are shown beside the count."""
+    when `every` is None but not more often than every MIN_SECONDS (a short job prints its last line only).
+    Keyword arguments to `update` (loss, words/s, ...) are shown beside the count."""
+
+    MIN_SECONDS = 5.0
 
     def __init__(self, total: int, desc: str, every: float | None = None):
         self.total, self.desc, self.every, self.done = total, desc, every, 0
@@ -30,7 +33,7 @@ class Progress:
         if self.every is not None:
             due = now - self.last >= self.every
         else:
-            due = self.done >= self.next
+            due = self.done >= self.next and now - self.last >= self.MIN_SECONDS
             while self.next <= self.done:  # updates of n > 1 units may jump past a tenth
                 self.next += self.step
         if due or self.done == self.total:

@@ -23,6 +23,9 @@ class Stage:
     help: str
     # Raised when what the stage writes changes form, so `make` reruns it, and what follows, over old outputs.
     output_version: int = 1
+    # "module:function" giving what the config stamp covers instead of whole sections (the data stage reads one
+    # key of [embed], whose other keys must not make it rerun).
+    inputs: str = ""
 
     @property
     def task(self) -> str:
@@ -41,8 +44,9 @@ STAGES = {
         Stage(
             "data",
             "pipeline.stages.fetch:run",
-            ("paths", *DATA),
-            "fetch and sha256-verify the corpora and vectors named",
+            ("paths", *DATA, "embed"),
+            "fetch and sha256-verify the shipped corpora and vectors the config names",
+            inputs="pipeline.stages.fetch:stamp_inputs",
         ),
         Stage(
             "check-data",
@@ -120,6 +124,11 @@ STAGES = {
 }
 
 
+def _target(target: str):
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def cfg_stamp(cfg: Config, name: str) -> Path:
     return Path(cfg.paths.stamps) / f"{name}.cfg"
 
@@ -131,7 +140,7 @@ def done_stamp(cfg: Config, name: str) -> Path:
 def write_cfg_stamp(cfg: Config, name: str) -> bool:
     """Write the stage's config fingerprint only if it changed, so its mtime tells make what changed."""
     stage = STAGES[name]
-    payload = {s: cfg.section_dict(s) for s in stage.sections}
+    payload = _target(stage.inputs)(cfg) if stage.inputs else {s: cfg.section_dict(s) for s in stage.sections}
     if stage.output_version > 1:
         payload["output_version"] = stage.output_version
     content = json.dumps(payload, indent=2, sort_keys=True) + "\n"
@@ -150,8 +159,7 @@ def run(cfg: Config, name: str) -> float:
             f"{name}: the config defines no {stage.task} task ([{stage.task}.data] train is empty)",
             hint=f"name a training corpus in [{stage.task}.data] (README: Train on your own data)",
         )
-    module, func = stage.target.split(":")
-    fn = getattr(importlib.import_module(module), func)
+    fn = _target(stage.target)
     start = time.perf_counter()
     fn(cfg)
     seconds = time.perf_counter() - start

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
@@ -224,7 +225,8 @@ def fit(cfg: Config, task: Task, schedule: Schedule) -> float:
         t0 = time.perf_counter()
         dev, best_meta, samples = task.evaluate()
         stats |= {"epoch": e, **dev, "dev_seconds": time.perf_counter() - t0, "lr": rate}
-        improved = dev[task.metric] > state["best"]
+        # As the checkpointed best is float32: a score equal to it in float32 (BLEU 100 again) is no improvement.
+        improved = float(np.float32(dev[task.metric])) > state["best"]
         if improved:
             save_best(task.model, out, task.meta_file, task.meta | {"epoch": e} | best_meta)
         state.record(dev[task.metric], improved, schedule)

@@ -16,7 +16,7 @@ class NerData:
     scheme: str = opt(
         "auto",
         "tag scheme of the files, converted to IOB2; auto = detected per file",
-        ("auto", "iob1", "iob2", "bioes"),
+        ("auto", "iob1", "iob2", "bioes", "bilou"),
     )
     repair: bool = opt(
         True, "repair invalid tag transitions (an I-X opening a span in IOB2, ...) with a warning; false = error"

@@ -135,6 +135,7 @@ def read_conll_file(path: Path, scheme: str = "auto", repair: bool = True) -> Co
     sentences = [[r[3] for r in s] for d in documents for s in d]
     if scheme == "auto":
         scheme = detect_scheme(sentences)
+    scheme = "bioes" if scheme == "bilou" else scheme  # U-/L- were read as S-/E-
     for number, _, tag, (prefix, _) in (r for d in documents for s in d for r in s):
         if prefix != "O" and prefix not in SCHEMES[scheme]:
             raise at(path, number, f"{tag!r} is not a {scheme.upper()} tag (ner.data.scheme = {scheme})")

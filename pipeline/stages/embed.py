@@ -106,7 +106,7 @@ def train_word2vec(cfg: Config, lang: str, sentences: list[list[str]]) -> tuple[
         f"({s['dim']}-d, {'skip-gram' if s['sg'] else 'CBOW'}, {s['epochs']} epochs, 1 worker for reproducibility)",
         flush=True,
     )
-    progress = Progress(s["epochs"], f"{lang} word2vec epoch", every=0.0)
+    progress = Progress(s["epochs"], f"{lang} word2vec epoch", every=5.0)
     start = time.perf_counter()
     model = Word2Vec(
         sentences,

@@ -40,7 +40,6 @@ class Source:
     sha256: str  # of the file as stored
     url: str | None = None  # canonical download; None where no public canonical URL exists
     content_sha256: str | None = None  # of the decompressed content, for files we re-compress ourselves
-    lang: str = ""  # vectors: fetched for a config with a task in this language
     with_: str = ""  # fetched along with this source (its license notice)
 
 
@@ -76,14 +75,14 @@ SOURCES: list[Source] = [
         TATOEBA_ZIP_URL,
         with_="tatoeba/fra.txt.gz",
     ),
-    Source("vectors/en.cc0.300d.txt.gz", "3c172cf7927cf224e9ab2287e5dddd7d20319e18c9ab5c743d969402a830e35e", lang="en"),
-    Source("vectors/fr.cc0.300d.txt.gz", "fb58f00438fc8522dd1c9717a97cf2894d296d7fe0246cb7a302d3a6083e1795", lang="fr"),
+    Source("vectors/en.cc0.300d.txt.gz", "3c172cf7927cf224e9ab2287e5dddd7d20319e18c9ab5c743d969402a830e35e"),
+    Source("vectors/fr.cc0.300d.txt.gz", "fb58f00438fc8522dd1c9717a97cf2894d296d7fe0246cb7a302d3a6083e1795"),
 ]
 
 
 def named(cfg: Config) -> list[Source]:
-    """The sources the config's tasks read: corpus files it names under paths.raw, and the vectors of its
-    languages."""
+    """The sources the config's tasks read: the corpus files and the vectors (embed.vectors.<lang> of the tasks'
+    languages) it names under paths.raw."""
     raw = Path(cfg.paths.raw)
     files, langs = set(), set()
     if "ner" in tasks(cfg):
@@ -93,9 +92,16 @@ def named(cfg: Config) -> list[Source]:
         d = cfg.translate_data
         files |= {getattr(d, s).replace("{lang}", lang) for s in SPLITS for lang in (d.source_lang, d.target_lang)}
         langs |= {d.source_lang, d.target_lang}
+    files |= {cfg.embed.vectors.get(lang, "") for lang in langs}  # only the vectors a task's language uses
     files = {os.path.normpath(f) for f in files if f}
     wanted = {src.path for src in SOURCES if os.path.normpath(raw / src.path) in files}
-    return [src for src in SOURCES if src.path in wanted or src.with_ in wanted or src.lang in langs]
+    return [src for src in SOURCES if src.path in wanted or src.with_ in wanted]
+
+
+def stamp_inputs(cfg: Config) -> dict:
+    """What the stage's config fingerprint covers: the files it would fetch (not the whole embed section, whose
+    Word2Vec settings must not rerun everything from `data` on)."""
+    return {"raw": cfg.paths.raw, "sources": [src.path for src in named(cfg)]}
 
 
 def _verified(path: Path, src: Source) -> bool:
