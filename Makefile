@@ -22,7 +22,7 @@ SHARED := data prepare vocab embed
 STAGES := $(SHARED) train-ner evaluate-ner export-ner train-translate evaluate-translate export-translate report
 RUN = $(PIPELINE) $(1) --config $(CONFIG) $(ARGS)
 
-.PHONY: all ner translate export check-data setup test test-fast lint clean help $(STAGES) bench bench-serving FORCE
+.PHONY: all ner translate export check-data serving-check setup test test-fast lint clean help $(STAGES) bench bench-serving FORCE
 .DEFAULT_GOAL := help
 
 help:
@@ -38,6 +38,7 @@ help:
 	@echo "make report  data/reports/index.html: every result as tables and plots"
 	@echo "make bench   training and decoding speed on real batches (data/reports/bench.json)"
 	@echo "make bench-serving   CPU latency / throughput of the latest exported SavedModels"
+	@echo "make serving-check   every exported version on TF Serving 2.20's runtime (.venv-serving), outputs compared"
 
 all: setup $(SHARED) $(foreach t,$(TASKS),train-$(t) evaluate-$(t) export-$(t)) report
 
@@ -84,6 +85,21 @@ $(STAMPS)/evaluate-%.done: $(STAMPS)/train-%.done $(STAMPS)/evaluate-%.cfg
 
 $(STAMPS)/export-%.done: $(STAMPS)/train-%.done $(STAMPS)/export-%.cfg
 	$(call RUN,export-$*)
+
+# TF Serving 2.20's runtime (TensorFlow 2.20 + tensorflow-text 2.20) in its own virtualenv: every exported version
+# must load there and answer as the exporter's TensorFlow did (pipeline/stages/serving_check.py).
+SERVING_VENV := .venv-serving
+SERVING_PACKAGES := "tensorflow-cpu==2.20.*" "tensorflow-text==2.20.*" "tensorflow-serving-api==2.20.*"
+MODELS = $(shell $(PIPELINE) path models --config $(CONFIG) $(foreach a,$(ARGS),--set $(a)))
+
+$(SERVING_VENV)/.installed:
+	$(PYTHON) -m venv $(SERVING_VENV)
+	$(SERVING_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SERVING_VENV)/bin/python -m pip install --quiet $(SERVING_PACKAGES)
+	@touch $@
+
+serving-check: $(SERVING_VENV)/.installed export
+	$(SERVING_VENV)/bin/python pipeline/stages/serving_check.py $(MODELS) --json $(shell $(PIPELINE) path reports --config $(CONFIG) $(foreach a,$(ARGS),--set $(a)))/serving_check.json
 
 # A measurement, not an artifact: it runs every time it is asked for.
 bench-serving: export

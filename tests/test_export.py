@@ -5,6 +5,7 @@ this project, Keras or tensorflow-text, and well-formed output for hostile input
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ from pipeline.stages import export as export_stage
 from pipeline.translate import corpus as translate_corpus
 from pipeline.translate import export as translate_export
 from pipeline.translate import predict as translate_predict
-from tests.conftest import TRAINED_SETTINGS, copy_run, needs_data, synthetic, synthetic_pairs
+from tests.conftest import ROOT, TRAINED_SETTINGS, copy_run, needs_data, synthetic, synthetic_pairs
 
 HOSTILE = [
     "",
@@ -323,3 +324,51 @@ def test_fuzzed_unicode_never_crashes_a_signature(served, texts):
     assert (tagged["tags"].numpy() == out["tags"].numpy()).all()
     document = served["ner"]["tag_document"](text=batch)
     assert document["tags"].shape == out["tags"].shape and (document["lengths"] == out["lengths"]).numpy().all()
+
+
+# ---- the TF Serving 2.20 runtime check (pipeline/stages/serving_check.py) ----
+
+
+def _serving_check():
+    return importlib.import_module("pipeline.stages.serving_check")
+
+
+def test_export_records_what_it_answered_and_the_check_catches_a_difference(cfg, tmp_path):
+    check = _serving_check()
+    for name in SIGNATURES:
+        expected = json.loads((version_dir(cfg, name) / serving.EXPECTED_FILE).read_text(encoding="utf-8"))
+        assert expected["tensorflow"] == tf.__version__
+        texts = [c["inputs"]["text"][0] for c in expected["calls"] if c["signature"] == "serving_default"]
+        assert set(serving.HOSTILE_TEXTS) <= set(texts)
+        problems, checked = check.check_version(version_dir(cfg, name))  # this runtime: everything equal
+        assert problems == [] and checked["calls"] == len(expected["calls"]) and checked["warmup"] > 0
+    copy = tmp_path / "translate/1"
+    shutil.copytree(version_dir(cfg, "translate"), copy)
+    expected = json.loads((copy / serving.EXPECTED_FILE).read_text(encoding="utf-8"))
+    expected["calls"][0]["outputs"]["translation"][0] = "something else"
+    expected["calls"][1]["outputs"]["score"][0] += 0.5
+    (copy / serving.EXPECTED_FILE).write_text(json.dumps(expected), encoding="utf-8")
+    problems, _ = check.check_version(copy)
+    assert problems[0].startswith("translate v1 serving_default call 0 translation[0]: ")
+    assert problems[1].startswith("translate v1 serving_default call 1 score[0]: ")
+    assert len(problems) == 2
+
+
+@pytest.mark.slow
+def test_tiny_exports_load_and_answer_alike_on_the_tensorflow_2_20_runtime(cfg):
+    """What `make serving-check` runs: .venv-serving (TensorFlow 2.20, tensorflow-text 2.20, as TF Serving 2.20
+    embeds them; built by make) loads the tiny exports with every op registered, replays the warm-up requests and
+    answers every recorded call as TensorFlow 2.21 did."""
+    build = subprocess.run(
+        ["make", "--no-print-directory", ".venv-serving/.installed"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    proc = subprocess.run(
+        [str(ROOT / ".venv-serving/bin/python"), str(ROOT / "pipeline/stages/serving_check.py"), cfg.paths.models],
+        capture_output=True,
+        text=True,
+        cwd=cfg.paths.models,  # no project code on the path, as in TF Serving
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("ok ")]
+    assert len(lines) == 2 and all("loads on TensorFlow 2.20." in line for line in lines), proc.stdout

@@ -7,7 +7,8 @@ import time
 
 class Progress:
     """Count `total` units of work. Off a terminal, print a line every `every` seconds, or every tenth of the work
-    when `every` is None but not more often than every MIN_SECONDS (a short job prints its last line only).
+    when `every` is None but, after the first, not more often than every MIN_SECONDS (a short job prints its first
+    and last lines only).
     Keyword arguments to `update` (loss, words/s, ...) are shown beside the count."""
 
     MIN_SECONDS = 5.0
@@ -33,7 +34,8 @@ class Progress:
         if self.every is not None:
             due = now - self.last >= self.every
         else:
-            due = self.done >= self.next and now - self.last >= self.MIN_SECONDS
+            first = self.next == self.step  # the first tenth always shows, so a log says the work started
+            due = self.done >= self.next and (first or now - self.last >= self.MIN_SECONDS)
             while self.next <= self.done:  # updates of n > 1 units may jump past a tenth
                 self.next += self.step
         if due or self.done == self.total:

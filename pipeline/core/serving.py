@@ -18,12 +18,24 @@ from pipeline.core.config import Config
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 
 
+EXPECTED_FILE = "assets.extra/expected_outputs.json"  # what the exporter's TensorFlow answered (serving_check.py)
+
 # A few requests TF Serving replays at load time, so the first real request does not pay for graph set-up.
 WARMUP_TEXTS = (
     "EU rejects German call to boycott British lamb.",
     "Peter Blackburn visited Paris on Monday.",
     "A man in a blue shirt is riding a bike down the street.",
     "",
+)
+# What a server meets sooner or later; the serving check reruns them on TF Serving's runtime.
+HOSTILE_TEXTS = (
+    "",
+    " \t \u3000 ",
+    " ".join(["word"] * 10_000),
+    "Emoji 😀🚀 and ZWJ 👩‍👩‍👧 here.",
+    "東京タワーは高い。北京欢迎你",
+    "مرحبا بالعالم — שלום עולם",
+    "\u202eRTL override\u202c and \u200bzero width",
 )
 
 
@@ -82,8 +94,24 @@ def versions(base: Path) -> list[int]:
     return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()) if base.is_dir() else []
 
 
-def save_version(module: tf.Module, base: Path, warmup: list[bytes], info: dict) -> Path:
-    """Save to a hidden temp dir beside the versions, check it, then rename it to the next version.
+def expected_outputs(export_dir: Path, calls: list[tuple[str, dict]]) -> dict:
+    """Each (signature, string inputs) call run on the saved graph, reloaded as a server would load it."""
+    model = tf.saved_model.load(str(export_dir))
+
+    def plain(v):
+        return [plain(x) for x in v] if isinstance(v, list) else v.decode() if isinstance(v, bytes) else v
+
+    out = []
+    for i, (signature, feeds) in enumerate(calls):
+        result = model.signatures[signature](**{k: tf.constant(v, tf.string) for k, v in feeds.items()})
+        outputs = {k: plain(v.numpy().tolist()) for k, v in result.items()}
+        out.append({"id": i, "signature": signature, "inputs": plain(feeds), "outputs": outputs})
+    return {"tensorflow": tf.__version__, "calls": out}
+
+
+def save_version(module: tf.Module, base: Path, warmup: list[bytes], info: dict, calls=()) -> Path:
+    """Save to a hidden temp dir beside the versions, check it, record what it answers to `calls`, then rename
+    it to the next version.
 
     TF Serving watches `base` and loads only integer directories, so it never sees a half-written export;
     rename refuses to replace a non-empty directory, so an existing version is never overwritten.
@@ -100,6 +128,9 @@ def save_version(module: tf.Module, base: Path, warmup: list[bytes], info: dict)
             for record in warmup:
                 writer.write(record)
         (extra / "export.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        if calls:
+            expected = json.dumps(expected_outputs(tmp, list(calls)), ensure_ascii=False)
+            (tmp / EXPECTED_FILE).write_text(expected + "\n", encoding="utf-8")
         target = base / str(max(versions(base), default=0) + 1)
         os.rename(tmp, target)
     except BaseException:

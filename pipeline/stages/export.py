@@ -5,6 +5,8 @@ string-in / string-out SavedModels for TF Serving.
         saved_model.pb  variables/  assets/ner_words.txt ner_chars.txt
         assets.extra/tf_serving_warmup_requests  PredictionLog records TF Serving replays before it serves
         assets.extra/export.json                 settings the graph was traced with (TF Serving ignores it)
+        assets.extra/expected_outputs.json       what this TensorFlow answered to the warm-up and hostile inputs,
+                                                 for `make serving-check` on TF Serving's runtime
     <paths.models>/translate/<N>/                the same, with assets/src.txt tgt.txt
     <paths.models>/models.config                 TF Serving model_config_list naming every exported model
 
@@ -37,26 +39,44 @@ import numpy as np
 from pipeline.core import text as text_lib
 from pipeline.core.config import TASKS, Config, tasks
 from pipeline.core.files import write_text
-from pipeline.core.serving import WARMUP_TEXTS, models_config, save_version, versions, warmup_record
+from pipeline.core.serving import (
+    HOSTILE_TEXTS,
+    WARMUP_TEXTS,
+    models_config,
+    save_version,
+    versions,
+    warmup_record,
+)
 from pipeline.ner import export as ner_export
 from pipeline.translate import export as translate_export
 from pipeline.translate import predict as translate_predict
 
 
-def warmup_requests(name: str, cfg: Config) -> list[bytes]:
-    """One batch-1 and one full-batch request per signature."""
-    texts = np.array(WARMUP_TEXTS, dtype=object)
+def serving_calls(name: str, cfg: Config) -> tuple[list[tuple[str, dict]], list[tuple[str, dict]]]:
+    """(warm-up calls, every call the exporter records): one batch-1 and one full-batch request per signature,
+    then the hostile texts one at a time on the text signatures."""
+    texts = list(WARMUP_TEXTS)
     if name == "ner":
-        token_lists = text_lib.tokenize_batches(list(WARMUP_TEXTS), cfg.text)
+        token_lists = text_lib.tokenize_batches(texts, cfg.text)
         width = max(map(len, token_lists))
-        tokens = np.array([t + [""] * (width - len(t)) for t in token_lists], dtype=object)
+        tokens = [t + [""] * (width - len(t)) for t in token_lists]
         inputs = {"serving_default": {"text": texts}, "tag_tokens": {"tokens": tokens}, "tag_document": {"text": texts}}
     else:
         inputs = {"serving_default": {"text": texts}, "translate_nbest": {"text": texts}}
-    return [
-        warmup_record(name, signature, {key: value[:size] for key, value in feeds.items()})
+    warmup = [
+        (signature, {key: value[:size] for key, value in feeds.items()})
         for signature, feeds in inputs.items()
         for size in (1, len(texts))
+    ]
+    text_signatures = [s for s, feeds in inputs.items() if "text" in feeds]
+    hostile = [(s, {"text": [t]}) for s in text_signatures for t in HOSTILE_TEXTS]
+    return warmup, warmup + hostile
+
+
+def warmup_requests(name: str, calls: list[tuple[str, dict]]) -> list[bytes]:
+    return [
+        warmup_record(name, signature, {k: np.array(v, dtype=object) for k, v in feeds.items()})
+        for signature, feeds in calls
     ]
 
 
@@ -73,7 +93,8 @@ def export(cfg: Config, names: tuple[str, ...]) -> None:
             info["search"] = translate_predict.search_settings(module.translator.search_cfg)
         else:
             info["tags"] = module.tag_names
-        where = save_version(module, Path(cfg.paths.models) / name, warmup_requests(name, cfg), info)
+        warmup, calls = serving_calls(name, cfg)
+        where = save_version(module, Path(cfg.paths.models) / name, warmup_requests(name, warmup), info, calls)
         print(f"  {name}: {where} ({', '.join(sorted(module.signatures()))})")
     config_file = Path(cfg.paths.models) / "models.config"
     exported = tuple(name for name in TASKS if versions(Path(cfg.paths.models) / name))
