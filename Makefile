@@ -98,8 +98,17 @@ $(SERVING_VENV)/.installed:
 	$(SERVING_VENV)/bin/python -m pip install --quiet $(SERVING_PACKAGES)
 	@touch $@
 
-serving-check: $(SERVING_VENV)/.installed export
-	$(SERVING_VENV)/bin/python pipeline/stages/serving_check.py $(MODELS) --json $(shell $(PIPELINE) path reports --config $(CONFIG) $(foreach a,$(ARGS),--set $(a)))/serving_check.json
+# TensorFlow's C++ SavedModel loader (TF Serving's), built against the 2.20 wheel's headers and libraries.
+SERVING_TF = $(abspath $(wildcard $(SERVING_VENV)/lib/python3*/site-packages/tensorflow))
+CXX ?= c++
+build/load_savedmodel: tools/load_savedmodel.cc $(SERVING_VENV)/.installed
+	@mkdir -p build
+	$(CXX) -std=c++17 -O1 -w -I$(SERVING_TF)/include $< -o $@ -L$(SERVING_TF) \
+		-Wl,--no-as-needed -l:libtensorflow_cc.so.2 -l:libtensorflow_framework.so.2 -Wl,-rpath,$(SERVING_TF)
+
+serving-check: $(SERVING_VENV)/.installed build/load_savedmodel export
+	$(SERVING_VENV)/bin/python pipeline/stages/serving_check.py $(MODELS) --cpp build/load_savedmodel \
+		--json $(shell $(PIPELINE) path reports --config $(CONFIG) $(foreach a,$(ARGS),--set $(a)))/serving_check.json
 
 # A measurement, not an artifact: it runs every time it is asked for.
 bench-serving: export

@@ -48,6 +48,14 @@ def _function(fn, spec: tf.TensorSpec):
     return tf.function(fn, input_signature=[spec], autograph=False)
 
 
+def backend_variables(model) -> list[tf.Variable]:
+    """The tf.Variables under a Keras 3 model's weights. A tf.Module holding a Keras 3 model does not track them
+    for the SavedModel's restore op, so TF Serving's C++ loader (LoadSavedModel, `serve` tag) would run the graph
+    with no variable restored: "Could not find variable ..." (tensorflow/serving#2250, keras#20096). Python's
+    loader hides this: it restores through the object graph. A module that lists them is restored by both."""
+    return [w.value if hasattr(w, "value") else w for w in model.weights]
+
+
 def op_types(export_dir: str | Path) -> set[str]:
     """Every op type in a SavedModel: the graph's nodes and the nodes of every function in its library."""
     saved = saved_model_pb2.SavedModel.FromString((Path(export_dir) / "saved_model.pb").read_bytes())

@@ -4,7 +4,7 @@ import tensorflow as tf
 
 from pipeline.core import text as text_lib
 from pipeline.core.config import Config
-from pipeline.core.serving import _function
+from pipeline.core.serving import _function, backend_variables
 from pipeline.ner import predict
 
 
@@ -14,6 +14,7 @@ class NerServing(tf.Module):
     def __init__(self, tagger: predict.TrainedTagger, cfg: Config):
         super().__init__(name="ner")
         self.model, self.features, self.tag_names, self.text_cfg = tagger.model, tagger.features, tagger.tags, cfg.text
+        self.weights = backend_variables(tagger.model)  # restored by TF Serving's C++ loader too (core/serving.py)
         self.serve = _function(self._serve, tf.TensorSpec([None], tf.string))
         self.tag_tokens = _function(self._tag, tf.TensorSpec([None, None], tf.string))
         self.tag_document = _function(self._serve_document, tf.TensorSpec([None], tf.string))

@@ -10,15 +10,18 @@ the latest `<models>/<name>/<N>/` of each model (the version TF Serving serves; 
   3. reruns every call in `assets.extra/expected_outputs.json`, which the exporter wrote with the TensorFlow that
      trained the model (the warm-up inputs and hostile ones: empty, whitespace, 10,000 tokens, emoji, CJK, RTL),
 
-and compares each output: strings and integers exactly, floats to 1e-4 relative. Any difference, missing op or
-load failure is printed with its model, version, signature and output, and the exit code is 1.
+and compares each output: strings and integers exactly, floats to 1e-4 relative. With --cpp it also reruns the
+serving_default calls through tools/load_savedmodel.cc, TensorFlow's C++ SavedModel loader (TF Serving's).
+Any difference, missing op or load failure is printed with its model, version, signature and output, and the
+exit code is 1.
 
-    python pipeline/stages/serving_check.py saved_models [--json report.json]
+    python pipeline/stages/serving_check.py saved_models [--cpp build/load_savedmodel] [--json report.json]
 """
 
 import argparse
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -102,12 +105,41 @@ def check_version(path: Path) -> tuple[list[str], dict]:
     return problems, checked
 
 
+def check_cpp(path: Path, loader: Path) -> tuple[list[str], int]:
+    """Every recorded serving_default call rerun through tools/load_savedmodel.cc: TensorFlow's C++ loader, the one
+    TF Serving uses, with no Python in the process (it restores variables through the graph's saver, not the
+    object graph Python's loader reads)."""
+    name = f"{path.parent.name} v{path.name} (C++ loader)"
+    expected = json.loads((path / EXPECTED).read_text(encoding="utf-8"))
+    problems, runs = [], 0
+    for call in (c for c in expected["calls"] if c["signature"] == "serving_default"):
+        proc = subprocess.run(
+            [str(loader), str(path), "serving_default", "text", *call["inputs"]["text"]],
+            capture_output=True,
+            text=True,
+            env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
+        runs += 1
+        if proc.returncode != 0:
+            lines = proc.stderr.strip().splitlines() or ["no output"]
+            why = next((line for line in lines if "failed:" in line), lines[-1])
+            problems.append(f"{name} serving_default call {call['id']}: {why}")
+            continue
+        for key, out in json.loads(proc.stdout).items():
+            got = np.array(out["values"], dtype=object).reshape(out["shape"]).tolist()
+            problems += differences(f"{name} serving_default call {call['id']} {key}", got, call["outputs"][key])
+    return problems, runs
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", type=Path, help="paths.models: <models>/<name>/<N>/ are checked")
     parser.add_argument("--json", type=Path, help="also write the findings here")
     parser.add_argument(
         "--all", action="store_true", help="every version, not only the latest (what TF Serving serves)"
+    )
+    parser.add_argument(
+        "--cpp", type=Path, help="the built tools/load_savedmodel.cc: also rerun through the C++ loader"
     )
     args = parser.parse_args(argv)
     versions = []
@@ -124,6 +156,9 @@ def main(argv=None) -> int:
     report, failed = {"runtime": runtime, "versions": {}}, False
     for path in versions:
         problems, checked = check_version(path)
+        if args.cpp and not problems:
+            cpp_problems, checked["cpp_calls"] = check_cpp(path, args.cpp)
+            problems += cpp_problems
         report["versions"][f"{path.parent.name}/{path.name}"] = {"problems": problems, **checked}
         if problems:
             failed = True
@@ -134,6 +169,7 @@ def main(argv=None) -> int:
             print(
                 f"ok    {path}: loads on {runtime}; {checked['warmup']} warm-up requests replayed, "
                 f"{checked['calls']} calls equal to the exporter's ({', '.join(checked['signatures'])})"
+                + (f"; {checked['cpp_calls']} serving_default calls equal through the C++ loader" if args.cpp else "")
             )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 from pipeline.core.config import Config
-from pipeline.core.serving import _function
+from pipeline.core.serving import _function, backend_variables
 from pipeline.translate import decode as decode_lib
 from pipeline.translate import predict
 
@@ -14,6 +14,7 @@ class TranslateServing(tf.Module):
     def __init__(self, translator: predict.Translator):
         super().__init__(name="translate")
         self.translator = translator
+        self.weights = backend_variables(translator.model)  # restored by TF Serving's C++ loader too (core/serving.py)
         self.serve = _function(self._serve, tf.TensorSpec([None], tf.string))
         self.nbest = _function(self._nbest, tf.TensorSpec([None], tf.string))
 

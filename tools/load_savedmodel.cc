@@ -1,0 +1,115 @@
+// TF Serving's loader without TF Serving: tensorflow::LoadSavedModel with the "serve" tag (what
+// tensorflow_serving/servables/tensorflow uses), then one Session::Run of a signature on string inputs.
+//
+//   load_savedmodel EXPORT_DIR SIGNATURE INPUT TEXT...   ->  one JSON object on stdout:
+//   {"OUTPUT": {"shape": [...], "values": [...]}, ...}   (values flattened, row-major)
+//
+// Built by `make serving-check` against the headers and libtensorflow_cc.so.2 / libtensorflow_framework.so.2 of
+// the tensorflow wheel in .venv-serving (the TensorFlow that TF Serving 2.20 embeds); no Python in the process.
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tensorflow/cc/saved_model/loader.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/public/session.h"
+
+namespace {
+
+std::string Quote(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);  // UTF-8 bytes pass through
+    }
+  }
+  return out + "\"";
+}
+
+std::string ToJson(const tensorflow::Tensor& t) {
+  std::ostringstream out;
+  out << "{\"shape\": [";
+  for (int d = 0; d < t.dims(); ++d) out << (d ? ", " : "") << t.dim_size(d);
+  out << "], \"values\": [";
+  const int64_t n = t.NumElements();
+  for (int64_t i = 0; i < n; ++i) {
+    if (i) out << ", ";
+    switch (t.dtype()) {
+      case tensorflow::DT_STRING:
+        out << Quote(std::string(t.flat<tensorflow::tstring>()(i)));
+        break;
+      case tensorflow::DT_INT32:
+        out << t.flat<int32_t>()(i);
+        break;
+      case tensorflow::DT_INT64:
+        out << t.flat<int64_t>()(i);
+        break;
+      case tensorflow::DT_FLOAT: {
+        char buf[32];
+        std::snprintf(buf, sizeof(buf), "%.9g", t.flat<float>()(i));
+        out << buf;
+        break;
+      }
+      default:
+        out << "null";
+    }
+  }
+  out << "]}";
+  return out.str();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 4) {
+    std::cerr << "usage: load_savedmodel EXPORT_DIR SIGNATURE INPUT [TEXT ...]\n";
+    return 2;
+  }
+  tensorflow::SavedModelBundle bundle;
+  auto status = tensorflow::LoadSavedModel(tensorflow::SessionOptions(), tensorflow::RunOptions(), argv[1],
+                                           {"serve"}, &bundle);
+  if (!status.ok()) {
+    std::cerr << "load failed: " << status.ToString() << "\n";
+    return 1;
+  }
+  const auto& signatures = bundle.GetSignatures();
+  const auto found = signatures.find(argv[2]);
+  if (found == signatures.end()) {
+    std::cerr << "no signature " << argv[2] << "\n";
+    return 1;
+  }
+  const auto& signature = found->second;
+  const auto input = signature.inputs().find(argv[3]);
+  if (input == signature.inputs().end()) {
+    std::cerr << "signature " << argv[2] << " has no input " << argv[3] << "\n";
+    return 1;
+  }
+  tensorflow::Tensor text(tensorflow::DT_STRING, tensorflow::TensorShape({argc - 4}));
+  for (int i = 4; i < argc; ++i) text.vec<tensorflow::tstring>()(i - 4) = argv[i];
+  std::vector<std::string> keys, names;
+  for (const auto& [key, info] : signature.outputs()) {
+    keys.push_back(key);
+    names.push_back(info.name());
+  }
+  std::vector<tensorflow::Tensor> outputs;
+  status = bundle.session->Run({{input->second.name(), text}}, names, {}, &outputs);
+  if (!status.ok()) {
+    std::cerr << "run failed: " << status.ToString() << "\n";
+    return 1;
+  }
+  std::cout << "{";
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    std::cout << (i ? ", " : "") << Quote(keys[i]) << ": " << ToJson(outputs[i]);
+  }
+  std::cout << "}" << std::endl;
+  return 0;
+}
