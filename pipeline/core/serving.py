@@ -57,7 +57,8 @@ def backend_variables(model) -> list[tf.Variable]:
 
 
 def op_types(export_dir: str | Path) -> set[str]:
-    """Every op type in a SavedModel: the graph's nodes and the nodes of every function in its library."""
+    """Every op type in a SavedModel: the graph's nodes and the nodes of every function in its library.
+    (pipeline/stages/serving_check.py keeps a copy: it runs on TF Serving's runtime without project code.)"""
     saved = saved_model_pb2.SavedModel.FromString((Path(export_dir) / "saved_model.pb").read_bytes())
     ops, functions = set(), set()
     for graph in saved.meta_graphs:

@@ -40,6 +40,7 @@ RTOL, ATOL = 1e-4, 1e-5
 
 
 def op_types(export_dir: Path) -> set[str]:
+    # A copy of pipeline/core/serving.op_types: this file runs in .venv-serving, where no project code may be imported.
     saved = saved_model_pb2.SavedModel.FromString((export_dir / "saved_model.pb").read_bytes())
     ops, functions = set(), set()
     for graph in saved.meta_graphs:
