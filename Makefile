@@ -22,7 +22,7 @@ SHARED := data prepare vocab embed
 STAGES := $(SHARED) train-ner evaluate-ner export-ner train-translate evaluate-translate export-translate report
 RUN = $(PIPELINE) $(1) --config $(CONFIG) $(ARGS)
 
-.PHONY: all ner translate export check-data serving-check setup test test-fast lint clean help $(STAGES) bench bench-serving FORCE
+.PHONY: all all-tasks ner translate export check-data serving-check setup test test-fast lint clean help $(STAGES) bench bench-serving FORCE
 .DEFAULT_GOAL := help
 
 help:
@@ -40,7 +40,11 @@ help:
 	@echo "make bench-serving   CPU latency / throughput of the latest exported SavedModels"
 	@echo "make serving-check   every exported version on TF Serving 2.20's runtime (.venv-serving), outputs compared"
 
-all: setup $(SHARED) $(foreach t,$(TASKS),train-$(t) evaluate-$(t) export-$(t)) report
+# A sub-make: on a fresh clone TASKS can only be asked of the config once setup has made .venv.
+all: setup
+	@$(MAKE) --no-print-directory all-tasks CONFIG="$(CONFIG)" ARGS="$(ARGS)"
+
+all-tasks: $(SHARED) $(foreach t,$(TASKS),train-$(t) evaluate-$(t) export-$(t)) report
 
 # One task alone, then the report of whatever has been evaluated.
 ner translate: %: setup $(SHARED) train-% evaluate-% export-% report
@@ -119,8 +123,8 @@ check-data: $(STAMPS)/data.done
 
 # The report reads every evaluation; it is remade when any of them is newer. Under `make ner` / `make translate`
 # it needs only that task's evaluation (and follows the other's, if there is one).
-REPORT_TASKS := $(or $(filter $(MAKECMDGOALS),$(filter-out all,$(TASKS))),$(TASKS))
-ifneq ($(filter all,$(MAKECMDGOALS)),)
+REPORT_TASKS := $(or $(filter $(MAKECMDGOALS),$(TASKS)),$(TASKS))
+ifneq ($(filter all all-tasks,$(MAKECMDGOALS)),)
 REPORT_TASKS := $(TASKS)
 endif
 $(STAMPS)/report.done: $(foreach t,$(REPORT_TASKS),$(STAMPS)/evaluate-$(t).done) \

@@ -11,56 +11,47 @@ import importlib
 import os
 import re
 import sys
-import threading
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of stage output
+import tempfile
 
 from pipeline.core import config, stages
 from pipeline.core.errors import InputError
 
-# TensorFlow's native log lines (absl's notice, CUDA probing on a machine without a GPU, CPU feature and oneDNN
-# notes): C++ writes them to file descriptor 2, before and regardless of TF_CPP_MIN_LOG_LEVEL. Commands that
-# never import TensorFlow skip the filter; --verbose shows everything.
-NATIVE_LOG = re.compile(rb"^[IWE]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] ")
+# TensorFlow's native start-up lines (absl's notice, CUDA probing on a machine without a GPU, CPU feature notes)
+# are written to file descriptor 2 before TF_CPP_MIN_LOG_LEVEL applies: they are caught while TensorFlow starts.
+# After that, TF_CPP_MIN_LOG_LEVEL=3 keeps its routine ERROR-level notes (oneDNN's "DT_BOOL ...") out; fatal
+# messages, Python's warnings and tracebacks still show. Commands that never import TensorFlow skip all this;
+# --verbose shows everything.
 NOISE = re.compile(
-    rb"^(WARNING: All log messages before absl|To enable the following instructions"
-    rb"|[IW]\d{4} |E\d{4} .*(cuInit|cuda|oneDNN supports))"
+    r"^(WARNING: All log messages before absl|To enable the following|[IWE]\d{4} [\d:.]+ +\d+ \S+:\d+\] )"
 )
 WITHOUT_TENSORFLOW = {"stamp", "path", "tasks", "data", "check-data", "prepare"}
 
 
 @contextlib.contextmanager
-def native_log_filtered():
-    """Route file descriptor 2 through a pipe for the command's duration; a thread passes on every line that is
-    not TensorFlow's routine native logging (errors that matter still show, and Python's own stderr too)."""
+def _native_stderr_filtered():
+    """File descriptor 2 into a temp file while TensorFlow starts, then every line that is not start-up noise on."""
     sys.stderr.flush()
-    saved, (read_end, write_end) = os.dup(2), os.pipe()
-    os.dup2(write_end, 2)
-    os.close(write_end)
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            for line in tmp.read().decode("utf-8", "replace").splitlines():
+                if not NOISE.match(line):
+                    print(line, file=sys.stderr)
 
-    def forward():
-        buffer = b""
-        while chunk := os.read(read_end, 1 << 16):
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            out = b"".join(line + b"\n" for line in lines if not NOISE.match(line))
-            if buffer and not NATIVE_LOG.match(buffer) and not b"WARNING: All".startswith(buffer[:12]):
-                out, buffer = out + buffer, b""  # a progress bar's partial line: show it now
-            if out:
-                os.write(saved, out)
-        if buffer and not NOISE.match(buffer):
-            os.write(saved, buffer)
 
-    thread = threading.Thread(target=forward, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)  # closes the pipe's last write end: the thread reads to the end and stops
-        thread.join(timeout=5)
-        os.close(read_end)
-        os.close(saved)
+def start_tensorflow_quietly() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # a value the user set wins
+    with _native_stderr_filtered():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")  # the CUDA probe, which logs its failure on a CPU-only machine
 
 
 DEFAULT_CONFIG = "configs/default.toml"
@@ -176,9 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         cfg = config.load(args.config, args.overrides)
-        quiet = args.command not in WITHOUT_TENSORFLOW and not args.verbose
-        with native_log_filtered() if quiet else contextlib.nullcontext():
-            return run(cfg, args)
+        if args.verbose:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        elif args.command not in WITHOUT_TENSORFLOW:
+            start_tensorflow_quietly()
+        return run(cfg, args)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         if e.hint:

@@ -6,6 +6,7 @@ import json
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -321,3 +322,41 @@ def test_data_fetches_only_what_the_config_names():
         "vectors/fr.cc0.300d.txt.gz",
     ]
     assert not any(p.startswith("vectors/fr") for p in fetched("default"))  # no French task, no French vectors
+
+
+# ---------------------------------------------------------------------------------------------- review findings
+
+
+def test_bioes_repairs_keep_closed_spans_apart_and_a_set_scheme_is_enforced_as_written(tmp_path):
+    assert ner_corpus.to_iob2(["S-LOC", "I-LOC", "B-PER", "E-PER", "E-PER"]) == [
+        "B-LOC",
+        "B-LOC",
+        "B-PER",
+        "I-PER",
+        "B-PER",
+    ]
+    with pytest.raises(InputError, match=r"x.txt:1: 'S-PER' is not a BILOU tag"):
+        ner_corpus.read_conll_file(write_file(tmp_path / "x.txt", "a S-PER\n"), "bilou")
+    with pytest.raises(InputError, match=r"x.txt:1: 'U-PER' is not a BIOES tag"):
+        ner_corpus.read_conll_file(write_file(tmp_path / "x.txt", "a U-PER\n"), "bioes")
+    spaced = ner_corpus.read_conll_file(write_file(tmp_path / "t.tsv", "15\u00a0000\tO\nNew York\tB-LOC\n"))
+    assert spaced.documents[0][0] == (["15\u00a0000", "New York"], ["O", "B-LOC"])  # tabs: a token may hold a space
+
+
+def test_a_file_with_one_docstart_is_split_by_sentence(tmp_path):
+    write_file(tmp_path / "train.txt", "-DOCSTART- O\n\n" + "".join(f"w{i} O\n\n" for i in range(200)))
+    body = '[translate.data]\ntrain = ""\n[ner.data]\ntrain = "train.txt"\nvalid = ""\ntest = ""\n'
+    corpora = prepare_stage.read_corpora(config.load(own_config(tmp_path, body)))
+    assert [sum(map(len, corpora.ner[s].documents)) for s in ("train", "valid", "test")] == [180, 10, 10]
+    assert "10 sentences split off" in corpora.held_out["ner"]["valid"]
+
+
+def test_an_edited_corpus_changes_the_prepare_stamp_and_home_paths_expand(tmp_path):
+    corpus = write_file(tmp_path / "pairs.tsv", "a\tb\n")
+    body = f'[ner.data]\ntrain = ""\n[translate.data]\nsource_lang = "x"\ntarget_lang = "y"\ntrain = "{corpus}"\n'
+    cfg = config.load(own_config(tmp_path, body))
+    before = prepare_stage.stamp_inputs(cfg)
+    corpus.write_text("a\tb\nc\td\n")
+    assert prepare_stage.stamp_inputs(cfg) != before
+    home = config.load(own_config(tmp_path, '[ner.data]\ntrain = "~/corpus.conll"\n'))
+    assert home.ner_data.train == str(Path.home() / "corpus.conll")

@@ -170,6 +170,26 @@ def tasks(cfg) -> tuple[str, ...]:
     return tuple(t for t in TASKS if getattr(cfg, attr(f"{t}.data")).train)
 
 
+def languages(cfg) -> set[str]:
+    """The languages of the defined tasks' text."""
+    d, out = cfg.translate_data, set()
+    if "ner" in tasks(cfg):
+        out.add(cfg.ner_data.lang)
+    if "translate" in tasks(cfg):
+        out |= {d.source_lang, d.target_lang}
+    return out
+
+
+def corpus_files(cfg) -> list[str]:
+    """Every file the defined tasks' [<task>.data] names (both sides of an `x.{lang}` pair)."""
+    d, files = cfg.translate_data, []
+    if "ner" in tasks(cfg):
+        files += [getattr(cfg.ner_data, s) for s in SPLITS]
+    if "translate" in tasks(cfg):
+        files += [getattr(d, s).replace("{lang}", lang) for s in SPLITS for lang in (d.source_lang, d.target_lang)]
+    return sorted({f for f in files if f})
+
+
 class _ConfigMethods:
     def section_dict(self, name: str) -> dict:
         return dataclasses.asdict(getattr(self, attr(name)))
@@ -232,6 +252,7 @@ def _parse_override(text: str) -> tuple[str, object]:
 
 def _relative_to(value: str, base: Path | None) -> str:
     """A config file's relative path is relative to that file; `{raw}/...` and absolute paths stay."""
+    value = os.path.expanduser(value) if value.startswith("~") else value
     if base is None or not value or value.startswith("{raw}") or Path(value).is_absolute():
         return value
     return os.path.normpath(base / value)

@@ -61,6 +61,7 @@ STAGES = {
             ("paths", "prepare", "text", *DATA),
             "check the corpora, split off missing valid/test, write the processed splits",
             2,
+            inputs="pipeline.stages.prepare:stamp_inputs",
         ),
         Stage(
             "vocab",

@@ -12,6 +12,7 @@ from pipeline.core.files import read_lines
 
 # Span prefixes per scheme; BILOU's U-/L- are BIOES's S-/E- under other names.
 SCHEMES = {"iob1": ("B", "I"), "iob2": ("B", "I"), "bioes": ("B", "I", "E", "S")}
+RAW_PREFIXES = {"iob1": "BI", "iob2": "BI", "bioes": "BIES", "bilou": "BILU"}  # as written, for ner.data.scheme
 ALIASES = {"U": "S", "L": "E"}
 
 
@@ -74,22 +75,20 @@ def to_iob2(tags: list[str]) -> list[str]:
     IOB1 starts a span with I- unless it directly follows a span of the same type; BIOES marks single
     tokens with S- and span ends with E-. In IOB2 every span starts with B-.
     """
-    out, prev = [], "O"
+    out, prev, closed = [], "O", True  # closed: the last span ended (O, or BIOES's S-/E-)
     for tag in tags:
         if tag == "O":
             out.append(tag)
-            prev = tag
+            prev, closed = tag, True
             continue
         prefix, kind = tag.split("-", 1)
         prefix = ALIASES.get(prefix, prefix)
-        if prefix == "S":
-            prefix = "B"
-        elif prefix == "E":
-            prefix = "I"
-        if prefix == "I" and (prev == "O" or prev.split("-", 1)[1] != kind):
-            prefix = "B"
+        ends = prefix in ("S", "E")
+        prefix = {"S": "B", "E": "I"}.get(prefix, prefix)
+        if prefix == "I" and (closed or prev.split("-", 1)[1] != kind):
+            prefix = "B"  # an I- that cannot continue a span opens one (IOB1's rule; a repair elsewhere)
         out.append(f"{prefix}-{kind}")
-        prev = out[-1]
+        prev, closed = out[-1], ends
     return out
 
 
@@ -97,8 +96,10 @@ def _rows(path: Path):
     """Sentences of (line number, token, tag) rows, grouped in documents; -DOCSTART- seen or not."""
     documents, sentences, rows, width, width_line, docstart = [], [], [], None, None, False
     for number, line in read_lines(path):
-        cols = line.split()  # space- or tab-separated
-        if not cols or cols[0] == "-DOCSTART-":
+        # Tab-separated if the line has a tab (a token may then hold a space), else split on whitespace.
+        cols = [c.strip() for c in line.strip().split("\t")] if "\t" in line.strip() else line.split()
+        if not line.strip() or cols[0] == "-DOCSTART-":
+            cols = [] if not line.strip() else cols
             if rows:
                 sentences.append(rows)
                 rows = []
@@ -133,12 +134,14 @@ def read_conll_file(path: Path, scheme: str = "auto", repair: bool = True) -> Co
     """
     documents, docstart = _rows(path)
     sentences = [[r[3] for r in s] for d in documents for s in d]
-    if scheme == "auto":
-        scheme = detect_scheme(sentences)
-    scheme = "bioes" if scheme == "bilou" else scheme  # U-/L- were read as S-/E-
+    if scheme != "auto":
+        for number, _, tag, _ in (r for d in documents for s in d for r in s):
+            if tag != "O" and tag.partition("-")[0] not in RAW_PREFIXES[scheme]:
+                raise at(path, number, f"{tag!r} is not a {scheme.upper()} tag (ner.data.scheme = {scheme})")
+    scheme = detect_scheme(sentences) if scheme == "auto" else "bioes" if scheme == "bilou" else scheme
     for number, _, tag, (prefix, _) in (r for d in documents for s in d for r in s):
         if prefix != "O" and prefix not in SCHEMES[scheme]:
-            raise at(path, number, f"{tag!r} is not a {scheme.upper()} tag (ner.data.scheme = {scheme})")
+            raise at(path, number, f"{tag!r} is not a {scheme.upper()} tag (detected; set ner.data.scheme)")
     repairs = []
     for rows in (s for d in documents for s in d):
         tags = [("O", "")] + [r[3] for r in rows] + [("O", "")]

@@ -66,7 +66,7 @@ def check_parallel(cfg: Config, splits: dict, warnings: list[str]) -> dict:
         if entry["longer_than_max_length"]:
             warnings.append(
                 f"translate/{split}: {entry['longer_than_max_length']} pairs have a side over text.max_length={limit} "
-                "words (truncated)"
+                "words (truncated; the tokenizer also splits off punctuation, so a few more are)"
             )
         if entry["copies"] > 0.05 * len(pairs):
             warnings.append(f"translate/{split}: {entry['copies']} pairs have source = target (untranslated copies)")

@@ -15,7 +15,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.core.config import SPLITS, Config, tasks
+from pipeline.core.config import Config, corpus_files, languages
 from pipeline.core.errors import InputError
 from pipeline.core.files import atomic_path, sha256_file
 
@@ -84,15 +84,7 @@ def named(cfg: Config) -> list[Source]:
     """The sources the config's tasks read: the corpus files and the vectors (embed.vectors.<lang> of the tasks'
     languages) it names under paths.raw."""
     raw = Path(cfg.paths.raw)
-    files, langs = set(), set()
-    if "ner" in tasks(cfg):
-        files |= {getattr(cfg.ner_data, s) for s in SPLITS}
-        langs.add(cfg.ner_data.lang)
-    if "translate" in tasks(cfg):
-        d = cfg.translate_data
-        files |= {getattr(d, s).replace("{lang}", lang) for s in SPLITS for lang in (d.source_lang, d.target_lang)}
-        langs |= {d.source_lang, d.target_lang}
-    files |= {cfg.embed.vectors.get(lang, "") for lang in langs}  # only the vectors a task's language uses
+    files = set(corpus_files(cfg)) | {cfg.embed.vectors.get(lang, "") for lang in languages(cfg)}
     files = {os.path.normpath(f) for f in files if f}
     wanted = {src.path for src in SOURCES if os.path.normpath(raw / src.path) in files}
     return [src for src in SOURCES if src.path in wanted or src.with_ in wanted]
@@ -177,7 +169,12 @@ def fetch(cfg: Config, sources: list[Source]) -> None:
             elif src.url:
                 _fetch(src, dest, cache)
             else:
-                problems.append(f"{dest}: no public download exists; put the file there or set DATA_MIRROR")
+                also = (
+                    ' (or set embed.vectors.<lang> = "" to train Word2Vec instead)'
+                    if src.path.startswith("vectors/")
+                    else ""
+                )
+                problems.append(f"{dest}: no public download exists; put the file there or set DATA_MIRROR{also}")
                 continue
             print(f"  fetched   {dest}")
         except InputError as e:

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.core.config import SPLITS, Config, tasks
+from pipeline.core.config import SPLITS, Config, corpus_files, tasks
 from pipeline.core.errors import InputError
 from pipeline.core.files import write_json, write_lines
 from pipeline.ner import corpus as ner_corpus
@@ -30,7 +30,12 @@ class Corpora:
     held_out: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
+MIN_DOCUMENTS = 20  # fewer documents than this in a train file to split: hold out sentences instead
+
+
 def held_out_count(size: float, n: int) -> int:
+    if size <= 0:
+        raise InputError(f"prepare.valid_size / test_size must be > 0 to hold out a split, got {size}")
     return max(1, round(size * n)) if size < 1 else int(size)
 
 
@@ -61,8 +66,10 @@ def read_ner(cfg: Config, out: Corpora) -> None:
     d = cfg.ner_data
     out.ner = {s: ner_corpus.read_conll_file(Path(getattr(d, s)), d.scheme, d.repair) for s in SPLITS if getattr(d, s)}
     missing, train = _missing(d), out.ner["train"]
-    if missing:  # whole documents (or sentences, in a file without documents), by seed
-        unit = "documents" if train.docstart else "sentences"
+    if missing and len(train.documents) < MIN_DOCUMENTS:  # one -DOCSTART- at the top, or a handful: by sentence
+        train = out.ner["train"] = dataclasses.replace(train, documents=[[s] for doc in train.documents for s in doc])
+    if missing:  # whole documents (or sentences, in a file with few or no documents), by seed
+        unit = "documents" if len(train.documents) < sum(map(len, train.documents)) else "sentences"
         where = split_off(list(range(len(train.documents))), missing, cfg, d.train)
         for split in ["train", *missing]:
             docs = [doc for i, doc in enumerate(train.documents) if where.get(i, "train") == split]
@@ -147,6 +154,17 @@ def _limit(items: list, split: str, cfg: Config, size=lambda item: 1) -> list:
         out.append(item)
         total += size(item)
     return out
+
+
+def stamp_inputs(cfg: Config) -> dict:
+    """What `prepare`'s config stamp covers: the sections it reads and each corpus file's size and mtime, so an
+    edited corpus of the user's own reruns it (and what follows) as a changed setting does."""
+    sections = {s: cfg.section_dict(s) for s in ("paths", "prepare", "text", "ner.data", "translate.data")}
+    files = {}
+    for name in corpus_files(cfg):
+        stat = Path(name).stat() if Path(name).is_file() else None
+        files[name] = [stat.st_size, stat.st_mtime_ns] if stat else "missing"
+    return sections | {"files": files}
 
 
 def check_data(cfg: Config) -> dict:
