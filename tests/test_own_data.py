@@ -3,6 +3,7 @@
 import dataclasses
 import hashlib
 import json
+import os
 import random
 import subprocess
 import sys
@@ -210,8 +211,9 @@ def test_ner_alone_on_bioes_tabs_and_its_own_types(tmp_path):
         "[embed]\nw2v_dim = 16\nw2v_min_count = 1\n[ner]\nepochs = 3\n"
     )
     cfg_file = own_config(tmp_path, body)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # what a user's shell has
     proc = subprocess.run(
-        ["make", "--no-print-directory", "ner", f"CONFIG={cfg_file}"], cwd=ROOT, capture_output=True, text=True
+        ["make", "--no-print-directory", "ner", f"CONFIG={cfg_file}"], cwd=ROOT, capture_output=True, text=True, env=env
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout

@@ -25,7 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if __name__ == "__main__":  # run as the check, not imported by a test: quieter TensorFlow logs
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402  (after the log level: TensorFlow reads it when it loads)
 import tensorflow as tf  # noqa: E402
