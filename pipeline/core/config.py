@@ -258,6 +258,10 @@ def _relative_to(value: str, base: Path | None) -> str:
     return os.path.normpath(base / value)
 
 
+def _with_raw(value: str, raw: str) -> str:
+    return raw + value[len("{raw}") :] if value.startswith("{raw}") else value
+
+
 class _Values:
     """Config values as they are read, each checked when set so an error names where it came from."""
 
@@ -323,8 +327,9 @@ class _Values:
             for f in dataclasses.fields(cls):
                 if f.metadata.get("path"):
                     value = getattr(section, f.name)
-                    sub = lambda v: raw + v[len("{raw}") :] if v.startswith("{raw}") else v  # noqa: E731
-                    changes[f.name] = {k: sub(v) for k, v in value.items()} if f.type is dict else sub(value)
+                    changes[f.name] = (
+                        {k: _with_raw(v, raw) for k, v in value.items()} if f.type is dict else _with_raw(value, raw)
+                    )
             sections[attr(name)] = dataclasses.replace(section, **changes)
         return Config(**sections)
 

@@ -97,9 +97,9 @@ def _rows(path: Path):
     documents, sentences, rows, width, width_line, docstart = [], [], [], None, None, False
     for number, line in read_lines(path):
         # Tab-separated if the line has a tab (a token may then hold a space), else split on whitespace.
-        cols = [c.strip() for c in line.strip().split("\t")] if "\t" in line.strip() else line.split()
-        if not line.strip() or cols[0] == "-DOCSTART-":
-            cols = [] if not line.strip() else cols
+        stripped = line.strip()
+        cols = [c.strip() for c in stripped.split("\t")] if "\t" in stripped else stripped.split()
+        if not cols or cols[0] == "-DOCSTART-":
             if rows:
                 sentences.append(rows)
                 rows = []

@@ -15,6 +15,7 @@ from pathlib import Path
 from pipeline.core.config import SPLITS, Config, corpus_files, tasks
 from pipeline.core.errors import InputError
 from pipeline.core.files import write_json, write_lines
+from pipeline.core.stages import STAGES
 from pipeline.ner import corpus as ner_corpus
 from pipeline.stages import check
 from pipeline.translate import corpus as translate_corpus
@@ -159,7 +160,7 @@ def _limit(items: list, split: str, cfg: Config, size=lambda item: 1) -> list:
 def stamp_inputs(cfg: Config) -> dict:
     """What `prepare`'s config stamp covers: the sections it reads and each corpus file's size and mtime, so an
     edited corpus of the user's own reruns it (and what follows) as a changed setting does."""
-    sections = {s: cfg.section_dict(s) for s in ("paths", "prepare", "text", "ner.data", "translate.data")}
+    sections = {s: cfg.section_dict(s) for s in STAGES["prepare"].sections}
     files = {}
     for name in corpus_files(cfg):
         stat = Path(name).stat() if Path(name).is_file() else None
