@@ -16,19 +16,21 @@ PIPELINE := $(PY) -m pipeline
 STAMPS := $(shell test -x $(PY) && $(PIPELINE) path stamps --config $(CONFIG) $(foreach a,$(ARGS),--set $(a)) 2>/dev/null || echo data/stamps)
 SETUP := $(VENV)/.installed
 # The tasks the config defines ([ner.data] / [translate.data] train set): `make all` runs these.
-TASKS := $(shell test -x $(PY) && $(PIPELINE) tasks --config $(CONFIG) $(foreach a,$(ARGS),--set $(a)) 2>/dev/null || echo ner translate)
+TASKS := $(shell test -x $(PY) && $(PIPELINE) tasks --config $(CONFIG) $(foreach a,$(ARGS),--set $(a)) 2>/dev/null || echo ner translate lm)
 
 SHARED := data prepare vocab embed
-STAGES := $(SHARED) train-ner evaluate-ner export-ner train-translate evaluate-translate export-translate report
+STAGES := $(SHARED) train-ner evaluate-ner export-ner train-translate evaluate-translate export-translate \
+	train-lm evaluate-lm export-lm report
 RUN = $(PIPELINE) $(1) --config $(CONFIG) $(ARGS)
 
-.PHONY: all all-tasks ner translate export check-data serving-check setup test test-fast lint clean help $(STAGES) bench bench-serving FORCE
+.PHONY: all all-tasks ner translate lm export check-data serving-check setup test test-fast lint clean help $(STAGES) bench bench-serving FORCE
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make all      setup, then every stage of every task CONFIG defines (default $(CONFIG): $(TASKS))"
 	@echo "make ner      setup, shared stages, then the tagger: train, evaluate, export, report"
 	@echo "make translate   the same for the translator"
+	@echo "make lm       the same for the character language model (then: pipeline generate \"ROMEO:\")"
 	@echo "make check-data  read and check the corpora CONFIG names (data/reports/data.json)"
 	@echo "make test     unit and end-to-end tests (tiny config)"
 	@echo "make test-fast   the same without the tests marked slow (over ~20 s each)"
@@ -47,7 +49,7 @@ all: setup
 all-tasks: $(SHARED) $(foreach t,$(TASKS),train-$(t) evaluate-$(t) export-$(t)) report
 
 # One task alone, then the report of whatever has been evaluated.
-ner translate: %: setup $(SHARED) train-% evaluate-% export-% report
+ner translate lm: %: setup $(SHARED) train-% evaluate-% export-% report
 
 export: $(foreach t,$(TASKS),export-$(t))
 

@@ -101,10 +101,22 @@ def _parser() -> argparse.ArgumentParser:
                 help="the sentences are one document: with ner.doc_memory, names read their other mentions",
             )
         _common(p, overrides_flag=True)
+    p = sub.add_parser(
+        "generate",
+        help="sample text from the trained character language model",
+        description="Print a continuation of PROMPT sampled from the language model (the exported `generate` "
+        "signature's graph: the same seed gives the same text there).",
+    )
+    p.add_argument("prompt", nargs="?", default="", help="text to continue (default: none, a new line)")
+    p.add_argument("--temperature", type=float, help="0 = greedy; higher = more varied (default: lm.temperature)")
+    p.add_argument("--length", type=int, default=500, help="characters to generate (default: 500)")
+    p.add_argument("--seed", type=int, default=1, help="the same seed gives the same text (default: 1)")
+    p.add_argument("--top-k", type=int, help="sample among the k likeliest characters (default: lm.top_k; 0 = all)")
+    _common(p, overrides_flag=True)
     p = sub.add_parser("stamp", help="(for make) write the config fingerprints of stages whose config changed")
     p.add_argument("stage_names", nargs="+", metavar="STAGE", choices=list(stages.STAGES))
     _common(p, overrides_flag=True)
-    p = sub.add_parser("tasks", help="(for make) print the tasks the config defines: ner, translate")
+    p = sub.add_parser("tasks", help="(for make) print the tasks the config defines: ner, translate, lm")
     _common(p, overrides_flag=True)
     p = sub.add_parser("path", help="(for make) print one paths.* value of the config")
     p.add_argument("key", choices=[f.name for f in dataclasses.fields(config.Paths)])
@@ -151,6 +163,13 @@ def run(cfg, args) -> int:
         run_predictor = getattr(importlib.import_module(module), function)
         options = {"document": args.document} if args.command == "tag" else {}
         run_predictor(cfg, args.sentences or [line.rstrip("\n") for line in sys.stdin], **options)
+        return 0
+    if args.command == "generate":
+        if "lm" not in config.tasks(cfg):
+            raise InputError("generate: the config defines no lm task ([lm.data] train is empty)")
+        from pipeline.lm.generate import generate_main
+
+        generate_main(cfg, args.prompt, args.temperature, args.length, args.seed, args.top_k)
         return 0
     if args.command == "path":
         print(getattr(cfg.paths, args.key))

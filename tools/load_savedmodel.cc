@@ -1,13 +1,17 @@
 // TF Serving's loader without TF Serving: tensorflow::LoadSavedModel with the "serve" tag (what
-// tensorflow_serving/servables/tensorflow uses), then one Session::Run of a signature on string inputs.
+// tensorflow_serving/servables/tensorflow uses), then one Session::Run of a signature.
 //
-//   load_savedmodel EXPORT_DIR SIGNATURE INPUT TEXT...   ->  one JSON object on stdout:
+//   load_savedmodel EXPORT_DIR SIGNATURE NAME=VALUE...   ->  one JSON object on stdout:
 //   {"OUTPUT": {"shape": [...], "values": [...]}, ...}   (values flattened, row-major)
+//
+// Each NAME=VALUE adds one row to input NAME, a [B] vector in the dtype the signature declares (string, int32,
+// int64, float); a value may hold further '=' signs.
 //
 // Built by `make serving-check` against the headers and libtensorflow_cc.so.2 / libtensorflow_framework.so.2 of
 // the tensorflow wheel in .venv-serving (the TensorFlow that TF Serving 2.20 embeds); no Python in the process.
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -71,7 +75,7 @@ std::string ToJson(const tensorflow::Tensor& t) {
 
 int main(int argc, char** argv) {
   if (argc < 4) {
-    std::cerr << "usage: load_savedmodel EXPORT_DIR SIGNATURE INPUT [TEXT ...]\n";
+    std::cerr << "usage: load_savedmodel EXPORT_DIR SIGNATURE NAME=VALUE...\n";
     return 2;
   }
   tensorflow::SavedModelBundle bundle;
@@ -88,20 +92,54 @@ int main(int argc, char** argv) {
     return 1;
   }
   const auto& signature = found->second;
-  const auto input = signature.inputs().find(argv[3]);
-  if (input == signature.inputs().end()) {
-    std::cerr << "signature " << argv[2] << " has no input " << argv[3] << "\n";
-    return 1;
+  std::map<std::string, std::vector<std::string>> rows;  // input name -> its values, in order
+  for (int i = 3; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const auto eq = arg.find('=');
+    if (eq == std::string::npos) {
+      std::cerr << "expected NAME=VALUE, got " << arg << "\n";
+      return 2;
+    }
+    rows[arg.substr(0, eq)].push_back(arg.substr(eq + 1));
   }
-  tensorflow::Tensor text(tensorflow::DT_STRING, tensorflow::TensorShape({argc - 4}));
-  for (int i = 4; i < argc; ++i) text.vec<tensorflow::tstring>()(i - 4) = argv[i];
+  std::vector<std::pair<std::string, tensorflow::Tensor>> feeds;
+  for (const auto& [key, values] : rows) {
+    const auto input = signature.inputs().find(key);
+    if (input == signature.inputs().end()) {
+      std::cerr << "signature " << argv[2] << " has no input " << key << "\n";
+      return 1;
+    }
+    const auto dtype = input->second.dtype();
+    const int64_t n = static_cast<int64_t>(values.size());
+    tensorflow::Tensor t(dtype, tensorflow::TensorShape({n}));
+    for (int64_t j = 0; j < n; ++j) {
+      switch (dtype) {
+        case tensorflow::DT_STRING:
+          t.vec<tensorflow::tstring>()(j) = values[j];
+          break;
+        case tensorflow::DT_INT32:
+          t.vec<int32_t>()(j) = static_cast<int32_t>(std::stol(values[j]));
+          break;
+        case tensorflow::DT_INT64:
+          t.vec<int64_t>()(j) = std::stoll(values[j]);
+          break;
+        case tensorflow::DT_FLOAT:
+          t.vec<float>()(j) = std::stof(values[j]);
+          break;
+        default:
+          std::cerr << "input " << key << ": unsupported dtype " << tensorflow::DataTypeString(dtype) << "\n";
+          return 1;
+      }
+    }
+    feeds.emplace_back(input->second.name(), t);
+  }
   std::vector<std::string> keys, names;
   for (const auto& [key, info] : signature.outputs()) {
     keys.push_back(key);
     names.push_back(info.name());
   }
   std::vector<tensorflow::Tensor> outputs;
-  status = bundle.session->Run({{input->second.name(), text}}, names, {}, &outputs);
+  status = bundle.session->Run(feeds, names, {}, &outputs);
   if (!status.ok()) {
     std::cerr << "run failed: " << status.ToString() << "\n";
     return 1;

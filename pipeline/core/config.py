@@ -8,6 +8,7 @@ This module imports nothing heavy so that `make` can fingerprint configs without
 import dataclasses
 import hashlib
 import importlib
+import importlib.util
 import json
 import os
 import tomllib
@@ -122,6 +123,7 @@ class Report:
 TASK_SECTIONS = {
     "ner": ("pipeline.ner.config:NerData", "pipeline.ner.config:Ner"),
     "translate": ("pipeline.translate.config:TranslateData", "pipeline.translate.config:Translate"),
+    "lm": ("pipeline.lm.config:LmData", "pipeline.lm.config:Lm"),
 }
 TASKS = tuple(TASK_SECTIONS)
 
@@ -165,8 +167,20 @@ def attr(section: str) -> str:
     return section.replace(".", "_")
 
 
+def task_hooks(task: str):
+    """pipeline/<task>/task.py, what a task gives the shared stages (its files, its part of prepare and vocab, its
+    export), or None for a task whose parts the shared stages still spell out (ner, translate)."""
+    name = f"pipeline.{task}.task"
+    return importlib.import_module(name) if importlib.util.find_spec(name) else None
+
+
+def hooked(cfg) -> dict:
+    """{task: its hooks} for the defined tasks that have them."""
+    return {t: h for t in tasks(cfg) if (h := task_hooks(t)) is not None}
+
+
 def tasks(cfg) -> tuple[str, ...]:
-    """The tasks this config defines: those whose [<task>.data] names a training corpus."""
+    """The tasks this config defines: those whose [<task>.data] names a training corpus (text)."""
     return tuple(t for t in TASKS if getattr(cfg, attr(f"{t}.data")).train)
 
 
@@ -177,6 +191,8 @@ def languages(cfg) -> set[str]:
         out.add(cfg.ner_data.lang)
     if "translate" in tasks(cfg):
         out |= {d.source_lang, d.target_lang}
+    for hooks in hooked(cfg).values():
+        out |= hooks.languages(cfg)
     return out
 
 
@@ -187,6 +203,8 @@ def corpus_files(cfg) -> list[str]:
         files += [getattr(cfg.ner_data, s) for s in SPLITS]
     if "translate" in tasks(cfg):
         files += [getattr(d, s).replace("{lang}", lang) for s in SPLITS for lang in (d.source_lang, d.target_lang)]
+    for hooks in hooked(cfg).values():
+        files += hooks.corpus_files(cfg)
     return sorted({f for f in files if f})
 
 

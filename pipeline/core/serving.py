@@ -112,7 +112,9 @@ def expected_outputs(export_dir: Path, calls: list[tuple[str, dict]]) -> dict:
 
     out = []
     for i, (signature, feeds) in enumerate(calls):
-        result = model.signatures[signature](**{k: tf.constant(v, tf.string) for k, v in feeds.items()})
+        fn = model.signatures[signature]
+        dtypes = fn.structured_input_signature[1]  # each input as its signature declares it (string, int, float)
+        result = fn(**{k: tf.constant(v, dtypes[k].dtype) for k, v in feeds.items()})
         outputs = {k: plain(v.numpy().tolist()) for k, v in result.items()}
         out.append({"id": i, "signature": signature, "inputs": plain(feeds), "outputs": outputs})
     return {"tensorflow": tf.__version__, "calls": out}

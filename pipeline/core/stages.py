@@ -33,10 +33,11 @@ class Stage:
         return next((t for t in TASKS if self.name.endswith(f"-{t}")), "")
 
 
-DATA = ("ner.data", "translate.data")
+DATA = ("ner.data", "translate.data", "lm.data")
 NER = ("paths", "prepare", "text", "vocab", "embed", "ner.data", "ner")
 TRANSLATE = ("paths", "prepare", "text", "vocab", "embed", "translate.data", "translate")
-EVERYTHING = ("paths", "prepare", "text", "vocab", "embed", *DATA, "ner", "translate")
+LM = ("paths", "prepare", "lm.data", "lm")
+EVERYTHING = ("paths", "prepare", "text", "vocab", "embed", *DATA, "ner", "translate", "lm")
 
 STAGES = {
     s.name: s
@@ -89,6 +90,13 @@ STAGES = {
             TRANSLATE,
             "sacreBLEU BLEU and chrF (beam search) on valid and test",
         ),
+        Stage("train-lm", "pipeline.lm.train:run", LM, "train the character-level LSTM language model (TBPTT)"),
+        Stage(
+            "evaluate-lm",
+            "pipeline.lm.evaluate:run",
+            LM,
+            "valid (and test) loss in nats and bits per character, samples at three temperatures",
+        ),
         # ---- export for TF Serving (pipeline/stages/export.py, pipeline/stages/bench_serving.py) ----
         Stage(
             "export",
@@ -102,6 +110,9 @@ STAGES = {
             "pipeline.stages.export:run_translate",
             (*TRANSLATE, "export"),
             "the translator's SavedModel (as export)",
+        ),
+        Stage(
+            "export-lm", "pipeline.stages.export:run_lm", (*LM, "export"), "the language model's SavedModel (as export)"
         ),
         Stage(
             "bench-serving",

@@ -160,6 +160,7 @@ class Task:
     scalars: tuple[str, ...]  # history keys written to TensorBoard
     describe: Callable[[dict, bool], str]  # the console line of an epoch (stats, improved)
     lr_at: Callable[[int, float], float] = lambda epoch, lr: lr  # epoch e's learning rate, given the current
+    higher_is_better: bool = True  # False for a loss (the language model's valid nats per character)
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,7 @@ class LoopState(tf.Module):
         super().__init__(name="loop")
         self.epoch, self.best, self.bad, self.plateau = (
             tf.Variable(0),
-            tf.Variable(-1.0),
+            tf.Variable(-np.inf),  # the best score so far, negated for a loss
             tf.Variable(0),
             tf.Variable(0),
         )
@@ -226,13 +227,14 @@ def fit(cfg: Config, task: Task, schedule: Schedule) -> float:
         dev, best_meta, samples = task.evaluate()
         stats |= {"epoch": e, **dev, "dev_seconds": time.perf_counter() - t0, "lr": rate}
         # As the checkpointed best is float32: a score equal to it in float32 (BLEU 100 again) is no improvement.
-        improved = float(np.float32(dev[task.metric])) > state["best"]
+        score = dev[task.metric] if task.higher_is_better else -dev[task.metric]
+        improved = float(np.float32(score)) > state["best"]
         if improved:
             save_best(task.model, out, task.meta_file, task.meta | {"epoch": e} | best_meta)
-        state.record(dev[task.metric], improved, schedule)
+        state.record(score, improved, schedule)
         state.elapsed.assign_add(time.perf_counter() - started)
         stats["elapsed"] = state["elapsed"]
         finish_epoch(e, stats, task.scalars, samples, run)
         print(task.describe(stats, improved), flush=True)
     writer.close()
-    return state["best"]
+    return state["best"] if task.higher_is_better else -state["best"]

@@ -10,7 +10,7 @@ attention heatmaps, the trained translator. A part whose inputs are missing says
 
 from pathlib import Path
 
-from pipeline.core.config import Config
+from pipeline.core.config import Config, hooked
 from pipeline.core.config import tasks as defined_tasks
 from pipeline.core.files import write_text
 from pipeline.report.page import Page
@@ -30,6 +30,8 @@ def run(cfg: Config, attention: bool = True) -> None:
     if "translate" in defined_tasks(cfg):
         has_model = (Path(cfg.paths.models) / "translate/translator.json").is_file()
         translate_section(page, cfg, reports, attention and has_model)
+    for hooks in hooked(cfg).values():
+        hooks.report_section(page, cfg, reports)
     manifest_section(page, cfg)
     title = "seq2seq-pipeline report"
     write_text(reports / "index.md", page.render_md(title))

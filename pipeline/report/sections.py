@@ -6,7 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from pipeline.core.config import SECTIONS, SPLITS, Config, tasks
+from pipeline.core.config import SECTIONS, SPLITS, Config, hooked, tasks
 from pipeline.report.page import Page, _json, _plt
 from pipeline.stages import fetch
 
@@ -25,6 +25,8 @@ def summary_section(page: Page, cfg: Config, reports: Path) -> None:
     if tr and "translate" in tasks(cfg):
         task = f"translation {d.source_lang}→{d.target_lang}, test"
         rows.append([task, "sacreBLEU (cased, detokenized)", tr["test"]["bleu"], cfg.report.translate_published or "-"])
+    for hooks in hooked(cfg).values():
+        rows += hooks.summary_rows(cfg, reports)
     if rows:
         page.table(["task", "metric", "ours", "published"], rows)
     else:
@@ -36,7 +38,7 @@ def data_section(page: Page, reports: Path) -> None:
     stats, vocab, emb = (_json(reports / f) for f in ("data.json", "vocab.json", "embeddings.json"))
     if stats is None:
         return page.text("No data statistics: run `make prepare`.", missing=True)
-    if "splits" not in stats.get("ner", stats.get("translate", {})):
+    if any("splits" not in entry for task, entry in stats.items() if task != "warnings"):
         return page.text("data.json was written by an older `prepare`: run `make prepare` again.", missing=True)
     if "ner" in stats:
         splits = stats["ner"]["splits"]
@@ -63,7 +65,15 @@ def data_section(page: Page, reports: Path) -> None:
                 for s, v in tr["splits"].items()
             ],
         )
-    for task in ("ner", "translate"):
+    for task, entry in stats.items():
+        if task in ("ner", "translate", "warnings"):
+            continue
+        keys = list(next(iter(entry["splits"].values())))  # a task's own counts (lm: characters, lines, ...)
+        page.table(
+            [f"{task} split", "file", *keys],
+            [[s, entry["files"][s][0], *v.values()] for s, v in entry["splits"].items()],
+        )
+    for task in (t for t in stats if t != "warnings"):
         for split, how in stats.get(task, {}).get("held_out", {}).items():
             page.text(f"{task} {split}: {how}")
     if stats.get("warnings"):

@@ -11,7 +11,7 @@ import collections
 
 import numpy as np
 
-from pipeline.core.config import Config
+from pipeline.core.config import Config, task_hooks
 
 SHOWN = 5  # file:line examples a warning lists
 # Short lines recur in any news corpus (CoNLL-2003: 5.9 % of valid, 3.6 % of test sentences are in train, mostly
@@ -134,7 +134,12 @@ def format_report(report: dict) -> str:
             f"  translate/{split:5s}  {n['pairs']:6d} pairs, words per source p50/p95/max "
             f"{n['source_words']['p50']:.0f}/{n['source_words']['p95']:.0f}/{n['source_words']['max']}"
         )
-    for task in ("ner", "translate"):
+    for task, entry in report.items():
+        if task not in ("ner", "translate", "warnings") and (hooks := task_hooks(task)) is not None:
+            lines += hooks.format_check(entry)
+    for task in report:
+        if task == "warnings":
+            continue
         for split, how in report.get(task, {}).get("held_out", {}).items():
             lines.append(f"  {task}/{split}: {how}")
     lines += [f"warning: {w}" for w in report.get("warnings", [])]

@@ -50,7 +50,7 @@ LOW_COVERAGE = 0.8  # warn when fewer running tokens of a split than this have a
 
 
 def names(cfg: Config) -> list[str]:
-    return [name for task in tasks(cfg) for name in MATRICES[task]]
+    return [name for task in tasks(cfg) for name in MATRICES.get(task, ())]
 
 
 def language(cfg: Config, name: str) -> str:

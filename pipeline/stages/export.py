@@ -35,6 +35,7 @@ no CudnnRNN op and loads on any CPU host. `run` checks the op types of every gra
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
 from pipeline.core import text as text_lib
 from pipeline.core.config import TASKS, Config, tasks
@@ -47,6 +48,7 @@ from pipeline.core.serving import (
     versions,
     warmup_record,
 )
+from pipeline.lm import export as lm_export
 from pipeline.ner import export as ner_export
 from pipeline.translate import export as translate_export
 from pipeline.translate import predict as translate_predict
@@ -56,7 +58,9 @@ def serving_calls(name: str, cfg: Config) -> tuple[list[tuple[str, dict]], list[
     """(warm-up calls, every call the exporter records): one batch-1 and one full-batch request per signature,
     then the hostile texts one at a time on the text signatures."""
     texts = list(WARMUP_TEXTS)
-    if name == "ner":
+    if name == "lm":
+        inputs = lm_export.serving_inputs(texts)
+    elif name == "ner":
         token_lists = text_lib.tokenize_batches(texts, cfg.text)
         width = max(map(len, token_lists))
         tokens = [t + [""] * (width - len(t)) for t in token_lists]
@@ -70,17 +74,25 @@ def serving_calls(name: str, cfg: Config) -> tuple[list[tuple[str, dict]], list[
     ]
     text_signatures = [s for s, feeds in inputs.items() if "text" in feeds]
     hostile = [(s, {"text": [t]}) for s in text_signatures for t in HOSTILE_TEXTS]
+    if name == "lm":  # each hostile text as a prompt, at the recorded temperatures and lengths
+        hostile = [("serving_default", lm_export.serving_inputs([t])["serving_default"]) for t in HOSTILE_TEXTS]
     return warmup, warmup + hostile
 
 
-def warmup_requests(name: str, calls: list[tuple[str, dict]]) -> list[bytes]:
-    return [
-        warmup_record(name, signature, {k: np.array(v, dtype=object) for k, v in feeds.items()})
-        for signature, feeds in calls
-    ]
+def warmup_requests(name: str, module, calls: list[tuple[str, dict]]) -> list[bytes]:
+    """TF Serving's warm-up records of `calls`, each input in the dtype its signature declares."""
+    out = []
+    for signature, feeds in calls:
+        dtypes = {spec.name: spec.dtype for spec in module.signatures()[signature].input_signature}
+        arrays = {
+            k: np.array(v, dtype=object if dtypes[k] == tf.string else dtypes[k].as_numpy_dtype)
+            for k, v in feeds.items()
+        }
+        out.append(warmup_record(name, signature, arrays))
+    return out
 
 
-MODULES = {"ner": ner_export.ner_module, "translate": translate_export.translate_module}
+MODULES = {"ner": ner_export.ner_module, "translate": translate_export.translate_module, "lm": lm_export.lm_module}
 
 
 def export(cfg: Config, names: tuple[str, ...]) -> None:
@@ -91,10 +103,12 @@ def export(cfg: Config, names: tuple[str, ...]) -> None:
         info = {"model": name, "signatures": sorted(module.signatures()), "text": cfg.section_dict("text")}
         if name == "translate":
             info["search"] = translate_predict.search_settings(module.translator.search_cfg)
-        else:
+        elif name == "ner":
             info["tags"] = module.tag_names
+        else:
+            info["lm"] = cfg.section_dict("lm")
         warmup, calls = serving_calls(name, cfg)
-        where = save_version(module, Path(cfg.paths.models) / name, warmup_requests(name, warmup), info, calls)
+        where = save_version(module, Path(cfg.paths.models) / name, warmup_requests(name, module, warmup), info, calls)
         print(f"  {name}: {where} ({', '.join(sorted(module.signatures()))})")
     config_file = Path(cfg.paths.models) / "models.config"
     exported = tuple(name for name in TASKS if versions(Path(cfg.paths.models) / name))
@@ -116,3 +130,7 @@ def run_ner(cfg: Config) -> None:
 
 def run_translate(cfg: Config) -> None:
     export(cfg, ("translate",))
+
+
+def run_lm(cfg: Config) -> None:
+    export(cfg, ("lm",))

@@ -75,6 +75,12 @@ SOURCES: list[Source] = [
         TATOEBA_ZIP_URL,
         with_="tatoeba/fra.txt.gz",
     ),
+    Source(
+        "shakespeare/input.txt",
+        "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+        "https://raw.githubusercontent.com/karpathy/char-rnn/6f9487a6fe5b420b7ca9afb0d7c078e37c1d1b4e/data/"
+        "tinyshakespeare/input.txt",
+    ),
     Source("vectors/en.cc0.300d.txt.gz", "3c172cf7927cf224e9ab2287e5dddd7d20319e18c9ab5c743d969402a830e35e"),
     Source("vectors/fr.cc0.300d.txt.gz", "fb58f00438fc8522dd1c9717a97cf2894d296d7fe0246cb7a302d3a6083e1795"),
 ]

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.core.config import SPLITS, Config, corpus_files, tasks
+from pipeline.core.config import SPLITS, Config, corpus_files, hooked, tasks
 from pipeline.core.errors import InputError
 from pipeline.core.files import write_json, write_lines
 from pipeline.core.stages import STAGES
@@ -29,6 +29,7 @@ class Corpora:
     ner: dict[str, ner_corpus.ConllFile] | None = None
     translate: dict[str, translate_corpus.ParallelFile] | None = None
     held_out: dict[str, dict[str, str]] = field(default_factory=dict)
+    hooked: dict[str, dict] = field(default_factory=dict)  # task -> its splits, read by its hooks (lm)
 
 
 MIN_DOCUMENTS = 20  # fewer documents than this in a train file to split: hold out sentences instead
@@ -123,6 +124,10 @@ def read_corpora(cfg: Config) -> Corpora:
         read_translate(cfg, out)
         for split, read in out.translate.items():
             read.pairs = _limit(read.pairs, split, cfg)
+    for task, hooks in hooked(cfg).items():
+        out.hooked[task], held = hooks.read(cfg)
+        if held:
+            out.held_out[task] = held
     return out
 
 
@@ -136,6 +141,10 @@ def data_report(cfg: Config, corpora: Corpora) -> dict:
         files = {s: r.files for s, r in corpora.translate.items()}
         report["translate"] = {"splits": check.check_parallel(cfg, corpora.translate, warnings), "files": files}
         report["translate"]["languages"] = [cfg.translate_data.source_lang, cfg.translate_data.target_lang]
+    for task, splits in corpora.hooked.items():
+        hooks = hooked(cfg)[task]
+        files = {s: r.files for s, r in splits.items()}
+        report[task] = {"splits": hooks.check(cfg, splits, warnings), "files": files}
     for task, held in corpora.held_out.items():
         report[task]["held_out"] = held
     return report | {"warnings": warnings}
@@ -191,5 +200,7 @@ def run(cfg: Config) -> None:
         write_lines(out / f"ner/{split}.conll", lines)
     for split, read in (corpora.translate or {}).items():
         write_lines(out / f"translate/{split}.tsv", (f"{s}\t{t}" for s, t in read.pairs))
+    for task, splits in corpora.hooked.items():
+        hooked(cfg)[task].write(cfg, splits)
     write_json(Path(cfg.paths.reports) / "data.json", report)
     print(check.format_report(report))

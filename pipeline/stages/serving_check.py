@@ -97,8 +97,10 @@ def check_version(path: Path) -> tuple[list[str], dict]:
         return problems + [f"{name}: no {EXPECTED}: export it again with this version of the pipeline"], checked
     for call in expected["calls"]:
         signature = call["signature"]
-        feeds = {k: tf.constant(v, tf.string) for k, v in call["inputs"].items()}
-        out = model.signatures[signature](**feeds)
+        fn = model.signatures[signature]
+        dtypes = fn.structured_input_signature[1]  # each input as the signature declares it
+        feeds = {k: tf.constant(v, dtypes[k].dtype) for k, v in call["inputs"].items()}
+        out = fn(**feeds)
         for key, want in call["outputs"].items():
             problems += differences(
                 f"{name} {signature} call {call['id']} {key}", plain(out[key].numpy().tolist()), want
@@ -116,7 +118,7 @@ def check_cpp(path: Path, loader: Path) -> tuple[list[str], int]:
     problems, runs = [], 0
     for call in (c for c in expected["calls"] if c["signature"] == "serving_default"):
         proc = subprocess.run(
-            [str(loader), str(path), "serving_default", "text", *call["inputs"]["text"]],
+            [str(loader), str(path), "serving_default", *(f"{k}={v}" for k, vs in call["inputs"].items() for v in vs)],
             capture_output=True,
             text=True,
             env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"},

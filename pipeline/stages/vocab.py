@@ -10,7 +10,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from pipeline.core import text
-from pipeline.core.config import SPLITS, Config, tasks
+from pipeline.core.config import SPLITS, Config, hooked, tasks
 from pipeline.core.files import read_lines, write_json
 from pipeline.core.vocab import SPECIALS, build, oov_rates, save, vocab_path
 from pipeline.ner import corpus as ner_corpus
@@ -79,12 +79,19 @@ def run(cfg: Config) -> None:
         tags = {t for tags in train_tags for t in tags} - {"O"}
         vocabs["ner_tags"] = ["O"] + sorted(tags, key=lambda t: (t[2:], t))  # B-X before I-X, types in order
 
+    written = set()
+    for hooks in hooked(cfg).values():  # a task that writes its own vocabulary files (lm_chars: JSON lines)
+        for name, (tokens, splits) in hooks.vocabularies(cfg).items():
+            vocabs[name], corpus[name] = tokens, splits
+            written.add(name)
     report = {}
     for name, tokens in vocabs.items():
-        save(vocab_path(cfg, name), tokens)
+        if name not in written:
+            save(vocab_path(cfg, name), tokens)
         if name in corpus:
             known = set(tokens)
-            report[name] = {"size": len(tokens)} | {s: oov_rates(corpus[name][s], known) for s in SPLITS}
+            rates = {s: oov_rates(corpus[name][s], known) for s in SPLITS if s in corpus[name]}
+            report[name] = {"size": len(tokens)} | rates
         else:
             report[name] = {"size": len(tokens)}
     write_json(Path(cfg.paths.reports) / "vocab.json", report)
