@@ -161,7 +161,12 @@ def test_prompts_outside_the_vocabulary_and_empty_prompts_work(sampler):
 
 def test_lengths_are_per_row_and_capped(sampler):
     fn = tf.function(sampler.generate, input_signature=generate.SIGNATURE, autograph=False)
-    out = fn(tf.constant(["a", "b", "c"]), tf.constant([0.8, 0.8, 0.8]), tf.constant([0, 5, 10**9]), tf.constant([1, 2, 3], tf.int64))
+    out = fn(
+        tf.constant(["a", "b", "c"]),
+        tf.constant([0.8, 0.8, 0.8]),
+        tf.constant([0, 5, 10**9]),
+        tf.constant([1, 2, 3], tf.int64),
+    )
     assert [len(t.decode()) for t in out["text"].numpy()] == [0, 5, sampler.max_generate]
 
 
@@ -217,3 +222,36 @@ def test_the_customary_split_is_the_last_tenth(tmp_path):
     assert corpus.load_text(cfg, "valid") == ("abcdefghij" * 100)[900:]
     report = json.loads((tmp_path / "run/reports/data.json").read_text())
     assert report["lm"]["splits"]["valid"]["characters"] == 100 and "last 100" in report["lm"]["held_out"]["valid"]
+
+
+def test_make_lm_on_a_users_own_text_runs_every_stage_once(tmp_path):
+    """`make lm` on a config beside the user's own UTF-8 text (Greek here): the chain, the report and the export,
+    and a second run does nothing."""
+    import dataclasses
+    import os
+
+    write_file(tmp_path / "text/mine.txt", "Καλημέρα κόσμε. Ένα μικρό κείμενο.\n" * 60)
+    paths = "\n".join(f'{f.name} = "{tmp_path / f.name}"' for f in dataclasses.fields(config.Paths))
+    cfg_file = tmp_path / "my.toml"
+    cfg_file.write_text(
+        f'base = "{TINY_LM}"\n[lm.data]\ntrain = "text/mine.txt"\nmax_chars = 0\n[paths]\n{paths}\n', encoding="utf-8"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+
+    def make(*args):
+        proc = subprocess.run(
+            ["make", "--no-print-directory", *args], cwd=ROOT, capture_output=True, text=True, env=env
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return {
+            line[1:].split("]")[0] for line in proc.stdout.splitlines() if line.startswith("[") and "] done" in line
+        }
+
+    assert {"prepare", "vocab", "train-lm", "evaluate-lm", "export-lm", "report"} <= make("lm", f"CONFIG={cfg_file}")
+    assert make("lm", f"CONFIG={cfg_file}") == set()
+    assert (tmp_path / "models/lm/1/saved_model.pb").is_file()
+    assert "Character language model" in (tmp_path / "reports/index.md").read_text()
+    assert (
+        json.loads((tmp_path / "vocab/lm_chars.txt").read_text().splitlines()[2])
+        in "Καλημέρα κόσμε. Ένα μικρό κείμενο.\n"
+    )
