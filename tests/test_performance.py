@@ -113,8 +113,12 @@ def test_every_recurrent_layer_meets_cudnn_conditions(cfg, rnn):
     translator = translate_train.build_translator(
         dataclasses.replace(cfg, translate=dataclasses.replace(cfg.translate, cell=rnn))
     )[0]
-    layers = recurrent_layers(tagger) + recurrent_layers(translator)
-    assert len(layers) >= 4
+    from pipeline.lm import model as lm_model
+    from pipeline.lm.config import Lm
+
+    lm = lm_model.build(Lm(cell=rnn, units=8, layers=2, embed_dim=4), 10)
+    layers = recurrent_layers(tagger) + recurrent_layers(translator) + recurrent_layers(lm)
+    assert len(layers) >= 6
     assert all(cudnn_eligible(layer) for layer in layers), [layer.name for layer in layers if not cudnn_eligible(layer)]
     translator.set_use_cudnn(False)  # what export does: the check itself must be able to fail
     assert not any(cudnn_eligible(layer) for layer in recurrent_layers(translator))
