@@ -64,13 +64,14 @@ def write_file(path: Path, text, gz: bool = False) -> Path:
 
 
 def fake_raw(raw: Path, conll: str = RAW_CONLL) -> Path:
-    """A raw dir with synthetic CoNLL and Multi30k files, laid out like the real one."""
+    """A raw dir with synthetic CoNLL, Multi30k and Shakespeare files, laid out like the real one."""
     for split in ("train", "valid", "test"):
         write_file(raw / f"conll2003/{split}.txt", conll)
     for name in ("train", "val", "test_2016_flickr"):
         write_file(raw / f"multi30k/{name}.en.gz", "A man .\nTwo dogs run.\n", gz=True)
         write_file(raw / f"multi30k/{name}.de.gz", "Ein Mann .\nZwei Hunde rennen.\n", gz=True)
         write_file(raw / f"multi30k/{name}.fr.gz", "Un homme .\nDeux chiens courent.\n", gz=True)
+    write_file(raw / "shakespeare/input.txt", "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 3)
     return raw
 
 
