@@ -32,6 +32,7 @@ no py_function, and the recurrent layers are traced with use_cudnn=False, so a m
 no CudnnRNN op and loads on any CPU host. `run` checks the op types of every graph before it publishes it.
 """
 
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,10 @@ def warmup_requests(name: str, module, calls: list[tuple[str, dict]]) -> list[by
     """TF Serving's warm-up records of `calls`, each input in the dtype its signature declares."""
     out = []
     for signature, feeds in calls:
-        dtypes = {spec.name: spec.dtype for spec in module.signatures()[signature].input_signature}
+        fn = module.signatures()[signature]
+        # The inputs' names are the traced function's parameter names (a TensorSpec may have no name of its own).
+        names = inspect.signature(fn.python_function).parameters
+        dtypes = {name: spec.dtype for name, spec in zip(names, fn.input_signature, strict=False)}
         arrays = {
             k: np.array(v, dtype=object if dtypes[k] == tf.string else dtypes[k].as_numpy_dtype)
             for k, v in feeds.items()
