@@ -65,14 +65,7 @@ def data_section(page: Page, reports: Path) -> None:
                 for s, v in tr["splits"].items()
             ],
         )
-    for task, entry in stats.items():
-        if task in ("ner", "translate", "warnings"):
-            continue
-        keys = list(next(iter(entry["splits"].values())))  # a task's own counts (lm: characters, lines, ...)
-        page.table(
-            [f"{task} split", "file", *keys],
-            [[s, entry["files"][s][0], *v.values()] for s, v in entry["splits"].items()],
-        )
+    hooked_tasks_data(page, stats)
     for task in (t for t in stats if t != "warnings"):
         for split, how in stats.get(task, {}).get("held_out", {}).items():
             page.text(f"{task} {split}: {how}")
@@ -98,6 +91,18 @@ def data_section(page: Page, reports: Path) -> None:
                 + [100 * (1 - toks[s]["missing"]) if s in toks else "" for s in SPLITS]
             )
         page.table(["matrix", "lang", "vectors", "dim", *(f"{s} %" for s in SPLITS)], rows)
+
+
+def hooked_tasks_data(page: Page, stats: dict) -> None:
+    """One table per task whose data report its own hooks wrote (lm: characters, lines, ...), as it counts them."""
+    for task, entry in stats.items():
+        if task in ("ner", "translate", "warnings"):
+            continue
+        keys = list(next(iter(entry["splits"].values())))
+        page.table(
+            [f"{task} split", "file", *keys],
+            [[s, entry["files"][s][0], *v.values()] for s, v in entry["splits"].items()],
+        )
 
 
 def curves_section(page: Page, reports: Path) -> None:
