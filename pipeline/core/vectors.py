@@ -1,5 +1,6 @@
 """Word vectors files (GloVe, word2vec text or binary, fastText .vec; plain or gzipped) read into gensim
-KeyedVectors with every malformed line reported as file:line, and the embedding matrices (.npy) the tasks load.
+KeyedVectors with every malformed line reported as file:line, vectors in installed packages (vector_packages),
+the sets a language names, and the embedding matrices (.npy) the tasks load.
 """
 
 import contextlib
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from gensim.models import KeyedVectors
 
-from pipeline.core import vocab
+from pipeline.core import vector_packages, vocab
 from pipeline.core.config import Config
 from pipeline.core.errors import InputError, at
 from pipeline.core.files import atomic_path
@@ -222,6 +223,30 @@ def load_vectors(path: Path, fmt: str = "auto") -> tuple[KeyedVectors, str]:
     if not np.isfinite(kv.vectors).all():  # gensim reads "nan" and "inf" without complaint
         raise find_bad_value(path, header) or InputError(f"{path}: non-finite values")
     return kv, fmt
+
+
+def sources(cfg: Config, lang: str) -> list[str]:
+    """The vector sets embed.vectors.<lang> names, in the order their rows are concatenated ([] = none)."""
+    value = cfg.embed.vectors.get(lang, "")
+    return [s for s in ([value] if isinstance(value, str) else value) if s]
+
+
+def set_name(source: str) -> str:
+    """A short name for a report column: the package, or the file name."""
+    return source.removeprefix(vector_packages.PREFIX) if vector_packages.is_package(source) else Path(source).name
+
+
+def read_source(source: str, fmt: str = "auto") -> tuple[vector_packages.Table, dict]:
+    """One vector set, a file or `package:NAME`, as (word -> row table, what the report says about it)."""
+    if vector_packages.is_package(source):
+        table, info = vector_packages.load(source)
+    else:
+        start = time.perf_counter()
+        kv, fmt = load_vectors(Path(source), fmt)
+        table = vector_packages.Table(kv.key_to_index, kv.vectors)
+        info = {"vectors": source, "format": fmt, "load_seconds": round(time.perf_counter() - start, 2)}
+    print(f"  {set_name(source)}: {len(table):,} words x {table.vector_size} loaded in {info['load_seconds']:.1f}s")
+    return table, info
 
 
 def load_matrix(cfg: Config, name: str) -> np.ndarray:

@@ -3,11 +3,13 @@
     paths.embeddings/{ner_words,src,tgt}.npy   float32 [vocab size, dim]; row i is line i of the vocab file
     paths.embeddings/w2v.<lang>.<key>.bin      gensim-trained vectors (word2vec binary) + .json with settings
     paths.embeddings/ner_lexicon.npz           English word statistics aligned to ner_words (English NER only)
-    paths.reports/embeddings.json              source, dim, load time and coverage per vocabulary
+    paths.reports/embeddings.json              source, dim, load time and coverage per vocabulary, and per set
 
 Only the defined tasks' vocabularies get a matrix: ner_words takes the vectors of ner.data.lang, src and tgt
 those of translate.data.source_lang / target_lang. `embed.vectors.<lang>` names a vectors file: GloVe text (no
-header), word2vec text or binary, or fastText .vec, plain or .gz, read by gensim. A language without one (or
+header), word2vec text or binary, or fastText .vec, plain or .gz, read by gensim; or `package:NAME`, vectors in an
+installed Python package (pipeline/core/vector_packages.py); or a list of those, whose rows are concatenated in
+that order (each set looked up on its own, its missing rows seeded on their own). A language without one (or
 with "") gets Word2Vec trained on its training text instead; the
 result is keyed on a hash of the settings and the text, so a rerun with the same inputs reuses it. Training
 runs one worker thread, the only way gensim is reproducible (a second thread saves ~15% on two cores).
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from gensim.models import KeyedVectors, Word2Vec
+from gensim.models import Word2Vec
 from gensim.models.callbacks import CallbackAny2Vec
 
 from pipeline.core import vocab
@@ -36,7 +38,8 @@ from pipeline.core.errors import InputError
 from pipeline.core.files import atomic_path, write_json
 from pipeline.core.progress import Progress
 from pipeline.core.text import strip_joiners
-from pipeline.core.vectors import load_vectors, save_matrix
+from pipeline.core.vector_packages import Table
+from pipeline.core.vectors import load_vectors, read_source, save_matrix, set_name, sources
 from pipeline.ner import gazetteer, lexicon
 from pipeline.stages import vocab as vocab_stage
 
@@ -140,7 +143,7 @@ def _forms(token: str, joiners: bool):
             yield "joiner", form
 
 
-def align(tokens: list[str], kv: KeyedVectors, n_specials: int, joiners: bool) -> tuple[np.ndarray, list[str]]:
+def align(tokens: list[str], kv: Table, n_specials: int, joiners: bool) -> tuple[np.ndarray, list[str]]:
     """Per vocabulary row: the row of its vector in `kv` (-1: none) and how it matched (a KINDS entry;
     "special" for <pad>, <unk>, ... which never take a pretrained vector)."""
     index = kv.key_to_index
@@ -152,12 +155,13 @@ def align(tokens: list[str], kv: KeyedVectors, n_specials: int, joiners: bool) -
     return rows, kinds
 
 
-def build_matrix(rows: np.ndarray, kv: KeyedVectors, cfg: Config, name: str) -> np.ndarray:
-    """Vectors where found; elsewhere seeded normal(0, oov_scale) noise or zeros; <pad> zero."""
+def build_matrix(rows: np.ndarray, kv: Table, cfg: Config, name: str, part: int = 0) -> np.ndarray:
+    """Vectors where found; elsewhere seeded normal(0, oov_scale) noise or zeros; <pad> zero.
+    `part` numbers the vector sets of one vocabulary; each has its own noise."""
     e, shape = cfg.embed, (len(rows), kv.vector_size)
     if e.oov_init == "normal":
-        # One stream per vocabulary, so src and ner_words do not share noise rows under the same seed.
-        rng = np.random.default_rng([e.seed, zlib.crc32(name.encode())])
+        # One stream per vocabulary and set, so src and ner_words do not share noise rows under the same seed.
+        rng = np.random.default_rng([e.seed, zlib.crc32(name.encode())] + ([part] if part else []))
         matrix = rng.normal(0.0, e.oov_scale, shape).astype(np.float32)
     else:
         matrix = np.zeros(shape, np.float32)
@@ -188,17 +192,26 @@ def coverage(tokens: list[str], kinds: list[str], splits: dict[str, list[list[st
 def format_report(report: dict) -> str:
     lines = [f"{'vocabulary':<10} {'size':>6}  lang {'dim':>4} {'load s':>7}  vectors"]
     for name, r in report.items():
-        source = f"{r['vectors']} ({r['format']})"
-        if "reused" in r:
-            done = "reused" if r["reused"] else f"trained in {r['train_seconds']:.1f}s"
-            source = f"word2vec-trained {r['file']} ({done})"
-        cells = f"{r['size']:>6}  {r['language']:<4} {r['dim']:>4} {r['load_seconds']:>7.1f}"
-        lines.append(f"{name:<10} {cells}  {source}")
-    lines += ["", f"{'coverage':<10} {'over':<6} {'count':>8} " + " ".join(f"{k:>8}" for k in KINDS)]
+        for s in r["sets"]:
+            source = f"{s['vectors']} ({s['format']})"
+            if "reused" in s:
+                done = "reused" if s["reused"] else f"trained in {s['train_seconds']:.1f}s"
+                source = f"word2vec-trained {s['file']} ({done})"
+            cells = f"{r['size']:>6}  {r['language']:<4} {s['dim']:>4} {s['load_seconds']:>7.1f}"
+            lines.append(f"{name:<10} {cells}  {source}")
+    # The kinds are of the first set that has the word; with several sets, one more column per set: found there.
+    sets = max(len(r["sets"]) for r in report.values()) if report else 0
+    extra = [f"set {i + 1}" for i in range(sets)] if sets > 1 else []
+    lines += ["", f"{'coverage':<10} {'over':<6} {'count':>8} " + " ".join(f"{k:>8}" for k in KINDS + tuple(extra))]
     for name, r in report.items():
         for over, shares in [("types", r["types"])] + list(r["tokens"].items()):
-            cells = " ".join(f"{100 * shares[k]:7.2f}%" for k in KINDS)
-            lines.append(f"{name:<10} {over:<6} {shares['count']:>8} {cells}")
+            cells = [f"{100 * shares[k]:7.2f}%" for k in KINDS]
+            if extra:
+                found = [s["types"] if over == "types" else s["tokens"][over] for s in r["sets"]]
+                cells += [f"{100 * (1 - f['missing']):7.2f}%" for f in found]
+            lines.append(f"{name:<10} {over:<6} {shares['count']:>8} {' '.join(cells)}")
+    if extra:
+        lines.append("  " + "; ".join(f"set {i + 1}: {set_name(s['vectors'])}" for i, s in enumerate(_longest(report))))
     for name, r in report.items():
         if "lexicon" in r:
             lines += ["", f"{'statistics':<10} {'over':<6} {'count':>8} {'prob':>8} {'cluster':>8} {'names':>8}"]
@@ -208,19 +221,19 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _longest(report: dict) -> list[dict]:
+    return max((r["sets"] for r in report.values()), key=len)
+
+
 @dataclass
 class Vectors:
-    kv: KeyedVectors
+    kv: Table  # word -> row of its vectors
     info: dict  # what the report says about the source
 
 
-def pretrained(cfg: Config, lang: str) -> Vectors:
-    path = Path(cfg.embed.vectors[lang])
-    start = time.perf_counter()
-    kv, fmt = load_vectors(path, cfg.embed.format)
-    seconds = time.perf_counter() - start
-    print(f"  {lang}: {len(kv):,} x {kv.vector_size} loaded in {seconds:.1f}s", flush=True)
-    return Vectors(kv, {"vectors": str(path), "format": fmt, "load_seconds": round(seconds, 2)})
+def pretrained(cfg: Config, lang: str) -> list[Vectors]:
+    """Every vector set embed.vectors.<lang> names (files or packages), each checked before anything is written."""
+    return [Vectors(*read_source(source, cfg.embed.format)) for source in sources(cfg, lang)]
 
 
 def trained(cfg: Config, lang: str, sentences: list[list[str]]) -> Vectors:
@@ -230,7 +243,27 @@ def trained(cfg: Config, lang: str, sentences: list[list[str]]) -> Vectors:
     seconds = time.perf_counter() - start
     info = {"vectors": "word2vec-trained", "file": str(path), "format": "word2vec_binary"}
     info |= {"load_seconds": round(seconds, 2), "train_seconds": train_seconds, "reused": train_seconds is None}
-    return Vectors(kv, info)
+    return Vectors(Table(kv.key_to_index, kv.vectors), info)
+
+
+def combined_kinds(per_set: list[list[str]]) -> list[str]:
+    """Per vocabulary row, how the first set that has the word matched it ("missing" if none has)."""
+    return [next((k for k in kinds if k != "missing"), "missing") for kinds in zip(*per_set, strict=True)]
+
+
+def embed_vocabulary(cfg: Config, name: str, tokens: list[str], sets: list[Vectors], splits: dict) -> tuple:
+    """One matrix: the rows of each set side by side (each looked up on its own); and its report entry."""
+    parts, kinds, entries = [], [], []
+    for part, source in enumerate(sets):
+        rows, found = align(tokens, source.kv, len(vocab.SPECIALS[name]), joiners=name == "tgt")
+        parts.append(build_matrix(rows, source.kv, cfg, name, part))
+        kinds.append(found)
+        entries.append(source.info | {"dim": source.kv.vector_size} | coverage(tokens, found, splits))
+    matrix = np.concatenate(parts, axis=1)
+    first = {k: v for k, v in entries[0].items() if k not in ("types", "tokens")}
+    about = first if len(sets) == 1 else {"vectors": " + ".join(e["vectors"] for e in entries), "format": "concat"}
+    entry = {"language": language(cfg, name), "size": len(tokens)} | about | {"dim": matrix.shape[1]}
+    return matrix, entry | coverage(tokens, combined_kinds(kinds), splits) | {"sets": entries}
 
 
 def run(cfg: Config) -> None:
@@ -238,20 +271,16 @@ def run(cfg: Config) -> None:
     users = collections.defaultdict(list)  # language -> the vocabularies that take its vectors
     for name in vocabs:
         users[language(cfg, name)].append(name)
-    # Vectors files first: bad input fails in seconds, before any tokenizing, training or writing.
-    sources = {lang: pretrained(cfg, lang) for lang in users if cfg.embed.vectors.get(lang)}
+    # Vectors files and packages first: bad input fails in seconds, before any tokenizing, training or writing.
+    loaded = {lang: pretrained(cfg, lang) for lang in users if sources(cfg, lang)}
     corpus = vocab_stage.corpus_tokens(cfg)
-    for lang in [lang for lang in users if lang not in sources]:
-        sources[lang] = trained(cfg, lang, training_text(corpus, users[lang]))
+    for lang in [lang for lang in users if lang not in loaded]:
+        loaded[lang] = [trained(cfg, lang, training_text(corpus, users[lang]))]
 
     matrices, report = {}, {}
     for name, tokens in vocabs.items():
-        lang = language(cfg, name)
-        source = sources[lang]
-        rows, kinds = align(tokens, source.kv, len(vocab.SPECIALS[name]), joiners=name == "tgt")
-        matrices[name] = build_matrix(rows, source.kv, cfg, name)
-        report[name] = {"language": lang, "size": len(tokens), "dim": source.kv.vector_size} | source.info
-        report[name] |= coverage(tokens, kinds, {s: corpus[name][s] for s in SPLITS})
+        splits = {s: corpus[name][s] for s in SPLITS}
+        matrices[name], report[name] = embed_vocabulary(cfg, name, tokens, loaded[language(cfg, name)], splits)
 
     lex = None
     if "ner_words" in vocabs and lexicon.english(cfg):

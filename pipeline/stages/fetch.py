@@ -15,6 +15,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.core import vectors
 from pipeline.core.config import Config, corpus_files, languages
 from pipeline.core.errors import InputError
 from pipeline.core.files import atomic_path, sha256_file
@@ -90,7 +91,7 @@ def named(cfg: Config) -> list[Source]:
     """The sources the config's tasks read: the corpus files and the vectors (embed.vectors.<lang> of the tasks'
     languages) it names under paths.raw."""
     raw = Path(cfg.paths.raw)
-    files = set(corpus_files(cfg)) | {cfg.embed.vectors.get(lang, "") for lang in languages(cfg)}
+    files = set(corpus_files(cfg)) | {s for lang in languages(cfg) for s in vectors.sources(cfg, lang)}
     files = {os.path.normpath(f) for f in files if f}
     wanted = {src.path for src in SOURCES if os.path.normpath(raw / src.path) in files}
     return [src for src in SOURCES if src.path in wanted or src.with_ in wanted]

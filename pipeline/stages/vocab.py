@@ -9,7 +9,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from pipeline.core import text
+from pipeline.core import text, vector_packages, vectors
 from pipeline.core.config import SPLITS, Config, hooked, tasks
 from pipeline.core.files import read_lines, write_json
 from pipeline.core.vocab import SPECIALS, build, oov_rates, save, vocab_path
@@ -48,14 +48,17 @@ def pretrained_extras(cfg: Config, words: dict[str, list[list[str]]], known: set
     Common practice on CoNLL-2003 (see ANCHORS.md): their embedding rows keep the pretrained values and are
     never trained towards a label, so no test label leaks, but the tagger sees a meaningful vector.
     """
-    vectors = vector_words(Path(ner_vectors(cfg)))
+    with_vector = set()
+    for source in ner_vectors(cfg):
+        is_package = vector_packages.is_package(source)
+        with_vector |= set(vector_packages.load(source)[0].key_to_index) if is_package else vector_words(Path(source))
     candidates = {w for split in ("valid", "test") for sentence in words[split] for w in sentence} - known
-    return sorted(w for w in candidates if w in vectors or w.lower() in vectors)
+    return sorted(w for w in candidates if w in with_vector or w.lower() in with_vector)
 
 
-def ner_vectors(cfg: Config) -> str:
-    """The pretrained vectors file of the NER language ("" = none: Word2Vec is trained instead)."""
-    return cfg.embed.vectors.get(cfg.ner_data.lang, "")
+def ner_vectors(cfg: Config) -> list[str]:
+    """The pretrained vector sets of the NER language ([] = none: Word2Vec is trained instead)."""
+    return vectors.sources(cfg, cfg.ner_data.lang)
 
 
 def run(cfg: Config) -> None:
