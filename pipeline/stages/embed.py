@@ -9,7 +9,8 @@ Only the defined tasks' vocabularies get a matrix: ner_words takes the vectors o
 those of translate.data.source_lang / target_lang. `embed.vectors.<lang>` names a vectors file: GloVe text (no
 header), word2vec text or binary, or fastText .vec, plain or .gz, read by gensim; or `package:NAME`, vectors in an
 installed Python package (pipeline/core/vector_packages.py); or a list of those, whose rows are concatenated in
-that order (each set looked up on its own, its missing rows seeded on their own). A language without one (or
+that order (each set looked up on its own, its missing rows seeded on their own); `embed.vectors.<vocabulary>`
+(ner_words, src, tgt) overrides the language's entry for that vocabulary alone. A language without one (or
 with "") gets Word2Vec trained on its training text instead; the
 result is keyed on a hash of the settings and the text, so a rerun with the same inputs reuses it. Training
 runs one worker thread, the only way gensim is reproducible (a second thread saves ~15% on two cores).
@@ -38,8 +39,8 @@ from pipeline.core.errors import InputError
 from pipeline.core.files import atomic_path, write_json
 from pipeline.core.progress import Progress
 from pipeline.core.text import strip_joiners
-from pipeline.core.vector_packages import Table
-from pipeline.core.vectors import load_vectors, read_source, save_matrix, set_name, sources
+from pipeline.core.vector_packages import Table, set_name
+from pipeline.core.vectors import load_vectors, read_source, save_matrix, sources
 from pipeline.ner import gazetteer, lexicon
 from pipeline.stages import vocab as vocab_stage
 
@@ -231,11 +232,6 @@ class Vectors:
     info: dict  # what the report says about the source
 
 
-def pretrained(cfg: Config, lang: str) -> list[Vectors]:
-    """Every vector set embed.vectors.<lang> names (files or packages), each checked before anything is written."""
-    return [Vectors(*read_source(source, cfg.embed.format)) for source in sources(cfg, lang)]
-
-
 def trained(cfg: Config, lang: str, sentences: list[list[str]]) -> Vectors:
     path, train_seconds = train_word2vec(cfg, lang, sentences)
     start = time.perf_counter()
@@ -268,19 +264,23 @@ def embed_vocabulary(cfg: Config, name: str, tokens: list[str], sets: list[Vecto
 
 def run(cfg: Config) -> None:
     vocabs = {name: vocab.load_named(cfg, name) for name in names(cfg)}
-    users = collections.defaultdict(list)  # language -> the vocabularies that take its vectors
-    for name in vocabs:
-        users[language(cfg, name)].append(name)
-    # Vectors files and packages first: bad input fails in seconds, before any tokenizing, training or writing.
-    loaded = {lang: pretrained(cfg, lang) for lang in users if sources(cfg, lang)}
+    wanted = {name: sources(cfg, language(cfg, name), name) for name in vocabs}
+    # Vectors files and packages first, each once: bad input fails in seconds, before any tokenizing or writing.
+    read = {s: Vectors(*read_source(s, cfg.embed.format)) for s in dict.fromkeys(x for v in wanted.values() for x in v)}
+    sets = {name: [read[s] for s in wanted[name]] for name in vocabs}
     corpus = vocab_stage.corpus_tokens(cfg)
-    for lang in [lang for lang in users if lang not in loaded]:
-        loaded[lang] = [trained(cfg, lang, training_text(corpus, users[lang]))]
+    untrained = collections.defaultdict(list)  # language -> its vocabularies without pretrained vectors
+    for name in vocabs:
+        if not sets[name]:
+            untrained[language(cfg, name)].append(name)
+    for lang, users in untrained.items():
+        w2v = trained(cfg, lang, training_text(corpus, users))
+        sets |= {name: [w2v] for name in users}
 
     matrices, report = {}, {}
     for name, tokens in vocabs.items():
         splits = {s: corpus[name][s] for s in SPLITS}
-        matrices[name], report[name] = embed_vocabulary(cfg, name, tokens, loaded[language(cfg, name)], splits)
+        matrices[name], report[name] = embed_vocabulary(cfg, name, tokens, sets[name], splits)
 
     lex = None
     if "ner_words" in vocabs and lexicon.english(cfg):

@@ -91,7 +91,9 @@ def named(cfg: Config) -> list[Source]:
     """The sources the config's tasks read: the corpus files and the vectors (embed.vectors.<lang> of the tasks'
     languages) it names under paths.raw."""
     raw = Path(cfg.paths.raw)
-    files = set(corpus_files(cfg)) | {s for lang in languages(cfg) for s in vectors.sources(cfg, lang)}
+    named = [vectors.sources(cfg, lang) for lang in languages(cfg)]
+    named += [vectors.sources(cfg, "", name) for name in vectors.VOCABULARIES if name in cfg.embed.vectors]
+    files = set(corpus_files(cfg)) | {s for sets in named for s in sets}
     files = {os.path.normpath(f) for f in files if f}
     wanted = {src.path for src in SOURCES if os.path.normpath(raw / src.path) in files}
     return [src for src in SOURCES if src.path in wanted or src.with_ in wanted]

@@ -58,7 +58,7 @@ def pretrained_extras(cfg: Config, words: dict[str, list[list[str]]], known: set
 
 def ner_vectors(cfg: Config) -> list[str]:
     """The pretrained vector sets of the NER language ([] = none: Word2Vec is trained instead)."""
-    return vectors.sources(cfg, cfg.ner_data.lang)
+    return vectors.sources(cfg, cfg.ner_data.lang, "ner_words")
 
 
 def run(cfg: Config) -> None:
