@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.core import lock
 from pipeline.core.config import TASKS, Config, tasks
 from pipeline.core.errors import InputError
 from pipeline.core.files import write_json, write_text
@@ -171,12 +172,13 @@ def run(cfg: Config, name: str) -> float:
             f"{name}: the config defines no {stage.task} task ([{stage.task}.data] train is empty)",
             hint=f"name a training corpus in [{stage.task}.data] (README: Train on your own data)",
         )
-    fn = _target(stage.target)
-    start = time.perf_counter()
-    fn(cfg)
-    seconds = time.perf_counter() - start
-    write_json(
-        done_stamp(cfg, name),
-        {"stage": name, "fingerprint": cfg.fingerprint(stage.sections), "seconds": seconds},
-    )
+    with lock.hold(cfg, name):  # a second run of this stage on the same paths stops here, naming the first
+        fn = _target(stage.target)
+        start = time.perf_counter()
+        fn(cfg)
+        seconds = time.perf_counter() - start
+        write_json(
+            done_stamp(cfg, name),
+            {"stage": name, "fingerprint": cfg.fingerprint(stage.sections), "seconds": seconds},
+        )
     return seconds
