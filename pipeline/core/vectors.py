@@ -225,14 +225,11 @@ def load_vectors(path: Path, fmt: str = "auto") -> tuple[KeyedVectors, str]:
     return kv, fmt
 
 
-VOCABULARIES = ("ner_words", "src", "tgt")  # keys of embed.vectors that name one vocabulary, not a language
-
-
 def sources(cfg: Config, lang: str, vocabulary: str = "") -> list[str]:
-    """The vector sets of a language (or of one vocabulary of it: embed.vectors.<vocabulary>, when set, wins over
-    embed.vectors.<lang>), in the order their rows are concatenated ([] = none)."""
+    """The vector sets of a language, or of one vocabulary in it (embed.vectors.<vocabulary>.<lang>, e.g.
+    ner_words.en, wins over embed.vectors.<lang>), in the order their rows are concatenated ([] = none)."""
     table = cfg.embed.vectors
-    value = table[vocabulary] if vocabulary in table else table.get(lang, "")
+    value = table.get(f"{vocabulary}.{lang}", table.get(lang, ""))
     return [s for s in ([value] if isinstance(value, str) else value) if s]
 
 

@@ -9,8 +9,8 @@ Only the defined tasks' vocabularies get a matrix: ner_words takes the vectors o
 those of translate.data.source_lang / target_lang. `embed.vectors.<lang>` names a vectors file: GloVe text (no
 header), word2vec text or binary, or fastText .vec, plain or .gz, read by gensim; or `package:NAME`, vectors in an
 installed Python package (pipeline/core/vector_packages.py); or a list of those, whose rows are concatenated in
-that order (each set looked up on its own, its missing rows seeded on their own); `embed.vectors.<vocabulary>`
-(ner_words, src, tgt) overrides the language's entry for that vocabulary alone. A language without one (or
+that order (each set looked up on its own, its missing rows seeded on their own); `embed.vectors.<vocabulary>.<lang>`
+(ner_words.en, src.en, tgt.de) overrides the language's entry for that vocabulary alone. A language without one (or
 with "") gets Word2Vec trained on its training text instead; the
 result is keyed on a hash of the settings and the text, so a rerun with the same inputs reuses it. Training
 runs one worker thread, the only way gensim is reproducible (a second thread saves ~15% on two cores).

@@ -91,8 +91,12 @@ def named(cfg: Config) -> list[Source]:
     """The sources the config's tasks read: the corpus files and the vectors (embed.vectors.<lang> of the tasks'
     languages) it names under paths.raw."""
     raw = Path(cfg.paths.raw)
-    named = [vectors.sources(cfg, lang) for lang in languages(cfg)]
-    named += [vectors.sources(cfg, "", name) for name in vectors.VOCABULARIES if name in cfg.embed.vectors]
+    langs = languages(cfg)  # a vocabulary's own sets (embed.vectors.ner_words.en) count where its language does
+    named = []
+    for key in cfg.embed.vectors:
+        vocabulary, _, lang = key.rpartition(".")  # "en" -> ("", "en"); "ner_words.en" -> ("ner_words", "en")
+        if lang in langs:
+            named.append(vectors.sources(cfg, lang, vocabulary))
     files = set(corpus_files(cfg)) | {s for sets in named for s in sets}
     files = {os.path.normpath(f) for f in files if f}
     wanted = {src.path for src in SOURCES if os.path.normpath(raw / src.path) in files}
