@@ -44,7 +44,7 @@ def test_resumes_and_restarts(tmp_path, capsys):
     history = Path(tiny_config(base).paths.reports) / "ner/history.json"
 
     ner_train.run(tiny_config(base, *TINY_NER, "ner.epochs=2", "ner.patience=9"))
-    assert len(json.loads(history.read_text())) == 2
+    assert len(json.loads(history.read_text())) == 2 and json.loads(history.read_text())[-1]["stopped_by"] == "epochs"
     # More epochs resume where the last run stopped ...
     ner_train.run(tiny_config(base, *TINY_NER, "ner.epochs=3", "ner.patience=9"))
     assert "resuming after epoch 2" in capsys.readouterr().out
@@ -52,6 +52,8 @@ def test_resumes_and_restarts(tmp_path, capsys):
     # A wall-time budget that the next epoch would overrun ends training before it (the time spent is resumed too).
     ner_train.run(tiny_config(base, *TINY_NER, "ner.epochs=9", "ner.patience=9", "ner.max_minutes=1e-6"))
     assert [h["epoch"] for h in json.loads(history.read_text())] == [1, 2, 3]
+    assert json.loads(history.read_text())[-1]["stopped_by"] == "max_minutes"  # and it says so
+    assert "stopped by the wall-time budget (max_minutes)" in capsys.readouterr().out
     # ... but another model starts over.
     cfg = tiny_config(base, *TINY_NER, "ner.epochs=1", "ner.units=8", "ner.output=softmax")
     ner_train.run(cfg)

@@ -198,10 +198,21 @@ class LoopState(tf.Module):
             self.lr.assign(self["lr"] * schedule.plateau_decay)
             self.plateau.assign(0)
 
-    def finished(self, schedule: Schedule) -> bool:
+    def stop_reason(self, schedule: Schedule) -> str:
+        """Why training stops now (a STOPPED key), or "" while it goes on."""
         e = self["epoch"]
-        stop = e >= schedule.epochs or self["bad"] >= schedule.patience
-        return stop or out_of_time(self["elapsed"], e, schedule.max_minutes)
+        if e >= schedule.epochs:
+            return "epochs"
+        if self["bad"] >= schedule.patience:
+            return "patience"
+        return "max_minutes" if out_of_time(self["elapsed"], e, schedule.max_minutes) else ""
+
+
+STOPPED = {  # history's last epoch says which rule ended training ("stopped_by"), and so does the report
+    "epochs": "the epoch limit",
+    "patience": "early stopping (no better dev score for `patience` epochs)",
+    "max_minutes": "the wall-time budget (max_minutes): another host's speed gives another result",
+}
 
 
 def fit(cfg: Config, task: Task, schedule: Schedule) -> float:
@@ -218,7 +229,7 @@ def fit(cfg: Config, task: Task, schedule: Schedule) -> float:
     writer = tf.summary.create_file_writer(str(out / "logs"))
     history = load_history(manager, history_path, state["epoch"])
     run = {"history": history, "history_path": history_path, "writer": writer, "epoch": state.epoch, "manager": manager}
-    while not state.finished(schedule):
+    while not state.stop_reason(schedule):
         e, started = state["epoch"] + 1, time.perf_counter()
         rate = task.lr_at(e, state["lr"])
         task.optimizer.learning_rate = rate
@@ -237,4 +248,9 @@ def fit(cfg: Config, task: Task, schedule: Schedule) -> float:
         finish_epoch(e, stats, task.scalars, samples, run)
         print(task.describe(stats, improved), flush=True)
     writer.close()
+    reason = state.stop_reason(schedule)
+    if history:
+        history[-1]["stopped_by"] = reason
+        write_json(history_path, history)
+    print(f"  stopped by {STOPPED[reason]}", flush=True)
     return state["best"] if task.higher_is_better else -state["best"]

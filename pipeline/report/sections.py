@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from pipeline.core.config import SECTIONS, SPLITS, Config, hooked, tasks
+from pipeline.core.trainer import STOPPED
 from pipeline.core.vector_packages import set_name
 from pipeline.report.page import Page, _json, _plt
 from pipeline.stages import fetch
@@ -142,6 +143,7 @@ def curves_section(page: Page, reports: Path) -> None:
             f"{name}: {len(hist)} epochs in {total / 60:.1f} min; best {label} {scale * best[key]:.2f} at epoch "
             f"{best['epoch']}; {sum(h[speed] for h in hist) / len(hist):,.0f} {speed.replace('_per_s', '')}/s, "
             f"{100 * sum(h['padding'] for h in hist) / len(hist):.1f}% padding on average."
+            + (f" Stopped by {STOPPED[hist[-1]['stopped_by']]}." if hist[-1].get("stopped_by") in STOPPED else "")
         )
 
 
