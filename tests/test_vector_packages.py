@@ -192,3 +192,21 @@ def test_the_packages_give_the_shipped_files_rows(lang, name):
         word, _, values = line.rstrip("\n").partition(" ")
         np.testing.assert_allclose(table.vectors[table.key_to_index[word]], np.float32(values.split()), atol=6e-6)
     assert len(lines) == 2000
+
+
+def test_the_report_has_a_coverage_row_per_set(tmp_path, monkeypatch):
+    from pipeline.report import sections
+    from pipeline.report.page import Page
+
+    glove_package(tmp_path / "site")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    project(tmp_path)
+    embed_stage.run(
+        tiny_config(tmp_path, f'embed.vectors.en=["package:fake_glove", "{tmp_path}/raw/vectors/en.txt"]', *W2V)
+    )
+    (tmp_path / "reports/data.json").write_text("{}")
+    page = Page(tmp_path / "figures")
+    sections.data_section(page, tmp_path / "reports")
+    md = "".join(page.md)
+    assert "| ner_words | en | fake_glove + en.txt | 5 |" in md
+    assert "| ner_words, set 1 | en | fake_glove | 2 |" in md and "| ner_words, set 2 | en | en.txt | 3 |" in md

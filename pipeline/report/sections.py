@@ -87,11 +87,13 @@ def data_section(page: Page, reports: Path) -> None:
         page.heading("Embedding coverage (share of running tokens with a vector)", 3)
         rows = []
         for name, entry in emb.items():
-            toks = entry["tokens"]
-            rows.append(
-                [name, entry.get("language", ""), _vector_sets(entry), entry["dim"]]
-                + [100 * (1 - toks[s]["missing"]) if s in toks else "" for s in SPLITS]
-            )
+            sets = entry.get("sets", [])
+            # With several sets: the matrix (a word found in any set), then one row per set.
+            parts = [(name, entry)] + [(f"{name}, set {i + 1}", x) for i, x in enumerate(sets) if len(sets) > 1]
+            for label, part in parts:
+                toks = part["tokens"]
+                cells = [100 * (1 - toks[s]["missing"]) if s in toks else "" for s in SPLITS]
+                rows.append([label, entry.get("language", ""), _vector_sets(part), part["dim"], *cells])
         page.table(["matrix", "lang", "vectors", "dim", *(f"{s} %" for s in SPLITS)], rows)
 
 
