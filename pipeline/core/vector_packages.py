@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.config import Config
 from pipeline.core.errors import InputError
 from pipeline.core.files import sha256_file
 
@@ -80,6 +81,14 @@ KNOWN = {
         },
     ),
 }
+
+
+def sources(cfg: Config, lang: str, vocabulary: str = "") -> list[str]:
+    """The vector sets of a language, or of one vocabulary in it (embed.vectors.<vocabulary>.<lang>, e.g.
+    ner_words.en, wins over embed.vectors.<lang>), in the order their rows are concatenated ([] = none)."""
+    table = cfg.embed.vectors
+    value = table.get(f"{vocabulary}.{lang}", table.get(lang, ""))
+    return [s for s in ([value] if isinstance(value, str) else value) if s]
 
 
 def is_package(source: str) -> bool:

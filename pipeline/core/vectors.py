@@ -225,14 +225,6 @@ def load_vectors(path: Path, fmt: str = "auto") -> tuple[KeyedVectors, str]:
     return kv, fmt
 
 
-def sources(cfg: Config, lang: str, vocabulary: str = "") -> list[str]:
-    """The vector sets of a language, or of one vocabulary in it (embed.vectors.<vocabulary>.<lang>, e.g.
-    ner_words.en, wins over embed.vectors.<lang>), in the order their rows are concatenated ([] = none)."""
-    table = cfg.embed.vectors
-    value = table.get(f"{vocabulary}.{lang}", table.get(lang, ""))
-    return [s for s in ([value] if isinstance(value, str) else value) if s]
-
-
 def read_source(source: str, fmt: str = "auto") -> tuple[vector_packages.Table, dict]:
     """One vector set, a file or `package:NAME`, as (word -> row table, what the report says about it)."""
     if vector_packages.is_package(source):

@@ -39,8 +39,8 @@ from pipeline.core.errors import InputError
 from pipeline.core.files import atomic_path, write_json
 from pipeline.core.progress import Progress
 from pipeline.core.text import strip_joiners
-from pipeline.core.vector_packages import Table, set_name
-from pipeline.core.vectors import load_vectors, read_source, save_matrix, sources
+from pipeline.core.vector_packages import Table, set_name, sources
+from pipeline.core.vectors import load_vectors, read_source, save_matrix
 from pipeline.ner import gazetteer, lexicon
 from pipeline.stages import vocab as vocab_stage
 

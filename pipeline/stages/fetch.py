@@ -15,7 +15,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.core import vectors
+from pipeline.core import vector_packages  # not core.vectors: this stage runs without TensorFlow
 from pipeline.core.config import Config, corpus_files, languages
 from pipeline.core.errors import InputError
 from pipeline.core.files import atomic_path, sha256_file
@@ -96,7 +96,7 @@ def named(cfg: Config) -> list[Source]:
     for key in cfg.embed.vectors:
         vocabulary, _, lang = key.rpartition(".")  # "en" -> ("", "en"); "ner_words.en" -> ("ner_words", "en")
         if lang in langs:
-            named.append(vectors.sources(cfg, lang, vocabulary))
+            named.append(vector_packages.sources(cfg, lang, vocabulary))
     files = set(corpus_files(cfg)) | {s for sets in named for s in sets}
     files = {os.path.normpath(f) for f in files if f}
     wanted = {src.path for src in SOURCES if os.path.normpath(raw / src.path) in files}

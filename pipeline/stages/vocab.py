@@ -9,7 +9,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from pipeline.core import text, vector_packages, vectors
+from pipeline.core import text, vector_packages
 from pipeline.core.config import SPLITS, Config, hooked, tasks
 from pipeline.core.files import read_lines, write_json
 from pipeline.core.vocab import SPECIALS, build, oov_rates, save, vocab_path
@@ -58,7 +58,7 @@ def pretrained_extras(cfg: Config, words: dict[str, list[list[str]]], known: set
 
 def ner_vectors(cfg: Config) -> list[str]:
     """The pretrained vector sets of the NER language ([] = none: Word2Vec is trained instead)."""
-    return vectors.sources(cfg, cfg.ner_data.lang, "ner_words")
+    return vector_packages.sources(cfg, cfg.ner_data.lang, "ner_words")
 
 
 def run(cfg: Config) -> None:
