@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.core.errors import InputError
-from pipeline.core.options import opt
+from pipeline.core.options import each_value, merge_table, opt
 
 
 @dataclass(frozen=True)
@@ -296,24 +296,6 @@ def _with_raw(value: str, raw: str) -> str:
     return raw + value[len("{raw}") :] if value.startswith("{raw}") else value
 
 
-def _each(fn, value, *args):
-    """fn on a path value: a string, each string of a list, or each entry of a table of those."""
-    if isinstance(value, dict):
-        return {k: _each(fn, v, *args) for k, v in value.items()}
-    return [fn(v, *args) for v in value] if isinstance(value, list) else fn(value, *args)
-
-
-def _merge_table(old: dict, new: dict, defaults: dict) -> dict:
-    """`new` over `old`. A language set anew (embed.vectors.en) also drops the default entries of single
-    vocabularies in that language (ner_words.en) still at their default: a default for one vocabulary holds only
-    while its language keeps its default, so naming your English vectors gives the tagger those too."""
-    merged = {**old, **new}
-    for lang in (k for k in new if "." not in k):
-        for key in [k for k in defaults if k.endswith(f".{lang}") and k not in new and merged.get(k) == defaults[k]]:
-            del merged[key]
-    return merged
-
-
 class _Values:
     """Config values as they are read, each checked when set so an error names where it came from."""
 
@@ -335,10 +317,10 @@ class _Values:
             value = {sub: value}
         value = _coerce(f"{source}: {section}.{key}", value, f.type, f.metadata.get("choices"))
         if f.metadata.get("path"):
-            value = _each(_relative_to, value, base)
+            value = each_value(_relative_to, value, base)
         entries = self.values.setdefault(section, {})
         if f.type is dict:  # tables merge: a config naming Greek vectors keeps the English and French defaults
-            value = _merge_table(entries.get(name, f.default_factory()), value, f.default_factory())
+            value = merge_table(entries.get(name, f.default_factory()), value, f.default_factory())
         entries[name] = value
 
     def read_file(self, path: Path, depth: int = 0) -> None:
@@ -377,7 +359,7 @@ class _Values:
             for f in dataclasses.fields(cls):
                 if f.metadata.get("path"):
                     value = getattr(section, f.name)
-                    changes[f.name] = _each(_with_raw, value, raw)
+                    changes[f.name] = each_value(_with_raw, value, raw)
             sections[attr(name)] = dataclasses.replace(section, **changes)
         return Config(**sections)
 

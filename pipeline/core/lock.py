@@ -38,9 +38,10 @@ def _alive(pid: int) -> bool:
         return True
     cmdline = Path(f"/proc/{pid}/cmdline")
     try:
-        return b"python" in cmdline.read_bytes() or b"pipeline" in cmdline.read_bytes()
+        command = cmdline.read_bytes()
     except OSError:
         return True
+    return b"python" in command or b"pipeline" in command
 
 
 def _chief() -> bool:

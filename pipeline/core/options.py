@@ -1,5 +1,5 @@
-"""`opt`: a config field with its help text and allowed values. Task config sections import only this, so
-they never import the loader that lists them."""
+"""`opt`: a config field with its help text and allowed values, and helpers for path and table values. Task
+config sections import only this, so they never import the loader that lists them."""
 
 from dataclasses import field
 
@@ -14,3 +14,21 @@ def opt(default, help: str, choices: tuple = (), path: bool = False):
     if isinstance(default, dict):
         return field(default_factory=lambda: dict(default), metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def each_value(fn, value, *args):
+    """fn on a path value: a string, each string of a list, or each entry of a table of those."""
+    if isinstance(value, dict):
+        return {k: each_value(fn, v, *args) for k, v in value.items()}
+    return [fn(v, *args) for v in value] if isinstance(value, list) else fn(value, *args)
+
+
+def merge_table(old: dict, new: dict, defaults: dict) -> dict:
+    """`new` over `old`. A language set anew (embed.vectors.en) also drops the default entries of single
+    vocabularies in that language (ner_words.en) still at their default: a default for one vocabulary holds only
+    while its language keeps its default, so naming your English vectors gives the tagger those too."""
+    merged = {**old, **new}
+    for lang in (k for k in new if "." not in k):
+        for key in [k for k in defaults if k.endswith(f".{lang}") and k not in new and merged.get(k) == defaults[k]]:
+            del merged[key]
+    return merged
