@@ -1,14 +1,15 @@
 """Greedy and beam search: worked examples on a Markov-chain "model" with known step probabilities, bookkeeping
-checks against teacher forcing on a real tiny model, length limits, and one trace for every input shape."""
+checks against teacher forcing on a real tiny model, length limits, one trace for every input shape, and the
+search token for token against the reference search it replaced (tests/reference_beam.py)."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from pipeline.core.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
-from pipeline.translate import decode
+from pipeline.translate import corpus, decode, predict
 from pipeline.translate.config import Translate
-from tests.conftest import pad, tiny_model
+from tests.conftest import TRAINED_SETTINGS, copy_run, needs_data, pad, tiny_model
 
 A, B = 4, 5  # the toy vocabulary: <pad> <unk> <s> </s> A B
 
@@ -125,3 +126,71 @@ def test_replace_unknowns_copies_the_most_attended_source_token():
         tf.constant([["A", "man", "Zidane", "."]]),
     )
     assert out.numpy().tolist() == [[b"Ein", b"Zidane", b"."]]
+
+
+# ---------------------------------------------------------------- the faster search against the reference one
+
+
+def test_two_stage_top_k_is_top_k_ties_and_infinities_included():
+    rng = np.random.default_rng(0)
+    width, k = 4 * 10 * decode.CHUNK + 77, 10  # wide enough for the two-stage path, not a multiple of CHUNK
+    x = np.round(rng.normal(0, 1, (40, width)), 1).astype(np.float32)  # many equal values
+    x[3] = -np.inf  # a row with nothing finite (a beam that is not live)
+    x[4, :] = -np.inf
+    x[4, [3, 4000]] = 0.5  # two finite entries, far apart (a row at its length limit keeps only </s>)
+    x[5, decode.CHUNK * 7 : decode.CHUNK * 8] = 9.0  # every one of k best in a single chunk
+    got, want = decode.top_k_rows(tf.constant(x), k), tf.math.top_k(tf.constant(x), k)
+    np.testing.assert_array_equal(got[0], want.values)
+    np.testing.assert_array_equal(got[1], want.indices)
+
+
+def _reference_agrees(model, src, *settings):
+    from tests.reference_beam import reference_beam_search
+
+    signature = [tf.TensorSpec([None, None], tf.int32)]
+    new = tf.function(lambda s: decode.beam_search(model, s, *settings), input_signature=signature)(src)
+    old = tf.function(lambda s: reference_beam_search(model, s, *settings), input_signature=signature)(src)
+    np.testing.assert_array_equal(new.ids, old.ids)
+    np.testing.assert_array_equal(new.attention, old.attention)
+    # Sentences that finish leave the batch, and a matmul over fewer rows may round its last bit differently.
+    np.testing.assert_allclose(new.scores, old.scores, rtol=1e-5)
+    np.testing.assert_allclose(new.log_probs, old.log_probs, rtol=1e-5)
+    return new
+
+
+def test_beam_search_matches_the_reference_search_on_an_8k_vocabulary():
+    model = tiny_model(src_vocab=30, tgt_vocab=8000)
+    bias = model.generator.bias.numpy()
+    bias[EOS_ID] = 0.2  # some sentences end by choice, early or late, others at their limit: the batch shrinks
+    model.generator.bias.assign(bias)
+    rng = np.random.default_rng(1)
+    src = pad([rng.integers(4, 30, n).tolist() for n in rng.integers(1, 15, 24)])
+    new = _reference_agrees(model, src, 5, 0.6, 1.5, 10)
+    lengths = (new.ids.numpy()[:, 0] != PAD_ID).sum(1)
+    assert len(set(lengths.tolist())) > 3, lengths  # the shrinking batch was exercised
+
+
+def test_beam_search_matches_the_reference_search_on_the_chain_and_an_empty_batch():
+    chain = ChainModel({BOS_ID: {A: 0.6, B: 0.4}, A: {A: 0.5, EOS_ID: 0.5}, B: {EOS_ID: 0.9, B: 0.1}})
+    _reference_agrees(chain, pad([[7, 8, 9], [7], [7, 8, 9, 9, 9, 9]]), 3, 0.6, 1.5, 4)
+    empty = _reference_agrees(chain, np.zeros((0, 3), np.int32), 3, 0.6, 1.5, 4)
+    assert empty.ids.shape[0] == 0
+
+
+def _parity_on_test_split(cfg):
+    from tests.reference_beam import reference_translations, translations
+
+    translator = predict.load_translator(cfg, use_cudnn=False)
+    texts = [source for source, _ in corpus.load_parallel(cfg, "test")]
+    new, old = translations(translator, texts), reference_translations(translator, cfg, texts)
+    assert new[0] == old[0]
+    np.testing.assert_allclose(new[1], old[1], rtol=1e-5)
+
+
+def test_translations_match_the_reference_search_on_the_tiny_model(synthetic_run, tmp_path):
+    _parity_on_test_split(copy_run(synthetic_run, tmp_path / "run", *TRAINED_SETTINGS))
+
+
+@needs_data
+def test_test2016_translations_match_the_reference_search(real_run):
+    _parity_on_test_split(real_run)  # the tiny model trained on Multi30k, all of test2016 translated
