@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from pipeline.core import serving
+from pipeline.core import serving, serving_configs
 from pipeline.ner import corpus as ner_corpus
 from pipeline.ner import export as ner_export
 from pipeline.ner import predict as ner_predict
@@ -85,6 +85,19 @@ def test_layout_signatures_and_models_config(cfg, served):
     )
     entries = [(c.name, c.base_path, c.model_platform) for c in config.model_config_list.config]
     assert entries == [(name, f"/models/{name}", "tensorflow") for name in SIGNATURES]
+
+
+def test_batching_and_monitoring_configs_parse_as_tf_serving_reads_them(cfg):
+    read = lambda name: (Path(cfg.paths.models) / name).read_text()  # noqa: E731
+    batching = serving_configs.parse("BatchingParameters", read("batching.config"))
+    e = cfg.export
+    assert (batching.max_batch_size.value, batching.batch_timeout_micros.value) == (64, e.batch_timeout_micros)
+    assert batching.num_batch_threads.value == e.batch_threads and batching.max_enqueued_batches.value == 16
+    assert not batching.pad_variable_length_inputs  # TF Serving would pad tag_tokens with a real token
+    monitoring = serving_configs.parse("MonitoringConfig", read("monitoring.config"))
+    assert monitoring.prometheus_config.enable and monitoring.prometheus_config.path.startswith("/monitoring/")
+    with pytest.raises(text_format.ParseError, match="max_batch_sise"):  # a typo cannot reach the server
+        serving_configs.parse("BatchingParameters", "max_batch_sise { value: 8 }")
 
 
 def test_graphs_hold_core_ops_only(cfg):
@@ -294,7 +307,10 @@ def test_bench_serving_reports_latency_and_throughput(cfg, monkeypatch, capsys):
         assert report[name]["version"] == 1 and report[name]["requests"] == 5 and report[name]["batch"] == 8
         assert 0 < report[name]["latency_ms"]["p50"] <= report[name]["latency_ms"]["p95"]
         assert report[name][f"{unit}_per_s"] > 0
+        assert set(report[name][f"{unit}_per_s_by_batch"]) == {"4", "8"}  # the sweep below BATCH, then BATCH
     assert report["translate"]["beam_width"] == cfg.translate.beam_width
+    choice = report["batching_choice"]
+    assert choice["max_batch_size"] in (4, 8) and choice["batch_timeout_micros"] > 0
     assert "tokens/s" in capsys.readouterr().out
 
 

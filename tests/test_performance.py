@@ -170,6 +170,8 @@ def test_bench_reports_every_measure(cfg, capsys):
     import json
     from pathlib import Path
 
+    from pipeline.translate import corpus as translate_corpus
+
     bench_stage.run(cfg)
     out = json.loads((Path(cfg.paths.reports) / "bench.json").read_text())
     t, n, p = out["translate"], out["ner"], out["translate_profile"]
@@ -177,4 +179,11 @@ def test_bench_reports_every_measure(cfg, capsys):
     assert n["train_words_per_s"] > 0 and out["peak_rss_mb"] > 100 and out["machine"]["cores"] >= 1
     parts = p["ms_per_batch"]
     assert len(parts) == 5 and sum(list(parts.values())[1:]) == pytest.approx(p["step_ms"], abs=0.5)
-    assert "beam-5 decoding, batch 64" in capsys.readouterr().out
+    beam = out["beam_step_profile"]  # one beam step part by part: the parts that make the step, each timed
+    assert {"decoder cell", "attention", "output projection", "log-softmax", "gather (reorder beam states)"} <= set(
+        beam["ms"]
+    )
+    valid = len(translate_corpus.load_parallel(cfg, "valid"))
+    assert min(beam["ms"].values()) > 0 and beam["step_ms"] > 0 and beam["rows"] == 5 * min(64, valid)
+    printed = capsys.readouterr().out
+    assert "beam-5 decoding, batch 64" in printed and "one beam step" in printed

@@ -6,7 +6,8 @@ Training speed runs the very train steps of `ner/train.py` and `translate/train.
 training data (after warm-up steps that trace the step), counting real tokens only, never padding:
 source + target tokens for the translator, words for the tagger. Decoding runs greedy and beam search
 at batch 64 on the first valid sentences with the trained translator (an untrained one where there is none
-yet: it emits longer output, so its numbers are pessimistic). Weights are not saved.
+yet: it emits longer output, so its numbers are pessimistic), and one beam-search step is timed part by part
+(decoder cell, attention, output projection, log-softmax, top-k, beam reordering). Weights are not saved.
 """
 
 import os
@@ -50,6 +51,7 @@ def run(cfg: Config) -> None:
         results["ner"] = ner_bench.bench_ner(cfg)
     if "translate" in defined:
         results["translate_profile"] = translate_bench.profile_translate(cfg)
+        results["beam_step_profile"] = translate_bench.profile_beam_step(cfg)
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     write_json(Path(cfg.paths.reports) / "bench.json", results)
     t, n, m = results.get("translate"), results.get("ner"), results["machine"]
@@ -74,3 +76,8 @@ def run(cfg: Config) -> None:
         print(f"  translator train step, {prof['step_ms']:.0f} ms per batch of {cfg.translate.batch_size}:")
         for name, ms in prof["ms_per_batch"].items():
             print(f"    {name:<36}{ms:8.1f} ms  {100 * ms / prof['step_ms']:5.1f}%")
+        beam = results["beam_step_profile"]
+        model = "trained" if beam["trained"] else "untrained"
+        print(f"  one beam step, {beam['rows']} rows (batch 64 x beam 5, {model} model): {beam['step_ms']:.1f} ms")
+        for name, ms in beam["ms"].items():
+            print(f"    {name:<36}{ms:8.2f} ms")

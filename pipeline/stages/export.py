@@ -9,6 +9,8 @@ string-in / string-out SavedModels for TF Serving.
                                                  for `make serving-check` on TF Serving's runtime
     <paths.models>/translate/<N>/                the same, with assets/src.txt tgt.txt
     <paths.models>/models.config                 TF Serving model_config_list naming every exported model
+    <paths.models>/batching.config               --batching_parameters_file, from [export] batch_* (make bench-serving)
+    <paths.models>/monitoring.config             --monitoring_config_file: Prometheus metrics on the REST port
 
 Signatures (B = batch; every output is batch-leading, so TF Serving's REST row format works):
 
@@ -38,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from pipeline.core import serving_configs
 from pipeline.core import text as text_lib
 from pipeline.core.config import TASKS, Config, tasks
 from pipeline.core.files import write_text
@@ -117,6 +120,8 @@ def export(cfg: Config, names: tuple[str, ...]) -> None:
     config_file = Path(cfg.paths.models) / "models.config"
     exported = tuple(name for name in TASKS if versions(Path(cfg.paths.models) / name))
     write_text(config_file, models_config(cfg, exported))
+    write_text(Path(cfg.paths.models) / "batching.config", serving_configs.batching_config(cfg))
+    write_text(Path(cfg.paths.models) / "monitoring.config", serving_configs.monitoring_config())
     print(f"  TF Serving config: {config_file} ({', '.join(exported)}; base paths under {cfg.export.serving_root})")
     if cfg.text.normalize in ("NFC", "NFKC"):
         print(f"  note: text.normalize = {cfg.text.normalize} puts tensorflow-text's NormalizeUTF8 op in the graphs;")

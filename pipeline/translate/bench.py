@@ -98,3 +98,66 @@ def profile_translate(cfg: Config, n_batches: int = 20) -> dict:
         parts[name] = round(ms - before, 1)
         before = ms
     return {"ms_per_batch": parts, "step_ms": round(before, 1)}
+
+
+def profile_beam_step(cfg: Config, batch: int = 64, width: int = 5, calls: int = 30) -> dict:
+    """Milliseconds of each part of one beam-search step at batch x width rows, on real valid sentences and the
+    trained model when there is one: the parts of `decode._beam_step` timed alone (each a tf.function over the
+    same tensors, median of `calls`), then the whole step; also the flat top-k the two-stage one replaced."""
+    import tensorflow as tf
+
+    from pipeline.translate import decode
+
+    translator, trained = _translator(cfg, width)
+    model, k = translator.model, width
+    sources = [s for s, _ in corpus.load_parallel(cfg, "valid")][:batch]
+    src_ids = translator.source(tf.constant(sources))[0]
+    memory, state = model.encode(src_ids, training=False)
+    memory, state = tf.nest.map_structure(lambda x: tf.repeat(x, k, axis=0), (memory, state))
+    rows = tf.shape(src_ids)[0] * k
+    prev = tf.random.stateless_uniform([rows], (1, 2), 4, model.generator.bias.shape[0], tf.int32)
+    emb = model.tgt_embed(prev)
+    cell_state, feed = state
+    x = tf.concat([emb, feed], axis=-1) if model.cfg.input_feeding else emb
+    h, _ = model.decoder_cell(x, cell_state)
+    context, _ = model.attention(h, memory.keys, memory.values, memory.mask)
+    out = model.combine(tf.concat([context, h], axis=-1))
+    logits = model.generate(out)
+    max_len = tf.fill([rows], 1000)
+    logp = decode._log_probs(logits, 0, max_len)
+    alive = tf.random.stateless_normal([rows // k, k], (3, 4)) - 5.0
+    origin = tf.random.stateless_uniform([rows // k, k], (5, 6), 0, k, tf.int32)
+    flat = tf.reshape(alive[:, :, None] + tf.reshape(logp, [rows // k, k, -1]), [rows // k, -1])
+    parts = {
+        "decoder cell": lambda: model.decoder_cell(x, cell_state),
+        "attention": lambda: model.attention(h, memory.keys, memory.values, memory.mask),
+        "combine (context + cell output)": lambda: model.combine(tf.concat([context, h], axis=-1)),
+        "output projection": lambda: model.generate(out),
+        "log-softmax": lambda: decode._log_probs(logits, 0, max_len),
+        "top-k (per beam, then per sentence)": lambda: decode._candidates(alive, logp, 2 * k),
+        "top-k, flat (the search before)": lambda: tf.math.top_k(flat, 2 * k),
+        "gather (reorder beam states)": lambda: decode._gather_beams(state, origin, rows // k, k),
+    }
+    ms = {name: _median_ms(tf.function(fn, autograph=False), calls) for name, fn in parts.items()}
+    live = decode.initial_live(model, src_ids, k, 0.6, 1.5, 10)
+    positions = tf.range(tf.shape(live.alive_seq)[-1])
+    step = tf.function(lambda: decode._beam_step(model, tf.constant(0), live, 0.6, k, positions), autograph=False)
+    ms = {name: round(v, 2) for name, v in ms.items()}
+    return {"rows": int(rows), "trained": trained, "ms": ms, "step_ms": round(_median_ms(step, calls), 2)}
+
+
+def _median_ms(fn, calls: int) -> float:
+    fn()  # trace
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()  # on the CPU a call returns once its outputs are computed
+        times.append(1000 * (time.perf_counter() - start))
+    return sorted(times)[len(times) // 2]
+
+
+def _translator(cfg: Config, width: int):
+    hp = dataclasses.replace(cfg.translate, beam_width=width)
+    if (predict.translate_dir(cfg) / "translator.json").is_file():
+        return predict.load_translator(cfg, hp, use_cudnn=False), True
+    return predict.Translator(train.build_translator(cfg)[0], cfg, hp), False

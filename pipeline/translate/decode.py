@@ -211,6 +211,24 @@ def _store(out, live: _Live, which):
     return tuple(tf.tensor_scatter_nd_update(o, rows, tf.boolean_mask(x, which)) for o, x in pairs)
 
 
+def initial_live(model, src_ids, k: int, alpha: float, max_length_a: float, max_length_b: int) -> _Live:
+    """Every sentence live with one hypothesis, <s>: the source encoded once and repeated for the K beams."""
+    src_ids = tf.cast(src_ids, tf.int32)
+    batch = tf.shape(src_ids)[0]
+    max_len = max_lengths(src_ids, max_length_a, max_length_b)
+    steps = tf.maximum(tf.reduce_max(max_len), 1)  # an empty batch must still give valid buffer shapes
+    memory, state = model.encode(src_ids, training=False)
+    memory, state = tf.nest.map_structure(lambda x: tf.repeat(x, k, axis=0), (memory, state))
+    empty = tf.zeros([batch, k, steps], tf.int32)
+    no_scores = tf.fill([batch, k], NEG_INF)
+    first = tf.concat([tf.zeros([batch, 1]), no_scores[:, 1:]], axis=1)  # one live beam, not K copies of it
+    bos = tf.fill([batch * k], BOS_ID)
+    return _Live(
+        tf.range(batch), bos, state, memory, tf.repeat(max_len, k), length_penalty(max_len, alpha),
+        empty, empty, first, empty, empty, no_scores, no_scores,
+    )  # fmt: skip
+
+
 def beam_search(
     model, src_ids, beam_width: int = 5, alpha: float = 0.6, max_length_a: float = 1.5, max_length_b: int = 10
 ) -> Hypotheses:
@@ -218,23 +236,10 @@ def beam_search(
     if alpha < 0:
         raise ValueError(f"length penalty alpha must be >= 0, got {alpha}")
     k = beam_width
-    src_ids = tf.cast(src_ids, tf.int32)
-    batch = tf.shape(src_ids)[0]
-    max_len = max_lengths(src_ids, max_length_a, max_length_b)
-    steps = tf.maximum(tf.reduce_max(max_len), 1)  # an empty batch must still give valid buffer shapes
-    memory, state = model.encode(src_ids, training=False)
-    memory, state = tf.nest.map_structure(lambda x: tf.repeat(x, k, axis=0), (memory, state))
+    live = initial_live(model, src_ids, k, alpha, max_length_a, max_length_b)
+    steps = tf.shape(live.alive_seq)[-1]
     positions = tf.range(steps)
-
-    empty = tf.zeros([batch, k, steps], tf.int32)
-    no_scores = tf.fill([batch, k], NEG_INF)
-    first = tf.concat([tf.zeros([batch, 1]), no_scores[:, 1:]], axis=1)  # one live beam, not K copies of it
-    bos = tf.fill([batch * k], BOS_ID)
-    live = _Live(
-        tf.range(batch), bos, state, memory, tf.repeat(max_len, k), length_penalty(max_len, alpha),
-        empty, empty, first, empty, empty, no_scores, no_scores,
-    )  # fmt: skip
-    out = (empty, empty, no_scores, no_scores)  # per sentence: fin_seq, fin_attn, fin_score, fin_logp
+    out = (live.fin_seq, live.fin_attn, live.fin_score, live.fin_logp)  # per sentence, as the search ends
 
     def body(t, live, out):
         live = _beam_step(model, t, live, alpha, k, positions)
