@@ -49,8 +49,13 @@ def length_penalty(length, alpha: float):
 def _log_probs(logits, step, max_len):
     """log-softmax of [N, V] logits; rows at their last allowed position may only emit </s>."""
     logp = tf.nn.log_softmax(tf.cast(logits, tf.float32))
-    not_eos = tf.range(tf.shape(logp)[-1]) != EOS_ID
-    return tf.where((step + 1 >= max_len)[:, None] & not_eos[None, :], NEG_INF, logp)
+    at_limit = step + 1 >= max_len
+
+    def only_eos():
+        return tf.where(at_limit[:, None] & (tf.range(tf.shape(logp)[-1]) != EOS_ID)[None, :], NEG_INF, logp)
+
+    # A full [N, V] pass, needed only at the steps where some row reaches its limit.
+    return tf.cond(tf.reduce_any(at_limit), only_eos, lambda: logp)
 
 
 def _argmax(attention):
