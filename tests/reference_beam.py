@@ -1,10 +1,11 @@
 """The beam search of commit 381510e (before finished sentences left the batch and the top-k went two-stage),
-kept verbatim as the reference the faster search must match token for token and score for score."""
+kept verbatim as the reference the faster search must match token for token and score for score. The helpers
+the change left as they were (_argmax, _gather_beams, length_penalty, max_lengths) are imported, not copied."""
 
 import tensorflow as tf
 
 from pipeline.core.vocab import BOS_ID, EOS_ID
-from pipeline.translate.decode import NEG_INF, Hypotheses, _argmax, length_penalty, max_lengths
+from pipeline.translate.decode import NEG_INF, Hypotheses, _argmax, _gather_beams, length_penalty, max_lengths
 
 
 def _log_probs(logits, step, max_len):
@@ -12,17 +13,6 @@ def _log_probs(logits, step, max_len):
     logp = tf.nn.log_softmax(tf.cast(logits, tf.float32))
     only_eos = tf.one_hot(EOS_ID, tf.shape(logp)[-1], on_value=0.0, off_value=NEG_INF)
     return tf.where((step + 1 >= max_len)[:, None], logp + only_eos, logp)
-
-
-def _gather_beams(nest, beams, batch, width):
-    """Reorder [B * K, ...] tensors so row (b, k) takes row (b, beams[b, k])."""
-
-    def gather(x):
-        x = tf.reshape(x, tf.concat([[batch, width], tf.shape(x)[1:]], axis=0))
-        x = tf.gather(x, beams, batch_dims=1)
-        return tf.reshape(x, tf.concat([[batch * width], tf.shape(x)[2:]], axis=0))
-
-    return tf.nest.map_structure(gather, nest)
 
 
 def reference_beam_search(

@@ -27,11 +27,9 @@ def bench_translate(cfg: Config) -> dict:
         "train_tokens_per_s": speed["units_per_s"],
         "train_steps_timed": speed["steps"],
     }
-    trained = (predict.translate_dir(cfg) / "translator.json").is_file()
     sources = [s for s, _ in corpus.load_parallel(cfg, "valid")][:DECODE_SENTENCES]
     for name, width in (("greedy", 1), ("beam5", 5)):
-        search = dataclasses.replace(hp, beam_width=width)
-        translator = predict.load_translator(cfg, search) if trained else predict.Translator(model, cfg, search)
+        translator, trained = _translator(cfg, width, model)
         predict.translate_texts(translator, sources[:64], batch_size=64)  # trace
         start = time.perf_counter()
         predict.translate_texts(translator, sources, batch_size=64)
@@ -108,8 +106,8 @@ def profile_beam_step(cfg: Config, batch: int = 64, width: int = 5, calls: int =
 
     from pipeline.translate import decode
 
-    translator, trained = _translator(cfg, width)
-    model, k = translator.model, width
+    translator, trained = _translator(cfg, width, None)
+    model, k, hp = translator.model, width, translator.search_cfg
     sources = [s for s, _ in corpus.load_parallel(cfg, "valid")][:batch]
     src_ids = translator.source(tf.constant(sources))[0]
     memory, state = model.encode(src_ids, training=False)
@@ -139,9 +137,11 @@ def profile_beam_step(cfg: Config, batch: int = 64, width: int = 5, calls: int =
         "gather (reorder beam states)": lambda: decode._gather_beams(state, origin, rows // k, k),
     }
     ms = {name: _median_ms(tf.function(fn, autograph=False), calls) for name, fn in parts.items()}
-    live = decode.initial_live(model, src_ids, k, 0.6, 1.5, 10)
+    live = decode.initial_live(model, src_ids, k, hp.length_penalty, hp.max_length_a, hp.max_length_b)
     positions = tf.range(tf.shape(live.alive_seq)[-1])
-    step = tf.function(lambda: decode._beam_step(model, tf.constant(0), live, 0.6, k, positions), autograph=False)
+    step = tf.function(
+        lambda: decode._beam_step(model, tf.constant(0), live, hp.length_penalty, k, positions), autograph=False
+    )
     ms = {name: round(v, 2) for name, v in ms.items()}
     return {"rows": int(rows), "trained": trained, "ms": ms, "step_ms": round(_median_ms(step, calls), 2)}
 
@@ -156,8 +156,11 @@ def _median_ms(fn, calls: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def _translator(cfg: Config, width: int):
+def _translator(cfg: Config, width: int, untrained):
+    """(translator searching with this beam width, whether it is the trained one): the trained translator when
+    there is one, else `untrained` (a model, or None to build one)."""
     hp = dataclasses.replace(cfg.translate, beam_width=width)
     if (predict.translate_dir(cfg) / "translator.json").is_file():
-        return predict.load_translator(cfg, hp, use_cudnn=False), True
-    return predict.Translator(train.build_translator(cfg)[0], cfg, hp), False
+        return predict.load_translator(cfg, hp), True
+    model = untrained if untrained is not None else train.build_translator(cfg)[0]
+    return predict.Translator(model, cfg, hp), False

@@ -46,11 +46,10 @@ class TiedOutput(keras.layers.Layer):
 
     def call(self, x):
         # Rank 2 and transpose_b: no copy of the [V, E] matrix per call (per step when decoding).
-        if len(x.shape) == 2:  # a decoding step: keeps the static vocabulary width the beam's top-k reads
-            return tf.matmul(x, self.embedding.embeddings, transpose_b=True) + self.bias
         flat = tf.reshape(x, (-1, x.shape[-1]))
         logits = tf.matmul(flat, self.embedding.embeddings, transpose_b=True) + self.bias
-        return tf.reshape(logits, tf.concat([tf.shape(x)[:-1], [-1]], axis=0))
+        # The vocabulary width stays static, as the beam search's two-stage top-k needs.
+        return tf.reshape(logits, tf.concat([tf.shape(x)[:-1], [self.embedding.input_dim]], axis=0))
 
 
 def _embedding(matrix: np.ndarray, trainable: bool, name: str) -> keras.layers.Embedding:
