@@ -149,3 +149,46 @@ def test_iob2_penalties_keep_viterbi_to_valid_paths():
         paths = [p for p in itertools.product(range(k), repeat=n) if valid(p)]
         best = max(paths, key=lambda p: _path_score(em[b], p, trans, start, end))
         assert kept[b].tolist() == list(best)
+
+
+def test_posteriors_match_brute_force_marginals():
+    rng = np.random.default_rng(5)
+    trans, start, end = _params(rng)
+    lengths = [4, 1, 3, 0]
+    em, mask, _ = _batch(rng, lengths, time=4)
+    unary, pairs = (x.numpy() for x in crf.posteriors(em, mask, trans, start, end))
+    for b, n in enumerate(lengths):
+        want_u, want_p = np.zeros((4, K)), np.zeros((K, K))
+        if n:
+            log_z = _brute(em[b], n, trans, start, end)[0]
+            for path in itertools.product(range(K), repeat=n):
+                p = np.exp(_path_score(em[b], path, trans, start, end) - log_z)
+                for t, y in enumerate(path):
+                    want_u[t, y] += p
+                for a, c in itertools.pairwise(path):
+                    want_p[a, c] += p
+        np.testing.assert_allclose(unary[b], want_u, atol=1e-5)
+        np.testing.assert_allclose(pairs[b], want_p, atol=1e-5)
+
+
+def test_soft_loss_is_the_likelihood_on_a_path_and_least_at_the_crfs_own_distribution():
+    rng = np.random.default_rng(6)
+    layer = crf.CRF(K)
+    layer.build(None)
+    for w, value in zip(layer.weights, _params(rng), strict=True):
+        w.assign(value)
+    em, mask, tags = _batch(rng, [4, 2, 1], time=4)
+    # On a single path's targets: the negative log-likelihood.
+    gold = crf.path_targets(tags, mask, K)
+    np.testing.assert_allclose(layer.soft_loss(em, *gold, mask), layer.loss(em, tags, mask), rtol=1e-5)
+    # On the CRF's own posteriors the cross-entropy is at its minimum: zero gradient in the emissions.
+    own = crf.posteriors(em, mask, *layer.params())
+    x = tf.constant(em)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(layer.soft_loss(x, *own, mask))
+    np.testing.assert_allclose(tape.gradient(loss, x).numpy(), 0.0, atol=1e-5)
+    # Linear in the targets: a mixture of targets gives the mixture of the losses.
+    mixed = [0.3 * g + 0.7 * o for g, o in zip(gold, own, strict=True)]
+    want = 0.3 * layer.soft_loss(em, *gold, mask) + 0.7 * layer.soft_loss(em, *own, mask)
+    np.testing.assert_allclose(layer.soft_loss(em, *mixed, mask), want, rtol=1e-5)

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.core.errors import InputError
 from pipeline.core.optim import LazyAdam
 from pipeline.ner import batches as ner_batches
 from pipeline.ner import corpus as ner_corpus
@@ -214,3 +215,36 @@ def test_document_batches_keep_documents_whole():
         assert all((a == b) == (x == y) for a, x in pairs for b, y in pairs)  # local ids name the documents
         seen += list(idx)
     assert sorted(seen) == list(range(len(tokens)))
+
+
+def test_a_tagger_distilled_from_a_teacher_learns_the_teachers_tags_without_gold(tmp_path):
+    """ner.teacher with distill_weight 1: the student's training file says every word is O, so whatever it learns
+    of the entities comes from the teacher's posteriors (dev and test keep their gold tags)."""
+    sentences = synthetic(20, seed=0)
+    teacher = tiny_config(tmp_path / "teacher", *TINY_NER, "ner.doc_memory=true")
+    write_corpus(teacher, sentences, doc_size=5)
+    ner_train.run(teacher)
+    student = tiny_config(
+        tmp_path / "student", *TINY_NER, "ner.doc_memory=false", f"ner.teacher={teacher.paths.models}",
+        "ner.distill_weight=1.0",
+    )  # fmt: skip
+    write_corpus(student, sentences, doc_size=5)
+    train_file = Path(student.paths.processed) / "ner/train.conll"
+    lines = train_file.read_text().splitlines()
+    train_file.write_text("".join(line.rsplit("\t", 1)[0] + "\tO\n" if "\t" in line else line + "\n" for line in lines))
+    ner_train.run(student)
+    ner_evaluate.run(student)
+    metrics = json.loads((Path(student.paths.reports) / "ner/metrics.json").read_text())
+    assert metrics["test"]["f1"] == 1.0
+    meta = json.loads((Path(student.paths.models) / "ner/tagger.json").read_text())
+    assert meta["ner"]["teacher"] == teacher.paths.models and meta["ner"]["ensemble"] == 1
+
+
+def test_a_missing_or_self_teacher_is_a_clear_error(tmp_path):
+    cfg = tiny_config(tmp_path, *TINY_NER, f"ner.teacher={tmp_path / 'nowhere'}")
+    write_corpus(cfg, synthetic(4, seed=0))
+    with pytest.raises(InputError, match=r"nowhere/ner/tagger.json: no trained tagger"):
+        ner_train.run(cfg)
+    cfg = tiny_config(tmp_path, *TINY_NER, f"ner.teacher={cfg.paths.models}")
+    with pytest.raises(InputError, match="that is paths.models"):
+        ner_train.run(cfg)

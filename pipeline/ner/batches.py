@@ -75,12 +75,16 @@ def document_batches(documents: list[list[int]], batch_size: int, noise: float, 
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def ner_document_batches(cfg: Config, documents, tags: list[str], features: NerFeatures, seed: int):
-    """(batches of features with doc ids, tag ids) of whole documents for one epoch, and how many batches."""
+def ner_document_batches(cfg: Config, documents, tags: list[str], features: NerFeatures, seed: int, targets=None):
+    """(batches of features with doc ids, tag ids) of whole documents for one epoch, and how many batches.
+
+    targets: a teacher's (marginals, transition counts) per document and sentence (distill.teacher_targets); the
+    batches then carry them as a third element, (marginals [batch, time, tags], counts [batch, tags, tags])."""
     n, index = cfg.text.max_length, {t: i for i, t in enumerate(tags)}
     docs = [[(w[:n], [index[t] for t in y[:n]]) for w, y in d] for d in documents]
     rng = np.random.default_rng(seed)
     plan = document_batches([[len(w) for w, _ in d] for d in docs], cfg.ner.batch_size, 2 * cfg.ner.bucket_width, rng)
+    k = len(tags)
 
     def generate():
         for batch in plan:
@@ -88,15 +92,26 @@ def ner_document_batches(cfg: Config, documents, tags: list[str], features: NerF
             width = max(len(w) for w, _, _ in rows)
             tokens = np.array([w + [""] * (width - len(w)) for w, _, _ in rows], dtype=object)
             tag_ids = np.array([y + [0] * (width - len(y)) for _, y, _ in rows], np.int32)
-            yield tokens, np.array([j for _, _, j in rows], np.int32), tag_ids
+            out = (tokens, np.array([j for _, _, j in rows], np.int32), tag_ids)
+            if targets is not None:
+                soft = [t for i in batch for t in targets[i]]
+                unary = np.zeros((len(rows), width, k), np.float32)
+                for r, (u, _) in enumerate(soft):
+                    unary[r, : len(u)] = u
+                out += (unary, np.stack([p for _, p in soft]).astype(np.float32))
+            yield out
 
     signature = (
         tf.TensorSpec([None, None], tf.string),
         tf.TensorSpec([None], tf.int32),
         tf.TensorSpec([None, None], tf.int32),
     )
+    if targets is not None:
+        signature += (tf.TensorSpec([None, None, k], tf.float32), tf.TensorSpec([None, k, k], tf.float32))
     ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
-    ds = ds.map(_plain(lambda w, d, y: (features(w, d), y)), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(_plain(lambda w, d, y, *soft: (features(w, d), y, *soft)), num_parallel_calls=tf.data.AUTOTUNE)
+    if targets is not None:
+        ds = ds.map(lambda x, y, u, p: (x, y, (u, p)))
     return ds.prefetch(tf.data.AUTOTUNE), len(plan)
 
 

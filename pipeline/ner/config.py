@@ -74,6 +74,13 @@ class Ner:
         "train this many taggers side by side (seeds seed, seed+1, ...) and decode with their averaged scores; "
         "each adds the time of one tagger",
     )
+    teacher: str = opt(
+        "",
+        "distil a trained tagger: the paths.models directory holding its ner/ (same vocabularies and tags); its "
+        "CRF's distribution over each training document's paths becomes part of the target. Empty = gold only",
+        path=True,
+    )
+    distill_weight: float = opt(0.5, "with ner.teacher: the teacher's share of the target, the rest the gold path")
     # Training: (lazy) Adam with global-norm clipping, early stopping on dev entity F1.
     optimizer: str = opt(
         "lazy_adam",

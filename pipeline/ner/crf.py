@@ -47,12 +47,17 @@ def sequence_score(emissions, tags, mask, transitions, start, end) -> tf.Tensor:
 
 
 def log_partition(emissions, mask, transitions, start, end) -> tf.Tensor:
-    """[batch] log of the summed exp-scores of all tag paths (the forward algorithm, in log space)."""
+    """[batch] log of the summed exp-scores of all tag paths (the forward algorithm, in log space).
+
+    The parameters may also be given per sentence (transitions [batch, tags, tags], start and end [batch, tags]),
+    as `posteriors` does to read each sentence's expected transition counts off the gradient."""
     e, m, first = _time_major(emissions), _time_major(mask), _first_steps(emissions)
+    transitions = tf.convert_to_tensor(transitions)
+    pairwise = transitions if transitions.shape.rank == 3 else transitions[None]
 
     def step(alpha, inputs):
         e_t, m_t, first_t = inputs
-        nxt = tf.reduce_logsumexp(alpha[:, :, None] + transitions[None], axis=1) + e_t
+        nxt = tf.reduce_logsumexp(alpha[:, :, None] + pairwise, axis=1) + e_t
         nxt = tf.where(first_t, start + e_t, nxt)
         return tf.where(m_t[:, None], nxt, alpha)
 
@@ -65,6 +70,43 @@ def log_likelihood(emissions, tags, mask, transitions, start, end) -> tf.Tensor:
     """[batch] log p(tags | emissions)."""
     return sequence_score(emissions, tags, mask, transitions, start, end) - log_partition(
         emissions, mask, transitions, start, end
+    )
+
+
+def posteriors(emissions, mask, transitions, start, end) -> tuple[tf.Tensor, tf.Tensor]:
+    """The CRF's distribution over paths, as the expectations a path score is linear in: tag marginals
+    [batch, time, tags] (0 on padding) and expected transition counts [batch, tags, tags] of each sentence.
+
+    Both are gradients of log Z (the forward-backward algorithm by autodiff), with the parameters copied per
+    sentence so the transition gradient stays per sentence. Start and end marginals are the first and last rows.
+    """
+    emissions = tf.convert_to_tensor(emissions, tf.float32)
+    b, k = tf.shape(emissions)[0], tf.shape(emissions)[2]
+    per_sentence = tf.broadcast_to(transitions, tf.stack([b, k, k]))
+    with tf.GradientTape() as tape:
+        tape.watch([emissions, per_sentence])
+        log_z = tf.reduce_sum(log_partition(emissions, mask, per_sentence, start, end))
+    unary, pairs = tape.gradient(log_z, [emissions, per_sentence])
+    return unary, pairs
+
+
+def path_targets(tags, mask, n_tags: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """A tag path in the form `posteriors` gives: one-hot marginals and its transition counts."""
+    m = tf.cast(mask, tf.float32)
+    unary = tf.one_hot(tf.cast(tags, tf.int32), n_tags) * m[..., None]
+    return unary, tf.einsum("bti,btj->bij", unary[:, :-1], unary[:, 1:])
+
+
+def expected_score(emissions, unary, pairs, mask, transitions, start, end) -> tf.Tensor:
+    """[batch] the mean path score under a distribution over paths given by its marginals (`posteriors`); the
+    score of the path itself when they are a path's (`path_targets`)."""
+    emissions = tf.convert_to_tensor(emissions, tf.float32)
+    last = tf.gather(unary, tf.maximum(_lengths(mask) - 1, 0), batch_dims=1)
+    return (
+        tf.reduce_sum(unary * emissions, axis=[1, 2])
+        + tf.reduce_sum(pairs * transitions, axis=[1, 2])
+        + tf.reduce_sum(unary[:, 0] * start, axis=1)
+        + tf.reduce_sum(last * end, axis=1)
     )
 
 
@@ -132,6 +174,15 @@ class CRF(keras.layers.Layer):
     def loss(self, emissions, tags, mask) -> tf.Tensor:
         """[batch] negative log-likelihood of the gold paths."""
         return -log_likelihood(tf.cast(emissions, tf.float32), tags, mask, *self.params())
+
+    def soft_loss(self, emissions, unary, pairs, mask) -> tf.Tensor:
+        """[batch] cross-entropy of the CRF's path distribution against a target distribution given by its
+        marginals (a teacher's `posteriors`, or a mixture with `path_targets`): log Z - the target's mean score.
+        On a single path's targets this is `loss`; it is linear in the targets, so a mixture of targets gives the
+        mixture of the losses."""
+        emissions = tf.cast(emissions, tf.float32)
+        params = self.params()
+        return log_partition(emissions, mask, *params) - expected_score(emissions, unary, pairs, mask, *params)
 
     def decode(self, emissions, mask) -> tf.Tensor:
         return viterbi_decode(tf.cast(emissions, tf.float32), mask, *self.params())[0]

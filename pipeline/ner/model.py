@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from pipeline.core.vocab import UNK_ID
 from pipeline.ner.config import Ner
-from pipeline.ner.crf import CRF, iob2_penalties, viterbi_decode
+from pipeline.ner.crf import CRF, iob2_penalties, path_targets, posteriors, viterbi_decode
 from pipeline.ner.features import CASES
 
 CLUSTER_DIM, PREFIX_DIM = 25, 10  # widths of the Brown cluster and cluster-prefix embeddings (lexicon)
@@ -170,14 +170,24 @@ class TaggerNet(keras.layers.Layer):
                 x = tf.concat([x, memory], axis=-1)
         return self.emit(self.dropout(x, training=training))
 
-    def sentence_losses(self, inputs, tags, training=False) -> tf.Tensor:
-        """[batch] negative log-likelihood (CRF) or summed token cross-entropy of each sentence."""
+    def sentence_losses(self, inputs, tags, training=False, teacher=None) -> tf.Tensor:
+        """[batch] negative log-likelihood (CRF) or summed token cross-entropy of each sentence.
+
+        teacher: a teacher's (marginals, transition counts) of these sentences (`Tagger.posteriors`); the target
+        is then ner.distill_weight of the teacher's path distribution and the rest the gold path."""
         emissions = tf.cast(self(inputs, training=training), tf.float32)
         mask = inputs["words"] != 0
+        if teacher is None:
+            if self.crf is not None:
+                return self.crf.loss(emissions, tags, mask)
+            xent = keras.losses.sparse_categorical_crossentropy(tags, emissions, from_logits=True)
+            return tf.reduce_sum(tf.where(mask, xent, 0.0), axis=1)
+        w = self.hp.distill_weight
+        gold = path_targets(tags, mask, self.n_tags)
+        unary, pairs = ((1 - w) * g + w * t for g, t in zip(gold, teacher, strict=True))
         if self.crf is not None:
-            return self.crf.loss(emissions, tags, mask)
-        xent = keras.losses.sparse_categorical_crossentropy(tags, emissions, from_logits=True)
-        return tf.reduce_sum(tf.where(mask, xent, 0.0), axis=1)
+            return self.crf.soft_loss(emissions, unary, pairs, mask)
+        return -tf.reduce_sum(unary * tf.nn.log_softmax(emissions), axis=[1, 2])
 
     def recurrent_layers(self) -> list[keras.layers.Layer]:
         bis = [*self.encoder, *([self.char_enc.rnn] if isinstance(self.char_enc, CharBiLSTM) else [])]
@@ -220,25 +230,40 @@ class Tagger(keras.Model):
         """Emission scores [batch, time, tags], averaged over the members."""
         return tf.add_n([m(inputs, training=training) for m in self.members]) / len(self.members)
 
-    def sentence_losses(self, inputs, tags, training=False) -> tf.Tensor:
+    def sentence_losses(self, inputs, tags, training=False, teacher=None) -> tf.Tensor:
         """[batch] the members' losses of each sentence, summed: each member's gradient is that of its own loss."""
-        return tf.add_n([m.sentence_losses(inputs, tags, training=training) for m in self.members])
+        return tf.add_n([m.sentence_losses(inputs, tags, training, teacher) for m in self.members])
 
     def variable_groups(self) -> list[list]:
         """Trainable variables member by member (each member's gradients are clipped on their own)."""
         return [m.trainable_variables for m in self.members]
+
+    def crf_params(self) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """(transitions, start, end) of decoding: the members' mean, kept to valid IOB2 paths."""
+        per_member = [m.crf.params() for m in self.members]
+        transitions, start, end = [tf.add_n(list(p)) / len(self.members) for p in zip(*per_member, strict=True)]
+        if self.penalties is not None:
+            transitions, start = transitions + self.penalties[0], start + self.penalties[1]
+        return transitions, start, end
 
     def decode(self, inputs) -> tf.Tensor:
         """Best tag ids [batch, time] int32, 0 on padding."""
         emissions = tf.cast(self(inputs, training=False), tf.float32)
         mask = inputs["words"] != 0
         if self.hp.output == "crf":
-            per_member = [m.crf.params() for m in self.members]
-            transitions, start, end = [tf.add_n(list(p)) / len(self.members) for p in zip(*per_member, strict=True)]
-            if self.penalties is not None:
-                transitions, start = transitions + self.penalties[0], start + self.penalties[1]
-            return viterbi_decode(emissions, mask, transitions, start, end)[0]
+            return viterbi_decode(emissions, mask, *self.crf_params())[0]
         return tf.where(mask, tf.argmax(emissions, axis=-1, output_type=tf.int32), 0)
+
+    def posteriors(self, inputs) -> tuple[tf.Tensor, tf.Tensor]:
+        """The distribution over tag paths that decoding takes the best of, as tag marginals [batch, time, tags]
+        and expected transition counts [batch, tags, tags] (a teacher's targets for distillation)."""
+        emissions = tf.cast(self(inputs, training=False), tf.float32)
+        mask = inputs["words"] != 0
+        if self.hp.output == "crf":
+            return posteriors(emissions, mask, *self.crf_params())
+        # Independent tokens: the marginal of a transition is the product of its two tags' marginals.
+        unary = tf.nn.softmax(emissions) * tf.cast(mask, tf.float32)[..., None]
+        return unary, tf.einsum("bti,btj->bij", unary[:, :-1], unary[:, 1:])
 
     def recurrent_layers(self) -> list[keras.layers.Layer]:
         """Every LSTM/GRU in the model (for the cuDNN-eligibility test)."""

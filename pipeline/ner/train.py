@@ -20,7 +20,7 @@ from pipeline.core.config import Config
 from pipeline.core.optim import LazyAdam, build_optimizer, replicated_update
 from pipeline.core.progress import Progress
 from pipeline.core.vectors import load_matrix
-from pipeline.ner import batches, corpus, lexicon, metrics, predict
+from pipeline.ner import batches, corpus, distill, lexicon, metrics, predict
 from pipeline.ner.config import Ner
 from pipeline.ner.features import NerFeatures, feature_signature
 from pipeline.ner.model import Tagger, build
@@ -42,36 +42,40 @@ def make_train_step(model: Tagger, optimizer, hp: Ner, strategy: tf.distribute.S
     """
     strategy = strategy or tf.distribute.get_strategy()
     signature = [feature_signature(hp.max_word_length), tf.TensorSpec([None, None], tf.int32, "tags")]
+    if hp.teacher:  # the teacher's (marginals, transition counts) of the batch's sentences
+        k = model.n_tags
+        signature.append((tf.TensorSpec([None, None, k], tf.float32), tf.TensorSpec([None, k, k], tf.float32)))
     with strategy.scope():
         build_optimizer(optimizer, model)
     groups = model.variable_groups()
     variables = [v for group in groups for v in group]
     sizes = [len(group) for group in groups]  # clipped member by member: each trains as it would alone
 
-    def replica_step(features, tags, n_sentences):
+    def replica_step(features, tags, teacher, n_sentences):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(model.sentence_losses(features, tags, training=True)) / n_sentences
+            loss = tf.reduce_sum(model.sentence_losses(features, tags, True, teacher)) / n_sentences
         replicated_update(optimizer, variables, tape.gradient(loss, variables), hp.clip_norm, sizes)
         return loss
 
     # No XLA: on CPU it compiles once per batch shape and still ran slower (273 vs 123 ms per batch).
     @tf.function(input_signature=signature, autograph=False)  # no tensor-dependent Python control flow
-    def step(features, tags):
+    def step(features, tags, *teacher):
         n_sentences = tf.cast(tf.shape(tags)[0], tf.float32)
 
-        def replica(features, tags):
+        def replica(features, tags, teacher):
             if strategy.num_replicas_in_sync > 1:
-                features, tags = _replica_documents(features, tags)
-            return replica_step(features, tags, n_sentences)
+                features, tags, teacher = _replica_documents(features, tags, teacher)
+            return replica_step(features, tags, teacher, n_sentences)
 
-        loss = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica, args=(features, tags)), axis=None)
+        args = (features, tags, teacher[0] if teacher else None)
+        loss = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica, args=args), axis=None)
         real = tf.reduce_sum(tf.cast(features["words"] != 0, tf.int32))
         return loss / len(groups), real, tf.size(features["words"])
 
     return step
 
 
-def _replica_documents(features: dict, tags: tf.Tensor) -> tuple[dict, tf.Tensor]:
+def _replica_documents(features: dict, tags: tf.Tensor, teacher=None) -> tuple[dict, tf.Tensor, tuple | None]:
     """Documents i, i + n, i + 2n ... of a global batch for replica i of n. The document memory reads only
     within a document, so each replica computes what one device would for its sentences; a batch of lone
     sentences (each its own document) splits into strided rows. Every worker and device sees the same global
@@ -79,14 +83,14 @@ def _replica_documents(features: dict, tags: tf.Tensor) -> tuple[dict, tf.Tensor
     ctx = tf.distribute.get_replica_context()
     rank = tf.unique(features["doc"])[1]  # documents numbered in order of appearance
     rows = tf.where(rank % ctx.num_replicas_in_sync == ctx.replica_id_in_sync_group)[:, 0]
-    return {k: tf.gather(v, rows) for k, v in features.items()}, tf.gather(tags, rows)
+    return tf.nest.map_structure(lambda x: tf.gather(x, rows), (features, tags, teacher))
 
 
 def run_epoch(step, dataset, epoch: int, n_batches: int) -> dict:
     progress = Progress(n_batches, f"epoch {epoch} batches")
     start, losses, words, positions = time.perf_counter(), [], 0, 0
-    for features, tags in dataset:
-        loss, real, size = (x.numpy() for x in step(features, tags))
+    for batch in dataset:  # (features, tags) or, distilling, (features, tags, teacher targets)
+        loss, real, size = (x.numpy() for x in step(*batch))
         losses.append(float(loss))
         words, positions = words + int(real), positions + int(size)
         rate = words / (time.perf_counter() - start)
@@ -138,11 +142,13 @@ def format_epoch(s: dict, improved: bool) -> str:
     )
 
 
-def epoch_batches(cfg: Config, documents, examples, tags, features, seed: int) -> tuple[tf.data.Dataset, int]:
-    """One epoch's (features, tags) batches and their count: whole documents for the document memory,
-    else sentences bucketed by length (examples: batches.ner_examples of the same sentences)."""
-    if cfg.ner.doc_memory:
-        return batches.ner_document_batches(cfg, documents, tags, features, seed)
+def epoch_batches(
+    cfg: Config, documents, examples, tags, features, seed: int, targets=None
+) -> tuple[tf.data.Dataset, int]:
+    """One epoch's (features, tags) batches and their count: whole documents for the document memory or a
+    teacher's targets, else sentences bucketed by length (examples: batches.ner_examples of the same sentences)."""
+    if cfg.ner.doc_memory or targets is not None:
+        return batches.ner_document_batches(cfg, documents, tags, features, seed, targets)
     sentences = [s for d in documents for s in d]
     return batches.ner_train_batches(cfg, examples, features, seed), batches.count_batches(cfg, sentences)
 
@@ -172,10 +178,14 @@ def run(cfg: Config) -> None:
     features = NerFeatures(cfg)
     examples = batches.ner_examples(cfg, train, tags)
     step = make_train_step(model, optimizer, hp, strategy)
+    targets = None
+    if hp.teacher:
+        targets = distill.teacher_targets(cfg, train_docs, tags)
+        print(f"  {distill.summary(train_docs, targets, tags)}; its share of the target {hp.distill_weight}")
     tagger = predict.TrainedTagger(model, features, tags, predict.make_decoder(model, features))
 
     def train_epoch(e: int) -> dict:
-        epoch, n_batches = epoch_batches(cfg, train_docs, examples, tags, features, seed=hp.seed + e)
+        epoch, n_batches = epoch_batches(cfg, train_docs, examples, tags, features, hp.seed + e, targets)
         return run_epoch(step, epoch, e, n_batches)
 
     def evaluate() -> tuple[dict, dict, str]:
