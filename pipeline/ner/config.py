@@ -81,6 +81,11 @@ class Ner:
         path=True,
     )
     distill_weight: float = opt(0.5, "with ner.teacher: the teacher's share of the target, the rest the gold path")
+    distill_temperature: float = opt(
+        1.0,
+        "with ner.teacher: divide the teacher's scores by this before taking its distribution; above 1 it spreads "
+        "the probability a teacher that fits its training data puts on the gold path (Hinton et al. 2015)",
+    )
     # Training: (lazy) Adam with global-norm clipping, early stopping on dev entity F1.
     optimizer: str = opt(
         "lazy_adam",

@@ -47,7 +47,7 @@ def teacher_targets(cfg: Config, documents, tags: list[str]) -> list[list[tuple[
         input_signature=[tf.TensorSpec([None, None], tf.string), tf.TensorSpec([None], tf.int32)], autograph=False
     )
     def posteriors(tokens, doc):
-        return teacher.model.posteriors(teacher.features(tokens, doc))
+        return teacher.model.posteriors(teacher.features(tokens, doc), cfg.ner.distill_temperature)
 
     out: list = [None] * len(token_lists)
     plan = list(batches.sorted_batches(token_lists, doc_ids))

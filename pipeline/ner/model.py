@@ -254,13 +254,14 @@ class Tagger(keras.Model):
             return viterbi_decode(emissions, mask, *self.crf_params())[0]
         return tf.where(mask, tf.argmax(emissions, axis=-1, output_type=tf.int32), 0)
 
-    def posteriors(self, inputs) -> tuple[tf.Tensor, tf.Tensor]:
-        """The distribution over tag paths that decoding takes the best of, as tag marginals [batch, time, tags]
-        and expected transition counts [batch, tags, tags] (a teacher's targets for distillation)."""
-        emissions = tf.cast(self(inputs, training=False), tf.float32)
+    def posteriors(self, inputs, temperature: float = 1.0) -> tuple[tf.Tensor, tf.Tensor]:
+        """The distribution over tag paths that decoding takes the best of, every score divided by temperature,
+        as tag marginals [batch, time, tags] and expected transition counts [batch, tags, tags] (a teacher's
+        targets for distillation)."""
+        emissions = tf.cast(self(inputs, training=False), tf.float32) / temperature
         mask = inputs["words"] != 0
         if self.hp.output == "crf":
-            return posteriors(emissions, mask, *self.crf_params())
+            return posteriors(emissions, mask, *(p / temperature for p in self.crf_params()))
         # Independent tokens: the marginal of a transition is the product of its two tags' marginals.
         unary = tf.nn.softmax(emissions) * tf.cast(mask, tf.float32)[..., None]
         return unary, tf.einsum("bti,btj->bij", unary[:, :-1], unary[:, 1:])

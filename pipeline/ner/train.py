@@ -181,7 +181,9 @@ def run(cfg: Config) -> None:
     targets = None
     if hp.teacher:
         targets = distill.teacher_targets(cfg, train_docs, tags)
-        print(f"  {distill.summary(train_docs, targets, tags)}; its share of the target {hp.distill_weight}")
+        print(
+            f"  {distill.summary(train_docs, targets, tags)}; at temperature {hp.distill_temperature}; its share of the target {hp.distill_weight}"
+        )
     tagger = predict.TrainedTagger(model, features, tags, predict.make_decoder(model, features))
 
     def train_epoch(e: int) -> dict:
