@@ -181,9 +181,8 @@ def run(cfg: Config) -> None:
     targets = None
     if hp.teacher:
         targets = distill.teacher_targets(cfg, train_docs, tags)
-        print(
-            f"  {distill.summary(train_docs, targets, tags)}; at temperature {hp.distill_temperature}; its share of the target {hp.distill_weight}"
-        )
+        settings = f"temperature {hp.distill_temperature}, share of the target {hp.distill_weight}"
+        print(f"  {distill.summary(train_docs, targets, tags)}; {settings}")
     tagger = predict.TrainedTagger(model, features, tags, predict.make_decoder(model, features))
 
     def train_epoch(e: int) -> dict:
