@@ -110,25 +110,8 @@ def expected_score(emissions, unary, pairs, mask, transitions, start, end) -> tf
     )
 
 
-SMALL_BATCH = 2  # up to this many rows, Viterbi by doubling (fewer, larger steps); measured in docs/experiments.md
-
-
 def viterbi_decode(emissions, mask, transitions, start, end) -> tuple[tf.Tensor, tf.Tensor]:
-    """Best tag paths [batch, time] int32 (0 on padding) and their scores [batch].
-
-    Two exact algorithms, chosen per batch: a step per token (`viterbi_steps`) for a large batch, where the
-    arithmetic dominates; log2(time) steps of max-plus matrix products (`viterbi_doubling`) for a batch of one or
-    two sentences, where each loop step's fixed cost does."""
-    emissions = tf.convert_to_tensor(emissions, tf.float32)
-    return tf.cond(
-        tf.shape(emissions)[0] <= SMALL_BATCH,
-        lambda: viterbi_doubling(emissions, mask, transitions, start, end),
-        lambda: viterbi_steps(emissions, mask, transitions, start, end),
-    )
-
-
-def viterbi_steps(emissions, mask, transitions, start, end) -> tuple[tf.Tensor, tf.Tensor]:
-    """viterbi_decode by the textbook recursion: one scan step per token forward, one back."""
+    """Best tag paths [batch, time] int32 (0 on padding) and their scores [batch]."""
     e, m, first = _time_major(emissions), _time_major(mask), _first_steps(emissions)
     identity = tf.broadcast_to(tf.range(tf.shape(e)[2]), tf.shape(e[0]))
 
@@ -152,56 +135,6 @@ def viterbi_steps(emissions, mask, transitions, start, end) -> tuple[tf.Tensor, 
     path = tf.transpose(tf.scan(backward, ahead, initializer=last, reverse=True))
     path = tf.where(mask, path, tf.zeros_like(path))
     best = tf.where(_lengths(mask) > 0, tf.reduce_max(final, axis=1), tf.zeros_like(final[:, 0]))
-    return path, best
-
-
-_NONE = -1e9  # the max-plus zero: the score of a move the identity matrix does not make
-
-
-def _max_plus(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-    """[..., K, K] (x ⊗ y)[i, j] = max_k x[i, k] + y[k, j]."""
-    return tf.reduce_max(x[..., :, :, None] + y[..., None, :, :], axis=-2)
-
-
-def viterbi_doubling(emissions, mask, transitions, start, end) -> tuple[tf.Tensor, tf.Tensor]:
-    """viterbi_decode by parallel prefix (Hillis-Steele): the best score of each tag at step t is the start
-    scores times the max-plus product of the step matrices M_1 ... M_t (M_t[i, j] = transitions[i, j] +
-    emissions[t, j]; the identity at padding), which ceil(log2(time)) doublings give for every t at once. The
-    back-pointers then follow from those scores, and the walk back is a suffix composition of pointer maps, by
-    doubling too. Each step costs K**3 per position instead of K**2, so this pays only for a small batch."""
-    e = tf.convert_to_tensor(emissions, tf.float32)
-    b, t, k = tf.unstack(tf.shape(e))
-    m = tf.cast(mask, tf.bool)
-    eye = tf.where(tf.eye(k, dtype=tf.bool), 0.0, _NONE)
-    moves = tf.where((m & (tf.range(t) > 0)[None])[..., None, None], transitions + e[:, :, None, :], eye)
-
-    def forward(d, prefix):  # prefix[t] = M_{t-d+1} ... M_t -> M_{t-2d+1} ... M_t (clipped at step 0)
-        earlier = tf.concat([tf.broadcast_to(eye, tf.stack([b, d, k, k])), prefix[:, :-d]], axis=1)
-        return 2 * d, _max_plus(earlier, prefix)
-
-    any_shape = (tf.TensorShape([]), tf.TensorShape([None, None, None, None]))
-    prefix = tf.while_loop(lambda d, _: d < t, forward, (1, moves), shape_invariants=any_shape)[1]
-    score = tf.reduce_max((start + e[:, 0])[:, None, :, None] + prefix, axis=2)  # [batch, time, tags]
-    final = score[:, -1] + end  # padding carries the last real step's scores to the end
-    last = tf.argmax(final, axis=1, output_type=tf.int32)
-    identity = tf.broadcast_to(tf.range(k), tf.stack([b, t, k]))
-    # pointer[t][j]: the best tag at t before tag j at t + 1 (the identity where t + 1 is padding or past the end).
-    pointer = tf.argmax(score[:, :-1, :, None] + transitions, axis=2, output_type=tf.int32)
-    pointer = tf.concat([tf.where(m[:, 1:, None], pointer, identity[:, 1:]), identity[:, :1]], axis=1)
-
-    def backward(d, walk):  # walk[t] = pointer[t] o ... o pointer[t + d - 1] -> ... o pointer[t + 2d - 1]
-        later = tf.concat([walk[:, d:], identity[:, :d]], axis=1)
-        return 2 * d, tf.gather(walk, later, batch_dims=2)
-
-    walk = tf.while_loop(
-        lambda d, _: d < t,
-        backward,
-        (1, pointer),
-        shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None, None])),
-    )[1]
-    path = tf.gather(walk, tf.broadcast_to(last[:, None, None], tf.stack([b, t, 1])), batch_dims=2)[..., 0]
-    path = tf.where(m, path, tf.zeros_like(path))
-    best = tf.where(_lengths(m) > 0, tf.reduce_max(final, axis=1), tf.zeros_like(final[:, 0]))
     return path, best
 
 
