@@ -103,6 +103,10 @@ TAGGER_TWO_REPLICAS = textwrap.dedent(
         "doc": np.array([0, 0, 0, 1, 1, 2, 2], "int32"),  # replica 0 takes documents 0 and 2, replica 1 document 1
     }
     tags = np.where(real, rng.integers(0, 3, real.shape), 0).astype("int32")
+    soft = ()  # with ner.teacher: a teacher's marginals and transition counts (made up; the step only reads them)
+    if cfg.ner.teacher:
+        unary = rng.dirichlet(np.ones(3), real.shape).astype("float32") * real[..., None]
+        soft = ((unary, np.einsum("bti,btj->bij", unary[:, :-1], unary[:, 1:]).astype("float32")),)
     out = {}
     for name in ("one device", "two replicas"):
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if name == "two replicas" else None
@@ -112,9 +116,9 @@ TAGGER_TWO_REPLICAS = textwrap.dedent(
             model(dummy_inputs(cfg.ner.max_word_length))
             optimizer = optim.LazyAdam(0.01)
         step = ner_train.make_train_step(model, optimizer, cfg.ner, strategy)
-        losses = [float(step(features, tags)[0]) for _ in range(3)]
+        losses = [float(step(features, tags, *soft)[0]) for _ in range(3)]
         # One document in the batch: replica 1 gets no sentence and adds nothing.
-        losses.append(float(step(dict(features, doc=np.zeros(7, "int32")), tags)[0]))
+        losses.append(float(step(dict(features, doc=np.zeros(7, "int32")), tags, *soft)[0]))
         out[name] = {"losses": losses, "replicas": (strategy or tf.distribute.get_strategy()).num_replicas_in_sync,
                      "weights": [float(tf.reduce_sum(v)) for v in model.trainable_variables]}
     print(json.dumps(out))
@@ -123,12 +127,13 @@ TAGGER_TWO_REPLICAS = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_the_tagger_on_two_replicas_matches_one_device(tmp_path):
+@pytest.mark.parametrize("teacher", [[], ["ner.teacher=teacher", "ner.distill_weight=0.5"]], ids=["gold", "distil"])
+def test_the_tagger_on_two_replicas_matches_one_device(tmp_path, teacher):
     # An ensemble of two with the document memory, no dropout (replicas draw other random numbers), and a clip
     # norm small enough that every step clips each member.
     settings = ["ner.char_dim=8", "ner.char_filters=8", "ner.units=16", "ner.lexicon=false", "ner.doc_memory=true",
                 "ner.ensemble=2", "ner.dropout=0", "ner.word_dropout=0", "ner.pretrained_dropout=0",
-                "ner.doc_memory_dropout=0", "ner.clip_norm=0.5"]  # fmt: skip
+                "ner.doc_memory_dropout=0", "ner.clip_norm=0.5", *teacher]  # fmt: skip
     one, two = one_and_two_replicas(TAGGER_TWO_REPLICAS, [*path_overrides(tmp_path), *settings])
     # The mean loss per sentence of the global batch, then the same clipped updates of every variable.
     assert two["losses"] == pytest.approx(one["losses"], rel=1e-4)

@@ -83,7 +83,8 @@ def _replica_documents(features: dict, tags: tf.Tensor, teacher=None) -> tuple[d
     ctx = tf.distribute.get_replica_context()
     rank = tf.unique(features["doc"])[1]  # documents numbered in order of appearance
     rows = tf.where(rank % ctx.num_replicas_in_sync == ctx.replica_id_in_sync_group)[:, 0]
-    return tf.nest.map_structure(lambda x: tf.gather(x, rows), (features, tags, teacher))
+    take = lambda x: tf.gather(x, rows)  # noqa: E731
+    return {k: take(v) for k, v in features.items()}, take(tags), None if teacher is None else tuple(map(take, teacher))
 
 
 def run_epoch(step, dataset, epoch: int, n_batches: int) -> dict:
