@@ -226,7 +226,7 @@ def test_a_tagger_distilled_from_a_teacher_learns_the_teachers_tags_without_gold
     ner_train.run(teacher)
     student = tiny_config(
         tmp_path / "student", *TINY_NER, "ner.doc_memory=false", f"ner.teacher={teacher.paths.models}",
-        "ner.distill_weight=1.0",
+        "ner.distill_weight=1.0", "ner.distill_temperature=1",
     )  # fmt: skip
     write_corpus(student, sentences, doc_size=5)
     train_file = Path(student.paths.processed) / "ner/train.conll"
