@@ -3,6 +3,7 @@ warm-up records TF Serving can parse, outputs equal to the in-process predictors
 this project, Keras or tensorflow-text, and well-formed output for hostile input."""
 
 import importlib
+import importlib.util
 import json
 import os
 import shutil
@@ -132,6 +133,11 @@ def test_op_check_finds_python_ops_inside_functions(tmp_path):
     tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.f})
     assert serving.forbidden_ops(serving.op_types(tmp_path)) == {"EagerPyFunc"}
     assert serving.forbidden_ops({"CudnnRNNV3", "MatMul"}) == {"CudnnRNNV3"}
+    # From tensorflow-text, only the normaliser and the SentencePiece ops pass; any other custom op is refused.
+    allowed = {"NormalizeUTF8", "SentencepieceOp", "SentencepieceTokenizeOp", "SentencepieceDetokenizeOp"}
+    assert serving.forbidden_ops(allowed | {"StaticRegexReplace", "WordpieceTokenizeWithOffsets"}) == {
+        "WordpieceTokenizeWithOffsets"
+    }
 
 
 class Echo(tf.Module):
@@ -215,8 +221,11 @@ from tensorflow.python.framework import op_def_registry
 def plain(x):
     return [plain(v) for v in x] if isinstance(x, list) else x.decode() if isinstance(x, bytes) else x
 
+jobs = json.load(sys.stdin)
+for library in jobs["libraries"]:
+    tf.load_op_library(library)
 result = {}
-for name, job in json.load(sys.stdin).items():
+for name, job in jobs["models"].items():
     model = tf.saved_model.load(job["path"])
     signatures = model.signatures
     outputs = {}
@@ -230,12 +239,20 @@ print(json.dumps({"result": result, "loaded": loaded}))
 """
 
 
-def serve_in_fresh_process(cfg, calls: dict, workdir: Path) -> dict:
-    """Run the exported signatures in a new Python that imports TensorFlow only, with the vocab dir moved away."""
+def text_op_libraries() -> list[str]:
+    """tensorflow-text's compiled op libraries: what TF Serving links in, loadable without the Python package."""
+    spec = importlib.util.find_spec("tensorflow_text")
+    return sorted(str(p) for p in (Path(spec.origin).parent / "python/ops").glob("_*.so"))
+
+
+def serve_in_fresh_process(cfg, calls: dict, workdir: Path, text_ops: bool = False) -> dict:
+    """Run the exported signatures in a new Python that imports TensorFlow only, with the vocab dir moved away.
+    `text_ops`: first load tensorflow-text's op libraries (a SentencePiece graph), as TF Serving has them linked."""
     jobs = {
         name: {"path": str(version_dir(cfg, name)), "ops": sorted(serving.op_types(version_dir(cfg, name))), "calls": c}
         for name, c in calls.items()
     }
+    jobs = {"libraries": text_op_libraries() if text_ops else [], "models": jobs}
     vocab, hidden = Path(cfg.paths.vocab), workdir / "vocab.hidden"
     vocab.rename(hidden)  # the vocabularies must come from the SavedModel's assets
     try:

@@ -96,6 +96,12 @@ def test_bleu_scores_are_sacrebleu_on_detokenized_text():
     s = translate_metrics.bleu_scores(["A man rides a bike.", "Hello"], ["A man rides a bike.", "Hello world"])
     assert 0 < s["bleu"] < 100 and s["chrf"] > 0 and s["sentences"] == 2
     assert "tok:13a" in s["signature"] and "nc:6|nw:0" in s["chrf_signature"]
+    # A language written without spaces: sacreBLEU's tokenizer for it, since 13a would see one token a sentence.
+    zh = translate_metrics.bleu_scores(["红色小狗在跳跃。"], ["红色小狗在跳跃。"], "zh")
+    ja = translate_metrics.bleu_scores(["赤い犬が跳ぶ。"], ["赤い犬が跳ぶ。"], "ja")
+    assert round(zh["bleu"], 6) == round(ja["bleu"], 6) == 100
+    assert "tok:zh" in zh["signature"] and "tok:char" in ja["signature"]
+    assert "tok:13a" in translate_metrics.bleu_scores(["Hallo"], ["Hallo"], "de")["signature"]
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """What every exported model shares: the next numbered version directory (written hidden, checked, renamed),
-the op check that keeps cuDNN kernels and Python callbacks out, TF Serving's warm-up records and models.config
-(through tensorflow-serving-api's protos).
+the op check that keeps cuDNN kernels, Python callbacks and unlisted custom ops out, TF Serving's warm-up records
+and models.config (through tensorflow-serving-api's protos).
 """
 
 import json
@@ -40,6 +40,9 @@ HOSTILE_TEXTS = (
 
 
 PY_FUNCS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
+# The tensorflow-text ops a graph may hold, all linked into tensorflow/serving (checked on its runtime by
+# serving_check.py): Unicode normalisation (text.normalize = NFC/NFKC) and SentencePiece (translate/subword.py).
+TEXT_OPS = {"NormalizeUTF8", "SentencepieceOp", "SentencepieceTokenizeOp", "SentencepieceDetokenizeOp"}
 
 
 def _function(fn, spec: tf.TensorSpec):
@@ -70,8 +73,13 @@ def op_types(export_dir: str | Path) -> set[str]:
 
 
 def forbidden_ops(ops: set[str]) -> set[str]:
-    """Ops that stop a graph loading in stock TF Serving on a CPU host: cuDNN kernels and Python callbacks."""
-    return {op for op in ops if op.startswith("Cudnn") or op in PY_FUNCS}
+    """Ops that stop a graph loading in TF Serving on a CPU host: cuDNN kernels, Python callbacks, and any op from
+    outside core TensorFlow (`tf.raw_ops`) other than the tensorflow-text ops our tokenizers need (TEXT_OPS)."""
+    return {
+        op
+        for op in ops
+        if op.startswith("Cudnn") or op in PY_FUNCS or (not hasattr(tf.raw_ops, op) and op not in TEXT_OPS)
+    }
 
 
 def warmup_record(model: str, signature: str, inputs: dict[str, np.ndarray]) -> bytes:

@@ -92,13 +92,13 @@ def ner_section(page: Page, reports: Path) -> None:
             page.text("gold: " + " ".join(f"{w}/{g}" for w, g in zip(tokens, gold, strict=True) if g != "O"))
 
 
-def bleu_by_length(rows: list[list[str]]) -> list[tuple[str, int, float]]:
+def bleu_by_length(rows: list[list[str]], target_lang: str = "") -> list[tuple[str, int, float]]:
     """(bucket label, sentences, sacreBLEU) by source length in words."""
     out = []
     for lo, hi in LENGTH_BUCKETS:
         sel = [r for r in rows if lo <= len(r[0].split()) <= hi]
         if sel:
-            score = translate_metrics.bleu_scores([r[2] for r in sel], [r[1] for r in sel])["bleu"]
+            score = translate_metrics.bleu_scores([r[2] for r in sel], [r[1] for r in sel], target_lang)["bleu"]
             out.append((f"{lo}-{hi}" if hi < 1000 else f">{lo - 1}", len(sel), score))
     return out
 
@@ -151,7 +151,7 @@ def translate_section(page: Page, cfg: Config, reports: Path, attention: bool) -
     if not path.is_file():
         return
     rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()]
-    buckets = bleu_by_length(rows)
+    buckets = bleu_by_length(rows, cfg.translate_data.target_lang)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3))
     ax.bar([b[0] for b in buckets], [b[2] for b in buckets], color="tab:purple")

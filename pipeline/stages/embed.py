@@ -19,6 +19,10 @@ A vocabulary token takes the first vector found for: itself, its lowercase, its 
 (str.capitalize: "GERMANY" and "germany" find "Germany"; str.title would give "3Rd" for "3rd"), and for
 targets the same three after stripping joiner marks ("￭," finds ","). Other rows are seeded noise (or zeros);
 row 0, <pad>, is always zero. The width is the vectors', never configured.
+
+SentencePiece vocabularies (translate.data.tokenizer = "sentencepiece") take no pretrained word vectors: their
+pieces get Word2Vec trained on the piece-tokenized training text (one model for a joint vocabulary, which both
+sides share), or seeded noise with translate.data.subword_vectors = "random".
 """
 
 import collections
@@ -43,6 +47,7 @@ from pipeline.core.vector_packages import Table, set_name, sources
 from pipeline.core.vectors import load_vectors, read_source, save_matrix
 from pipeline.ner import gazetteer, lexicon
 from pipeline.stages import vocab as vocab_stage
+from pipeline.translate import subword
 
 MATRICES = {"ner": ("ner_words",), "translate": ("src", "tgt")}  # the vocabularies that get one (not chars, tags)
 
@@ -60,6 +65,18 @@ def names(cfg: Config) -> list[str]:
 def language(cfg: Config, name: str) -> str:
     d = cfg.translate_data
     return {"ner_words": cfg.ner_data.lang, "src": d.source_lang, "tgt": d.target_lang}[name]
+
+
+def pieces(cfg: Config, name: str) -> bool:
+    return name in subword.SIDES and subword.enabled(cfg)
+
+
+def trained_as(cfg: Config, name: str) -> str:
+    """The Word2Vec model a vocabulary without pretrained vectors shares: one per language, or per piece model."""
+    if not pieces(cfg, name):
+        return language(cfg, name)
+    d = cfg.translate_data
+    return f"{d.source_lang}+{d.target_lang}.pieces" if d.subword_joint else f"{language(cfg, name)}.pieces"
 
 
 def training_text(corpus: dict, names: list[str]) -> list[list[str]]:
@@ -242,6 +259,12 @@ def trained(cfg: Config, lang: str, sentences: list[list[str]]) -> Vectors:
     return Vectors(Table(kv.key_to_index, kv.vectors), info)
 
 
+def random_rows(cfg: Config) -> Vectors:
+    """No vectors at all: every row is seeded noise (translate.data.subword_vectors = "random")."""
+    table = Table({}, np.zeros((0, cfg.embed.w2v_dim), np.float32))
+    return Vectors(table, {"vectors": "random", "format": "none", "load_seconds": 0.0})
+
+
 def combined_kinds(per_set: list[list[str]]) -> list[str]:
     """Per vocabulary row, how the first set that has the word matched it ("missing" if none has)."""
     return [next((k for k in kinds if k != "missing"), "missing") for kinds in zip(*per_set, strict=True)]
@@ -264,15 +287,17 @@ def embed_vocabulary(cfg: Config, name: str, tokens: list[str], sets: list[Vecto
 
 def run(cfg: Config) -> None:
     vocabs = {name: vocab.load_named(cfg, name) for name in names(cfg)}
-    wanted = {name: sources(cfg, language(cfg, name), name) for name in vocabs}
+    wanted = {name: [] if pieces(cfg, name) else sources(cfg, language(cfg, name), name) for name in vocabs}
     # Vectors files and packages first, each once: bad input fails in seconds, before any tokenizing or writing.
     read = {s: Vectors(*read_source(s, cfg.embed.format)) for s in dict.fromkeys(x for v in wanted.values() for x in v)}
     sets = {name: [read[s] for s in wanted[name]] for name in vocabs}
     corpus = vocab_stage.corpus_tokens(cfg)
     untrained = collections.defaultdict(list)  # language -> its vocabularies without pretrained vectors
     for name in vocabs:
-        if not sets[name]:
-            untrained[language(cfg, name)].append(name)
+        if pieces(cfg, name) and cfg.translate_data.subword_vectors == "random":
+            sets[name] = [random_rows(cfg)]
+        elif not sets[name]:
+            untrained[trained_as(cfg, name)].append(name)
     for lang, users in untrained.items():
         w2v = trained(cfg, lang, training_text(corpus, users))
         sets |= {name: [w2v] for name in users}

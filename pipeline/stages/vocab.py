@@ -1,6 +1,7 @@
 """Stage `vocab`: the vocabularies of every defined task, one token a line, and their out-of-vocabulary report.
 
 <paths.vocab>/{src,tgt}.txt, {ner_words,ner_chars,ner_tags}.txt    the id of a token is its line number
+<paths.vocab>/{src,tgt}.spm      SentencePiece models, with translate.data.tokenizer = "sentencepiece" (subword.py)
 <paths.reports>/vocab.json                                   size and OOV rates per split
 """
 
@@ -15,6 +16,7 @@ from pipeline.core.files import read_lines, write_json
 from pipeline.core.vocab import SPECIALS, build, oov_rates, save, vocab_path
 from pipeline.ner import corpus as ner_corpus
 from pipeline.translate import corpus as translate_corpus
+from pipeline.translate import subword
 
 
 def corpus_tokens(cfg: Config) -> dict[str, dict[str, list[list[str]]]]:
@@ -23,10 +25,11 @@ def corpus_tokens(cfg: Config) -> dict[str, dict[str, list[list[str]]]]:
     out = {}
     if "translate" in tasks(cfg):
         out |= {"src": {}, "tgt": {}}
+        tokenizers = {side: subword.Tokenizer(cfg, side) for side in subword.SIDES}
         for split in SPLITS:
             pairs = translate_corpus.load_parallel(cfg, split)
-            out["src"][split] = text.tokenize_batches([s for s, _ in pairs], cfg.text, joiner=False)
-            out["tgt"][split] = text.tokenize_batches([t for _, t in pairs], cfg.text, joiner=True)
+            out["src"][split] = tokenizers["src"].tokenize_batches([s for s, _ in pairs])
+            out["tgt"][split] = tokenizers["tgt"].tokenize_batches([t for _, t in pairs])
     if "ner" in tasks(cfg):
         out |= {"ner_words": {}, "ner_chars": {}}
         for split in SPLITS:
@@ -63,6 +66,11 @@ def ner_vectors(cfg: Config) -> list[str]:
 
 def run(cfg: Config) -> None:
     v = cfg.vocab
+    pieces = {}
+    if subword.enabled(cfg):  # the pieces are the vocabularies, written first: tokenizing the corpus reads them
+        pieces = subword.train(cfg, translate_corpus.load_parallel(cfg, "train"))
+        for name, tokens in pieces.items():
+            save(vocab_path(cfg, name), tokens)
     corpus = corpus_tokens(cfg)
     min_freq = {
         "src": v.min_freq,
@@ -74,7 +82,7 @@ def run(cfg: Config) -> None:
     for name, splits in corpus.items():
         counts = collections.Counter(t for s in splits["train"] for t in s)
         max_size = v.max_size if name in ("src", "tgt") else 0
-        vocabs[name] = build(counts, SPECIALS[name], min_freq[name], max_size)
+        vocabs[name] = pieces.get(name) or build(counts, SPECIALS[name], min_freq[name], max_size)
     if "ner" in tasks(cfg):
         if v.ner_pretrained_words and ner_vectors(cfg):
             vocabs["ner_words"] += pretrained_extras(cfg, corpus["ner_words"], set(vocabs["ner_words"]))
@@ -82,7 +90,7 @@ def run(cfg: Config) -> None:
         tags = {t for tags in train_tags for t in tags} - {"O"}
         vocabs["ner_tags"] = ["O"] + sorted(tags, key=lambda t: (t[2:], t))  # B-X before I-X, types in order
 
-    written = set()
+    written = set(pieces)
     for hooks in hooked(cfg).values():  # a task that writes its own vocabulary files (lm_chars: JSON lines)
         for name, (tokens, splits) in hooks.vocabularies(cfg).items():
             vocabs[name], corpus[name] = tokens, splits

@@ -5,20 +5,21 @@ batches, and the length-sorted text batches decoding uses.
 import numpy as np
 import tensorflow as tf
 
-from pipeline.core import text, vocab
+from pipeline.core import vocab
 from pipeline.core.config import Config
+from pipeline.translate import subword
 
 
 def translation_examples(cfg: Config, pairs: list[tuple[str, str]]) -> list[tuple[np.ndarray, np.ndarray]]:
     """(source ids, target ids) per pair, tokenized by the one tokenizer; pairs with an empty side are dropped.
 
-    Tokenized once, eagerly, with the same `text.tokenize` the serving graph runs, and looked up in Python:
-    29k pairs take a few seconds, and the training loop then only pads and slices numpy arrays.
+    Tokenized once, eagerly, with the same tokenizer ops the serving graph runs (subword.py: words or pieces), and
+    looked up in Python: 29k pairs take a few seconds, and the training loop then only pads and slices numpy arrays.
     """
     src_index = {t: i for i, t in enumerate(vocab.load_named(cfg, "src"))}
     tgt_index = {t: i for i, t in enumerate(vocab.load_named(cfg, "tgt"))}
-    src = text.tokenize_batches([s for s, _ in pairs], cfg.text, joiner=False)
-    tgt = text.tokenize_batches([t for _, t in pairs], cfg.text, joiner=True)
+    src = subword.Tokenizer(cfg, "src").tokenize_batches([s for s, _ in pairs])
+    tgt = subword.Tokenizer(cfg, "tgt").tokenize_batches([t for _, t in pairs])
     return [
         (np.array(vocab.encode(s, src_index), np.int32), np.array(vocab.encode(t, tgt_index), np.int32))
         for s, t in zip(src, tgt, strict=True)

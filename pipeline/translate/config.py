@@ -20,6 +20,25 @@ class TranslateData:
     )
     valid: str = opt("", "dev pairs, as train; empty = split off train (prepare.split_seed, valid_size)", path=True)
     test: str = opt("", "test pairs, as train; empty = split off train (prepare.split_seed, test_size)", path=True)
+    # How both sides are cut into tokens. Read by the vocab and embed stages, so it lives beside the corpus.
+    tokenizer: str = opt(
+        "word",
+        "word = the word tokenizer (pipeline/core/text.py) and a closed vocabulary; sentencepiece = subword pieces "
+        "of a SentencePiece model that the vocab stage trains (pipeline/translate/subword.py)",
+        ("word", "sentencepiece"),
+    )
+    subword_type: str = opt("unigram", "SentencePiece algorithm", ("unigram", "bpe"))
+    subword_size: int = opt(8000, "SentencePiece pieces per model, specials and 256 byte pieces included")
+    subword_joint: bool = opt(True, "one model (and vocabulary) for both sides; false = one per side")
+    subword_coverage: float = opt(
+        0.9995, "share of training characters that get a piece of their own; the rarest are spelled as UTF-8 bytes"
+    )
+    subword_vectors: str = opt(
+        "word2vec",
+        "initial piece embeddings: word2vec = gensim Word2Vec (embed.w2v_*) trained on the piece-tokenized training "
+        "text; random = seeded noise (embed.oov_*)",
+        ("word2vec", "random"),
+    )
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ def run(cfg: Config) -> None:
         progress = Progress(len(sources), f"translating {split}")
         hyps = predict.translate_texts(translator, sources, cfg.translate.batch_size, progress)
         progress.close()
-        scores[split] = metrics.bleu_scores(hyps, references)
+        scores[split] = metrics.bleu_scores(hyps, references, cfg.translate_data.target_lang)
         rows = list(zip(sources, references, hyps, strict=True))
         write_lines(out / f"translations.{split}.tsv", ["\t".join(r) for r in rows])
         if split == "test":

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from pipeline.core import text, vocab
+from pipeline.core import vocab
 from pipeline.core.config import Config
 from pipeline.core.errors import InputError
-from pipeline.translate import batches
+from pipeline.translate import batches, subword
 from pipeline.translate import decode as decode_lib
 from pipeline.translate.config import Translate
 from pipeline.translate.model import build
@@ -27,7 +27,7 @@ def translate_dir(cfg: Config) -> Path:
 class Translator(tf.Module):
     """Raw sentences -> translations, entirely in TF ops (the exported serving graph is this module).
 
-    normalise + tokenize (core/text.py) -> src ids -> search (decode.py) -> target tokens ->
+    normalise + tokenize (words or pieces, subword.py) -> src ids -> search (decode.py) -> target tokens ->
     <unk> replaced by the most attended source token (translate.replace_unk) -> detokenize.
     An empty or whitespace-only sentence translates to "" with score 0.
     """
@@ -36,6 +36,7 @@ class Translator(tf.Module):
         super().__init__(name="translator")
         self.model, self.text_cfg = model, cfg.text
         self.search_cfg = search or cfg.translate
+        self.src_tokenizer, self.tgt_tokenizer = (subword.Tokenizer(cfg, side) for side in subword.SIDES)
         self.src_table = vocab.lookup_table(vocab.vocab_path(cfg, "src"))
         self.tgt_words = vocab.inverse_table(vocab.vocab_path(cfg, "tgt"))
         # No autograph: nothing branches on tensors, and autograph re-reads source files when it traces.
@@ -43,7 +44,7 @@ class Translator(tf.Module):
 
     def source(self, texts: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """[B] strings -> (src ids [B, S>=1], src tokens [B, S] "" padded, empty [B] bool)."""
-        tokens = text.tokenize(texts, self.text_cfg, joiner=False)
+        tokens = self.src_tokenizer.tokenize(texts)
         empty = tokens.row_lengths() == 0
         # The encoder needs one real token per row: empty rows get <unk>, and their output is blanked below.
         tokens = tokens.to_tensor("")
@@ -59,7 +60,7 @@ class Translator(tf.Module):
         if self.search_cfg.replace_unk:
             words = decode_lib.replace_unknowns(words, ids, attention, src_tokens)
         keep = (ids != vocab.PAD_ID) & (ids != vocab.EOS_ID)
-        return text.detokenize(tf.ragged.boolean_mask(words, keep))
+        return self.tgt_tokenizer.detokenize(tf.ragged.boolean_mask(words, keep))
 
     def __call__(self, text):
         src_ids, src_tokens, empty = self.source(text)

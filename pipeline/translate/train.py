@@ -133,7 +133,7 @@ def run(cfg: Config) -> None:
 
     def evaluate() -> tuple[dict, dict, str]:
         hyps = predict.translate_texts(translator, sources, batch_size=hp.batch_size)
-        dev = metrics.bleu_scores(hyps, references)
+        dev = metrics.bleu_scores(hyps, references, cfg.translate_data.target_lang)
         samples = [f"{s}  \n→ {h}  \n(ref: {r})" for s, h, r in zip(sources[:3], hyps, references, strict=False)]
         return {"dev_bleu": dev["bleu"], "dev_chrf": dev["chrf"]}, {"dev_bleu": dev["bleu"]}, "\n\n".join(samples)
 

@@ -1,0 +1,183 @@
+"""The translator's tokenizers: words (pipeline/core/text.py) or SentencePiece subwords, as TF ops.
+
+With `translate.data.tokenizer = "sentencepiece"` the vocab stage trains a SentencePiece model on the normalised
+training text (the `sentencepiece` package), and tf.data, evaluation and the exported graph all cut text with that
+same serialized model through tensorflow-text's SentencePiece ops. Pieces are looked up in the vocabulary files like
+words, so everything after the tokenizer is shared by both.
+
+    <paths.vocab>/src.spm, tgt.spm       the serialized models (the same bytes when translate.data.subword_joint)
+    <paths.vocab>/spm.<key>.model        the trained model, keyed on its settings and text: a rerun reuses it
+    <paths.vocab>/src.txt, tgt.txt       the pieces in id order: 0 <pad>, 1 <unk>, 2 <s>, 3 </s>, 256 bytes, ...
+
+Training sees text already normalised by `text.normalize`, and SentencePiece's own normalisation is off, so
+`detokenize(tokenize(x)) == normalize(x)`; byte fallback spells a character outside the model as UTF-8 bytes,
+so no input falls into `<unk>`.
+"""
+
+import hashlib
+import io
+import json
+import time
+from pathlib import Path
+
+import tensorflow as tf
+
+from pipeline.core import text, vocab
+from pipeline.core.config import Config, tasks
+from pipeline.core.errors import InputError
+from pipeline.core.files import write_bytes
+
+SIDES = ("src", "tgt")
+
+
+def enabled(cfg: Config) -> bool:
+    return "translate" in tasks(cfg) and cfg.translate_data.tokenizer == "sentencepiece"
+
+
+def model_path(cfg: Config, side: str) -> Path:
+    return Path(cfg.paths.vocab) / f"{side}.spm"
+
+
+def settings(cfg: Config) -> dict:
+    """Every SentencePiece trainer flag we set (the model's ids must match core/vocab.py's)."""
+    d = cfg.translate_data
+    return {
+        "model_type": d.subword_type,
+        "vocab_size": d.subword_size,
+        "character_coverage": d.subword_coverage,
+        "byte_fallback": True,
+        "normalization_rule_name": "identity",  # text.normalize has run; any other rule breaks the round trip
+        "hard_vocab_limit": False,  # a corpus too small for vocab_size gets fewer pieces, not an error
+        "max_sentence_length": 1 << 16,  # bytes; longer lines are skipped by the trainer, and text.max_length cuts
+        "pad_id": vocab.PAD_ID,
+        "unk_id": vocab.UNK_ID,
+        "bos_id": vocab.BOS_ID,
+        "eos_id": vocab.EOS_ID,
+        "pad_piece": vocab.PAD,
+        "unk_piece": vocab.UNK,
+        "bos_piece": vocab.BOS,
+        "eos_piece": vocab.EOS,
+        "num_threads": 1,  # one thread, with the seeded sampler: the same model on every run
+        "seed": cfg.embed.seed,
+    }
+
+
+def normalized(texts: list[str], cfg: Config, batch: int = 8192) -> list[str]:
+    out = []
+    for i in range(0, len(texts), batch):
+        out += [t.decode("utf-8") for t in text.normalize(tf.constant(texts[i : i + batch]), cfg.text).numpy()]
+    return out
+
+
+def _key(s: dict, cfg: Config, sentences: list[str]) -> str:
+    h = hashlib.sha256(json.dumps([s, cfg.section_dict("text")], sort_keys=True).encode())
+    for sentence in sentences:
+        h.update(sentence.encode("utf-8") + b"\n")
+    return h.hexdigest()[:16]
+
+
+def train_model(cfg: Config, sentences: list[str], label: str) -> bytes:
+    """A serialized SentencePiece model of normalised `sentences`, reused when settings and text are the same."""
+    import sentencepiece as spm
+
+    s = settings(cfg)
+    path = Path(cfg.paths.vocab) / f"spm.{_key(s, cfg, sentences)}.model"
+    if path.is_file():
+        print(f"  {label}: reusing {path} (same SentencePiece settings and training text)", flush=True)
+        return path.read_bytes()
+    print(
+        f"  {label}: training SentencePiece {s['model_type']} ({s['vocab_size']:,} pieces, coverage "
+        f"{s['character_coverage']}) on {len(sentences):,} sentences, 1 thread",
+        flush=True,
+    )
+    start = time.perf_counter()
+    spm.set_random_generator_seed(s.pop("seed"))
+    buf = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(x for x in sentences if x), model_writer=buf, minloglevel=2, **s
+        )
+    except RuntimeError as e:
+        raise InputError(f"{label}: SentencePiece training failed: {e}") from None
+    model = buf.getvalue()
+    write_bytes(path, model)
+    size = spm.SentencePieceProcessor(model_proto=model).get_piece_size()
+    print(f"  {label}: {size:,} pieces in {time.perf_counter() - start:.1f}s -> {path}", flush=True)
+    return model
+
+
+def train(cfg: Config, pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """Train the model(s) on the training pairs, write <side>.spm; returns each side's pieces in id order."""
+    src, tgt = normalized([s for s, _ in pairs], cfg), normalized([t for _, t in pairs], cfg)
+    d = cfg.translate_data
+    if d.subword_joint:
+        joint = train_model(cfg, src + tgt, f"{d.source_lang}+{d.target_lang}")
+        models = {"src": joint, "tgt": joint}
+    else:
+        models = {"src": train_model(cfg, src, d.source_lang), "tgt": train_model(cfg, tgt, d.target_lang)}
+    for side, model in models.items():
+        write_bytes(model_path(cfg, side), model)
+    return {side: pieces(model) for side, model in models.items()}
+
+
+def pieces(model: bytes) -> list[str]:
+    import sentencepiece as spm
+
+    processor = spm.SentencePieceProcessor(model_proto=model)
+    return [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
+
+
+def load_model(cfg: Config, side: str) -> bytes:
+    """The side's serialized model, checked against its vocabulary file (a clear error naming the file)."""
+    import sentencepiece as spm
+
+    path = model_path(cfg, side)
+    try:
+        model = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: SentencePiece model not found", hint="run `make vocab` first") from None
+    try:
+        processor = spm.SentencePieceProcessor(model_proto=model)
+    except (RuntimeError, OSError) as e:
+        raise InputError(f"{path}: not a SentencePiece model ({e})", hint="run `make vocab` again") from None
+    listed = vocab.load_named(cfg, side)
+    got = [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
+    if got != listed:
+        raise InputError(
+            f"{path}: a SentencePiece model of {len(got):,} pieces that do not match the {len(listed):,} lines of "
+            f"{vocab.vocab_path(cfg, side)} (a model from another vocabulary)",
+            hint="run `make vocab` again",
+        )
+    return model
+
+
+class Tokenizer(tf.Module):
+    """One side's text <-> tokens in TF ops: `tokenize` [B] strings -> [B, (tokens)] ragged strings (words or
+    pieces, as listed in the vocabulary file), `detokenize` back. The exported graph holds this module."""
+
+    def __init__(self, cfg: Config, side: str):
+        super().__init__(name=f"{side}_tokenizer")
+        self.text_cfg, self.side = cfg.text, side
+        self.pieces = None
+        if enabled(cfg):
+            import tensorflow_text as tf_text  # only this tokenizer needs the tensorflow-text ops
+
+            self.pieces = tf_text.SentencepieceTokenizer(model=load_model(cfg, side), out_type=tf.string)
+
+    def tokenize(self, texts) -> tf.RaggedTensor:
+        if self.pieces is None:
+            return text.tokenize(texts, self.text_cfg, joiner=self.side == "tgt")
+        normal = text.normalize(tf.convert_to_tensor(texts, tf.string), self.text_cfg)
+        return self.pieces.tokenize(normal)[:, : self.text_cfg.max_length]
+
+    def detokenize(self, tokens: tf.RaggedTensor) -> tf.Tensor:
+        if self.pieces is None:
+            return text.detokenize(tokens)
+        return self.pieces.detokenize(tokens)
+
+    def tokenize_batches(self, texts: list[str], batch: int = 8192) -> list[list[str]]:
+        """Tokenize many sentences eagerly, a batch at a time (vocabulary counts, reports, training ids)."""
+        out = []
+        for i in range(0, len(texts), batch):
+            out.extend(text.to_lists(self.tokenize(tf.constant(texts[i : i + batch], tf.string))))
+        return out
