@@ -23,8 +23,8 @@ from pipeline.translate import export as translate_export
 from pipeline.translate import predict as translate_predict
 from pipeline.translate import subword
 from pipeline.translate import train as translate_train
-from tests.conftest import TINY_TRANSLATE, synthetic_pairs, tiny_config
-from tests.test_export import serve_in_fresh_process
+from tests.conftest import ROOT, TINY_TRANSLATE, synthetic_pairs, tiny_config
+from tests.test_export import run_serving_check, serve_in_fresh_process
 
 SP = (
     'ner.data.train=""',  # the translator alone
@@ -149,6 +149,11 @@ def test_overfits_fifty_pairs_through_pieces_and_serves_without_the_project(tmp_
     translator = translate_predict.load_translator(cfg)
     want = [t.decode() for t in translator.translate(tf.constant(texts))["translation"].numpy()]
     assert got["translate"]["serving_default"]["translation"] == want and want[:8] == [p[1] for p in pairs[:8]]
+    # TF Serving 2.20's runtime (TensorFlow 2.20 + tensorflow-text 2.20), in Python and through the C++ loader.
+    cpp = ("--cpp", str(ROOT / "build/load_savedmodel")) if shutil.which("c++") else ()
+    built = (".venv-serving/.installed", "build/load_savedmodel") if cpp else (".venv-serving/.installed",)
+    (line,) = run_serving_check(cfg, *cpp, targets=built, models=1)
+    assert not cpp or "serving_default calls equal through the C++ loader" in line, line
 
 
 # A script without spaces: every English word has a two-character Chinese word, and the sentence is written solid.

@@ -1,14 +1,17 @@
 // TF Serving's loader without TF Serving: tensorflow::LoadSavedModel with the "serve" tag (what
 // tensorflow_serving/servables/tensorflow uses), then one Session::Run of a signature.
 //
-//   load_savedmodel EXPORT_DIR SIGNATURE NAME=VALUE...   ->  one JSON object on stdout:
+//   load_savedmodel [--op_library=SO]... EXPORT_DIR SIGNATURE NAME=VALUE...   ->  one JSON object on stdout:
 //   {"OUTPUT": {"shape": [...], "values": [...]}, ...}   (values flattened, row-major)
 //
 // Each NAME=VALUE adds one row to input NAME, a [B] vector in the dtype the signature declares (string, int32,
-// int64, float); a value may hold further '=' signs.
+// int64, float); a value may hold further '=' signs. Each --op_library is dlopen'ed first, so its ops register
+// as they do in TF Serving's binary, which links tensorflow-text's ops in (the SentencePiece tokenizer's).
 //
 // Built by `make serving-check` against the headers and libtensorflow_cc.so.2 / libtensorflow_framework.so.2 of
 // the tensorflow wheel in .venv-serving (the TensorFlow that TF Serving 2.20 embeds); no Python in the process.
+#include <dlfcn.h>
+
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -74,8 +77,18 @@ std::string ToJson(const tensorflow::Tensor& t) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  const std::string kLibrary = "--op_library=";
+  while (argc > 1 && std::string(argv[1]).rfind(kLibrary, 0) == 0) {
+    const std::string library = std::string(argv[1]).substr(kLibrary.size());
+    if (dlopen(library.c_str(), RTLD_NOW | RTLD_GLOBAL) == nullptr) {
+      std::cerr << "load failed: op library " << library << ": " << dlerror() << "\n";
+      return 1;
+    }
+    ++argv;
+    --argc;
+  }
   if (argc < 4) {
-    std::cerr << "usage: load_savedmodel EXPORT_DIR SIGNATURE NAME=VALUE...\n";
+    std::cerr << "usage: load_savedmodel [--op_library=SO]... EXPORT_DIR SIGNATURE NAME=VALUE...\n";
     return 2;
   }
   tensorflow::SavedModelBundle bundle;

@@ -109,6 +109,11 @@ def check_version(path: Path) -> tuple[list[str], dict]:
     return problems, checked
 
 
+def text_op_libraries() -> list[str]:
+    """tensorflow-text's compiled ops, which TF Serving's binary links in: the C++ loader loads them first."""
+    return sorted(str(so) for so in (Path(tensorflow_text.__file__).parent / "python/ops").glob("_*.so"))
+
+
 def check_cpp(path: Path, loader: Path) -> tuple[list[str], int]:
     """Every recorded serving_default call rerun through tools/load_savedmodel.cc: TensorFlow's C++ loader, the one
     TF Serving uses, with no Python in the process (it restores variables through the graph's saver, not the
@@ -117,8 +122,9 @@ def check_cpp(path: Path, loader: Path) -> tuple[list[str], int]:
     expected = json.loads((path / EXPECTED).read_text(encoding="utf-8"))
     problems, runs = [], 0
     for call in (c for c in expected["calls"] if c["signature"] == "serving_default"):
+        feeds = [f"{k}={v}" for k, vs in call["inputs"].items() for v in vs]
         proc = subprocess.run(
-            [str(loader), str(path), "serving_default", *(f"{k}={v}" for k, vs in call["inputs"].items() for v in vs)],
+            [str(loader), *(f"--op_library={so}" for so in text_op_libraries()), str(path), "serving_default", *feeds],
             capture_output=True,
             text=True,
             env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"},
