@@ -83,8 +83,12 @@ def test_vocab_and_embed_stages_write_one_model_its_pieces_and_piece_vectors(pie
     assert "reusing" in capsys.readouterr().out and (vocab_dir / "src.spm").read_bytes() == model
 
 
-def test_one_model_per_side_and_random_piece_vectors(tmp_path):
-    separate = ("translate.data.subword_joint=false", "translate.data.subword_vectors=random")
+def test_bpe_one_model_per_side_and_random_piece_vectors(tmp_path):
+    separate = (
+        "translate.data.subword_joint=false",
+        "translate.data.subword_vectors=random",
+        "translate.data.subword_type=bpe",
+    )
     cfg = subword_run(tmp_path, synthetic_pairs(50, seed=0), *separate)
     src, tgt = (Path(cfg.paths.vocab) / f"{side}.spm" for side in subword.SIDES)
     assert src.read_bytes() != tgt.read_bytes()

@@ -65,8 +65,8 @@ class Text:
 class Vocab:
     """Stage `vocab`: sizes and cut-offs. Ids: 0 <pad>, 1 <unk>, then <s>, </s> for translation."""
 
-    min_freq: int = opt(2, "translation vocabularies keep tokens seen at least this often in train")
-    max_size: int = opt(0, "cap on translation vocabulary size, specials included (0 = no cap)")
+    min_freq: int = opt(2, "word-level translation vocabularies keep tokens seen at least this often in train")
+    max_size: int = opt(0, "cap on word-level translation vocabulary size, specials included (0 = no cap)")
     ner_min_freq: int = opt(1, "NER word vocabulary keeps train words seen at least this often")
     char_min_freq: int = opt(1, "NER character vocabulary keeps characters seen at least this often")
     ner_pretrained_words: bool = opt(
