@@ -2,6 +2,7 @@
 the model, the embed stage trains piece vectors, and training, evaluation and the exported graph cut text with
 the same serialized model through tensorflow-text's ops."""
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -12,7 +13,7 @@ import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.core import serving, text
+from pipeline.core import config, serving, stages, text
 from pipeline.core.errors import InputError
 from pipeline.core.files import write_lines
 from pipeline.stages import embed as embed_stage
@@ -23,7 +24,7 @@ from pipeline.translate import export as translate_export
 from pipeline.translate import predict as translate_predict
 from pipeline.translate import subword
 from pipeline.translate import train as translate_train
-from tests.conftest import ROOT, TINY_TRANSLATE, synthetic_pairs, tiny_config
+from tests.conftest import ROOT, TINY, TINY_TRANSLATE, synthetic_pairs, tiny_config
 from tests.test_export import run_serving_check, serve_in_fresh_process
 
 SP = (
@@ -97,16 +98,38 @@ def test_bpe_one_model_per_side_and_random_piece_vectors(tmp_path):
     assert report["src"]["vectors"] == "random" and not list(Path(cfg.paths.embeddings).glob("w2v.*"))
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.text(max_size=40), min_size=1, max_size=4))
-def test_detokenize_inverts_tokenize_on_any_unicode(pieces_cfg, sentences):
-    """Byte fallback spells any character the model lacks, so no text is lost, invented or turned into <unk>."""
-    tokenizer = subword.Tokenizer(pieces_cfg, "tgt")
-    tokens = tokenizer.tokenize(tf.constant(sentences))
-    normalised = text.normalize(tf.constant(sentences), pieces_cfg.text).numpy()
-    if max(tokens.row_lengths().numpy(), default=0) < pieces_cfg.text.max_length:  # not truncated
-        assert tokenizer.detokenize(tokens).numpy().tolist() == normalised.tolist()
+@pytest.fixture(scope="module")
+def long_tokenizer(pieces_cfg):
+    """The tgt tokenizer with room for any 40 characters (byte fallback spends up to 4 pieces on one)."""
+    return subword.Tokenizer(dataclasses.replace(pieces_cfg, translate_data=dataclasses.replace(
+        pieces_cfg.translate_data, subword_max_length=1000)), "tgt")  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.text(alphabet=st.characters() | st.sampled_from("▁ ab"), max_size=40), min_size=1, max_size=4))
+def test_detokenize_inverts_tokenize_on_any_unicode(long_tokenizer, sentences):
+    """Byte fallback spells any character the model lacks, so no text is lost, invented or turned into <unk>;
+    U+2581, SentencePiece's own space marker, is read as a space."""
+    tokens = long_tokenizer.tokenize(tf.constant(sentences))
+    normalised = subword.normalize(tf.constant(sentences), long_tokenizer.cfg).numpy().tolist()
+    assert long_tokenizer.detokenize(tokens).numpy().tolist() == normalised
+    assert (
+        normalised
+        == text.normalize(tf.constant([s.replace("▁", " ") for s in sentences]), long_tokenizer.cfg.text)
+        .numpy()
+        .tolist()
+    )
     assert b"<unk>" not in tokens.flat_values.numpy().tolist()
+
+
+def test_tokenizer_keys_rerun_only_the_stages_that_read_them():
+    stamp = {s: stages._target(stages.STAGES[s].inputs) for s in ("prepare", "vocab", "embed")}
+    words, other_size = config.load(TINY), config.load(TINY, ["translate.data.subword_size=16000"])
+    pieces = config.load(TINY, ["translate.data.tokenizer=sentencepiece"])
+    random = config.load(TINY, ["translate.data.tokenizer=sentencepiece", "translate.data.subword_vectors=random"])
+    assert all(f(words) == f(other_size) for f in stamp.values())  # a subword key with words: nothing reruns
+    assert stamp["prepare"](words) == stamp["prepare"](pieces) and stamp["vocab"](words) != stamp["vocab"](pieces)
+    assert stamp["vocab"](pieces) == stamp["vocab"](random) and stamp["embed"](pieces) != stamp["embed"](random)
 
 
 def test_a_missing_corrupt_or_foreign_model_names_the_file(pieces_cfg, tmp_path):
@@ -158,6 +181,12 @@ def test_overfits_fifty_pairs_through_pieces_and_serves_without_the_project(tmp_
     built = (".venv-serving/.installed", "build/load_savedmodel") if cpp else (".venv-serving/.installed",)
     (line,) = run_serving_check(cfg, *cpp, targets=built, models=1)
     assert not cpp or "serving_default calls equal through the C++ loader" in line, line
+
+    meta = Path(cfg.paths.models) / "translate/translator.json"  # weights trained on other pieces are refused
+    record = json.loads(meta.read_text())
+    meta.write_text(json.dumps(record | {"subword": {"src": "0" * 64, "tgt": "0" * 64}}))
+    with pytest.raises(InputError, match=r"trained on other tokens than .*src\.spm"):
+        translate_predict.load_translator(cfg)
 
 
 # A script without spaces: every English word has a two-character Chinese word, and the sentence is written solid.

@@ -70,6 +70,7 @@ STAGES = {
             "pipeline.stages.vocab:run",
             ("paths", "prepare", "text", "vocab", "embed", *DATA),
             "vocabularies + OOV report",
+            inputs="pipeline.translate.config:vocab_inputs",
         ),
         # Version 2: also data/embeddings/ner_lexicon.npz (the tagger's English word statistics).
         # Version 3: ner_lexicon.npz also holds the name lists (pipeline/ner/gazetteer.py).
@@ -79,6 +80,7 @@ STAGES = {
             ("paths", "prepare", "text", "vocab", "embed", *DATA),
             "embedding matrices from pretrained or gensim-trained vectors, word statistics + coverage report",
             3,
+            inputs="pipeline.translate.config:embed_inputs",
         ),
         Stage("train-ner", "pipeline.ner.train:run", NER, "train the BiLSTM-CNN-CRF tagger"),
         Stage("evaluate-ner", "pipeline.ner.evaluate:run", NER, "entity-level P/R/F1 (seqeval) on valid and test"),

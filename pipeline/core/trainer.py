@@ -54,7 +54,7 @@ def out_of_time(elapsed_s: float, epochs_done: int, max_minutes: float) -> bool:
 def run_settings(cfg: Config, section: str) -> dict:
     """Every setting a model's training reads (flattened `section.key`), except those that may change on resume."""
     out = {}
-    for s in ("paths", "prepare", "text", "vocab", "embed", section):
+    for s in ("paths", "prepare", "text", "vocab", "embed", f"{section}.data", section):
         for key, value in cfg.section_dict(s).items():
             if not (s == section and key in RESUMABLE_CHANGES):
                 out[f"{s}.{key}"] = value

@@ -18,6 +18,7 @@ from pipeline.core.files import write_json, write_lines
 from pipeline.core.stages import STAGES
 from pipeline.ner import corpus as ner_corpus
 from pipeline.stages import check
+from pipeline.translate import config as translate_config
 from pipeline.translate import corpus as translate_corpus
 
 
@@ -166,15 +167,11 @@ def _limit(items: list, split: str, cfg: Config, size=lambda item: 1) -> list:
     return out
 
 
-TOKENIZER_KEYS = ("tokenizer", "subword_type", "subword_size", "subword_joint", "subword_coverage", "subword_vectors")
-
-
 def stamp_inputs(cfg: Config) -> dict:
     """What `prepare`'s config stamp covers: the sections it reads and each corpus file's size and mtime, so an
     edited corpus of the user's own reruns it (and what follows) as a changed setting does."""
     sections = {s: cfg.section_dict(s) for s in STAGES["prepare"].sections}
-    # The translator's tokenizer keys live in [translate.data] for the vocab stage; prepare does not read them.
-    sections["translate.data"] = {k: v for k, v in sections["translate.data"].items() if k not in TOKENIZER_KEYS}
+    sections["translate.data"] = translate_config.read_by(cfg, "prepare")  # not the tokenizer's keys
     files = {}
     for name in corpus_files(cfg):
         stat = Path(name).stat() if Path(name).is_file() else None

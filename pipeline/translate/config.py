@@ -1,6 +1,7 @@
 """Config sections [translate.data] (the parallel corpus) and [translate] (the translator, its training and
 decoding)."""
 
+import dataclasses
 from dataclasses import dataclass
 
 from pipeline.core.options import opt
@@ -33,12 +34,49 @@ class TranslateData:
     subword_coverage: float = opt(
         0.9995, "share of training characters that get a piece of their own; the rarest are spelled as UTF-8 bytes"
     )
+    subword_max_length: int = opt(
+        250, "pieces kept per sentence; longer input is truncated (text.max_length counts words)"
+    )
     subword_vectors: str = opt(
         "word2vec",
         "initial piece embeddings: word2vec = gensim Word2Vec (embed.w2v_*) trained on the piece-tokenized training "
         "text; random = seeded noise (embed.oov_*)",
         ("word2vec", "random"),
     )
+
+
+TOKENIZER_KEYS = tuple(
+    f.name for f in dataclasses.fields(TranslateData) if f.name.partition("_")[0] in ("tokenizer", "subword")
+)
+SUBWORD_KEYS = TOKENIZER_KEYS[1:]
+
+
+def read_by(cfg, stage: str) -> dict:
+    """The [translate.data] keys a stage reads, for its config stamp: prepare reads none of the tokenizer's; vocab
+    and embed read the subword keys only with SentencePiece, and vocab not subword_vectors. So a tokenizer key that
+    does nothing reruns nothing (a rerun vocab stage would retrain every task)."""
+    data = cfg.section_dict("translate.data")
+    pieces = data["tokenizer"] == "sentencepiece"
+    unread = {
+        "prepare": TOKENIZER_KEYS,
+        "vocab": ("subword_vectors",) if pieces else SUBWORD_KEYS,
+        "embed": () if pieces else SUBWORD_KEYS,
+    }[stage]
+    return {k: v for k, v in data.items() if k not in unread}
+
+
+def stage_inputs(cfg, stage: str) -> dict:
+    from pipeline.core.stages import STAGES  # not at import: core/config imports this module
+
+    return {s: cfg.section_dict(s) for s in STAGES[stage].sections} | {"translate.data": read_by(cfg, stage)}
+
+
+def vocab_inputs(cfg) -> dict:
+    return stage_inputs(cfg, "vocab")
+
+
+def embed_inputs(cfg) -> dict:
+    return stage_inputs(cfg, "embed")
 
 
 @dataclass(frozen=True)

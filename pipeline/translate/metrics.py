@@ -15,7 +15,7 @@ def bleu_scores(hypotheses: list[str], references: list[str], target_lang: str =
     """
     import sacrebleu
 
-    lang = target_lang.lower().split("-")[0]
+    lang = target_lang.lower().replace("_", "-").split("-")[0]
     bleu = sacrebleu.metrics.BLEU(tokenize="char") if lang in CHARACTER_BLEU else sacrebleu.metrics.BLEU(trg_lang=lang)
     chrf = sacrebleu.metrics.CHRF()
     b, c = bleu.corpus_score(hypotheses, [references]), chrf.corpus_score(hypotheses, [references])

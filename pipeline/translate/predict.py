@@ -57,7 +57,7 @@ class Translator(tf.Module):
     def target_text(self, ids: tf.Tensor, attention: tf.Tensor, src_tokens: tf.Tensor) -> tf.Tensor:
         """[B, T] output ids (</s>, then padding) -> [B] detokenized strings."""
         words = self.tgt_words.lookup(tf.cast(ids, tf.int64))
-        if self.search_cfg.replace_unk:
+        if self.search_cfg.replace_unk and self.tgt_tokenizer.pieces is None:  # pieces: byte fallback, no <unk>
             words = decode_lib.replace_unknowns(words, ids, attention, src_tokens)
         keep = (ids != vocab.PAD_ID) & (ids != vocab.EOS_ID)
         return self.tgt_tokenizer.detokenize(tf.ragged.boolean_mask(words, keep))
@@ -105,6 +105,11 @@ def load_translator(cfg: Config, search: Translate | None = None, use_cudnn="aut
         raise InputError(
             f"{where}: the model was trained with vocabularies of {trained[0]} / {trained[1]} entries, but "
             f"{cfg.paths.vocab}/src.txt / tgt.txt have {sizes[0]} / {sizes[1]}",
+            hint="run `make train-translate` again",
+        )
+    if meta.get("subword", {}) != subword.fingerprint(cfg):
+        raise InputError(
+            f"{where}: the model was trained on other tokens than {cfg.paths.vocab}/src.spm / tgt.spm (or on words)",
             hint="run `make train-translate` again",
         )
     shapes = (meta["src_shape"], meta["tgt_shape"])

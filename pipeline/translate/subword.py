@@ -9,9 +9,10 @@ words, so everything after the tokenizer is shared by both.
     <paths.vocab>/spm.<key>.model        the trained model, keyed on its settings and text: a rerun reuses it
     <paths.vocab>/src.txt, tgt.txt       the pieces in id order: 0 <pad>, 1 <unk>, 2 <s>, 3 </s>, 256 bytes, ...
 
-Training sees text already normalised by `text.normalize`, and SentencePiece's own normalisation is off, so
-`detokenize(tokenize(x)) == normalize(x)`; byte fallback spells a character outside the model as UTF-8 bytes,
-so no input falls into `<unk>`.
+Training sees text already normalised by `text.normalize` (and U+2581, SentencePiece's space marker, read as a
+space), and SentencePiece's own normalisation is off, so `detokenize(tokenize(x)) == normalize(x)`; byte
+fallback spells a character outside the model as UTF-8 bytes, so no input falls into `<unk>`. Sentences are cut at
+translate.data.subword_max_length pieces (text.max_length counts words).
 """
 
 import hashlib
@@ -28,6 +29,7 @@ from pipeline.core.errors import InputError
 from pipeline.core.files import write_bytes
 
 SIDES = ("src", "tgt")
+MARKER = "\u2581"  # ▁, SentencePiece's whitespace
 
 
 def enabled(cfg: Config) -> bool:
@@ -62,10 +64,15 @@ def settings(cfg: Config) -> dict:
     }
 
 
+def normalize(texts, cfg) -> tf.Tensor:
+    """text.normalize, and SentencePiece's space marker U+2581 read as a space (it could not come back otherwise)."""
+    return text.normalize(tf.strings.regex_replace(tf.convert_to_tensor(texts, tf.string), MARKER, " "), cfg.text)
+
+
 def normalized(texts: list[str], cfg: Config, batch: int = 8192) -> list[str]:
     out = []
     for i in range(0, len(texts), batch):
-        out += [t.decode("utf-8") for t in text.normalize(tf.constant(texts[i : i + batch]), cfg.text).numpy()]
+        out += [t.decode("utf-8") for t in normalize(tf.constant(texts[i : i + batch]), cfg).numpy()]
     return out
 
 
@@ -151,14 +158,22 @@ def load_model(cfg: Config, side: str) -> bytes:
     return model
 
 
+def fingerprint(cfg: Config) -> dict:
+    """{side: sha256 of its model} with SentencePiece ({} with words): translator.json records which pieces the
+    weights were trained on, and a model trained on other pieces of the same count is refused."""
+    if not enabled(cfg):
+        return {}
+    return {side: hashlib.sha256(load_model(cfg, side)).hexdigest() for side in SIDES}
+
+
 class Tokenizer(tf.Module):
     """One side's text <-> tokens in TF ops: `tokenize` [B] strings -> [B, (tokens)] ragged strings (words or
     pieces, as listed in the vocabulary file), `detokenize` back. The exported graph holds this module."""
 
     def __init__(self, cfg: Config, side: str):
         super().__init__(name=f"{side}_tokenizer")
-        self.text_cfg, self.side = cfg.text, side
-        self.pieces = None
+        self.cfg, self.side = cfg, side
+        self.pieces, self.max_length = None, cfg.translate_data.subword_max_length
         if enabled(cfg):
             import tensorflow_text as tf_text  # only this tokenizer needs the tensorflow-text ops
 
@@ -166,9 +181,8 @@ class Tokenizer(tf.Module):
 
     def tokenize(self, texts) -> tf.RaggedTensor:
         if self.pieces is None:
-            return text.tokenize(texts, self.text_cfg, joiner=self.side == "tgt")
-        normal = text.normalize(tf.convert_to_tensor(texts, tf.string), self.text_cfg)
-        return self.pieces.tokenize(normal)[:, : self.text_cfg.max_length]
+            return text.tokenize(texts, self.cfg.text, joiner=self.side == "tgt")
+        return self.pieces.tokenize(normalize(texts, self.cfg))[:, : self.max_length]
 
     def detokenize(self, tokens: tf.RaggedTensor) -> tf.Tensor:
         if self.pieces is None:

@@ -19,7 +19,7 @@ from pipeline.core.config import Config
 from pipeline.core.optim import LazyAdam, build_optimizer, replicated_update
 from pipeline.core.progress import Progress
 from pipeline.core.vectors import load_matrix
-from pipeline.translate import batches, corpus, metrics, predict
+from pipeline.translate import batches, corpus, metrics, predict, subword
 from pipeline.translate import model as seq2seq
 from pipeline.translate.config import Translate
 
@@ -121,6 +121,7 @@ def run(cfg: Config) -> None:
         "translate": cfg.section_dict("translate"),
         "src_shape": list(model.src_embed.embeddings.shape),
         "tgt_shape": list(model.tgt_embed.embeddings.shape),
+        "subword": subword.fingerprint(cfg),
     }
     n_params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     print(
