@@ -33,7 +33,11 @@ def differences(old: dict, new: dict, texts: list[str]) -> list[str]:
         if a.shape != b.shape:
             out.append(f"{key}: shape {a.shape} != {b.shape}")
         elif a.dtype.kind in "SO":
-            out += [f"{key} [{i}] {texts[i]!r}: {x} != {y}" for i, (x, y) in enumerate(zip(a, b)) if (x != y).any()]
+            out += [
+                f"{key} [{i}] {texts[i]!r}: {x} != {y}"
+                for i, (x, y) in enumerate(zip(a, b, strict=True))
+                if np.any(x != y)
+            ]
         elif not np.allclose(a, b, rtol=1e-5, atol=1e-6):
             out.append(f"{key}: largest difference {np.abs(a - b).max():.2e}")
     return out
