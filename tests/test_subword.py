@@ -3,7 +3,9 @@ the model, the embed stage trains piece vectors, and training, evaluation and th
 the same serialized model through tensorflow-text's ops."""
 
 import dataclasses
+import functools
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.core import config, serving, stages, text
+from pipeline.core import config, serving, stages, trainer
 from pipeline.core.errors import InputError
 from pipeline.core.files import write_lines
 from pipeline.stages import embed as embed_stage
@@ -82,15 +84,21 @@ def test_vocab_and_embed_stages_write_one_model_its_pieces_and_piece_vectors(pie
 
     vocab_stage.run(cfg)  # the same settings and text: the trained model is reused, not trained again
     assert "reusing" in capsys.readouterr().out and (vocab_dir / "src.spm").read_bytes() == model
+    (cached,) = vocab_dir.glob("spm.*.model")
+    cached.write_bytes(b"damaged")  # a damaged cache is trained again, to the same model
+    vocab_stage.run(cfg)
+    assert "training it again" in capsys.readouterr().out and cached.read_bytes() == model
 
 
-def test_bpe_one_model_per_side_and_random_piece_vectors(tmp_path):
+def test_bpe_one_model_per_side_and_random_piece_vectors(tmp_path, capsys):
     separate = (
         "translate.data.subword_joint=false",
         "translate.data.subword_vectors=random",
         "translate.data.subword_type=bpe",
     )
-    cfg = subword_run(tmp_path, synthetic_pairs(50, seed=0), *separate)
+    cfg = subword_run(tmp_path, synthetic_pairs(50, seed=0), *separate, "translate.data.subword_max_length=6")
+    out = capsys.readouterr().out
+    assert re.search(r"warning: tgt: \d+ train, \d+ valid, \d+ test sentences reach .*subword_max_length=6 pieces", out)
     src, tgt = (Path(cfg.paths.vocab) / f"{side}.spm" for side in subword.SIDES)
     assert src.read_bytes() != tgt.read_bytes()
     assert "▁Man" in subword.pieces(tgt.read_bytes()) and "▁Man" not in subword.pieces(src.read_bytes())
@@ -105,31 +113,39 @@ def long_tokenizer(pieces_cfg):
         pieces_cfg.translate_data, subword_max_length=1000)), "tgt")  # fmt: skip
 
 
+SPACES = "▁\x0b\x1f\x85"  # read as spaces: SentencePiece's marker, and whitespace to Python that RE2's \s misses
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.text(alphabet=st.characters() | st.sampled_from("▁ ab"), max_size=40), min_size=1, max_size=4))
-def test_detokenize_inverts_tokenize_on_any_unicode(long_tokenizer, sentences):
+@given(
+    st.lists(st.text(alphabet=st.characters() | st.sampled_from(SPACES + " ab"), max_size=40), min_size=1, max_size=4),
+    st.sampled_from(["basic", "none"]),
+)
+def test_detokenize_inverts_tokenize_on_any_unicode(long_tokenizer, sentences, form):
     """Byte fallback spells any character the model lacks, so no text is lost, invented or turned into <unk>;
-    U+2581, SentencePiece's own space marker, is read as a space."""
-    tokens = long_tokenizer.tokenize(tf.constant(sentences))
-    normalised = subword.normalize(tf.constant(sentences), long_tokenizer.cfg).numpy().tolist()
-    assert long_tokenizer.detokenize(tokens).numpy().tolist() == normalised
-    assert (
-        normalised
-        == text.normalize(tf.constant([s.replace("▁", " ") for s in sentences]), long_tokenizer.cfg.text)
-        .numpy()
-        .tolist()
-    )
+    U+2581, SentencePiece's own space marker, and whitespace that RE2 does not know as such read as spaces."""
+    cfg = dataclasses.replace(long_tokenizer.cfg, text=dataclasses.replace(long_tokenizer.cfg.text, normalize=form))
+    tokens = long_tokenizer.tokenize(tf.constant(sentences, tf.string))
+    normalised = subword.normalize(tf.constant(sentences, tf.string), cfg).numpy().tolist()
+    if form == long_tokenizer.cfg.text.normalize:  # the tokenizer's own
+        assert long_tokenizer.detokenize(tokens).numpy().tolist() == normalised
     assert b"<unk>" not in tokens.flat_values.numpy().tolist()
+    assert not any(c in t.decode("utf-8") for t in normalised for c in SPACES)  # so no piece can hold one
 
 
 def test_tokenizer_keys_rerun_only_the_stages_that_read_them():
-    stamp = {s: stages._target(stages.STAGES[s].inputs) for s in ("prepare", "vocab", "embed")}
+    names = ("prepare", "vocab", "embed", "train-translate", "evaluate-translate", "export-translate")
+    stamp = {s: functools.partial(stages.reads, name=s) for s in names}
     words, other_size = config.load(TINY), config.load(TINY, ["translate.data.subword_size=16000"])
     pieces = config.load(TINY, ["translate.data.tokenizer=sentencepiece"])
     random = config.load(TINY, ["translate.data.tokenizer=sentencepiece", "translate.data.subword_vectors=random"])
     assert all(f(words) == f(other_size) for f in stamp.values())  # a subword key with words: nothing reruns
     assert stamp["prepare"](words) == stamp["prepare"](pieces) and stamp["vocab"](words) != stamp["vocab"](pieces)
     assert stamp["vocab"](pieces) == stamp["vocab"](random) and stamp["embed"](pieces) != stamp["embed"](random)
+    assert stamp["train-translate"](words) != stamp["train-translate"](pieces)
+    # A checkpoint records what the train stage reads: a key that does nothing never discards it.
+    assert trainer.run_settings(words, "translate") == trainer.run_settings(other_size, "translate")
+    assert trainer.run_settings(pieces, "translate") != trainer.run_settings(random, "translate")
 
 
 def test_a_missing_corrupt_or_foreign_model_names_the_file(pieces_cfg, tmp_path):
@@ -139,9 +155,10 @@ def test_a_missing_corrupt_or_foreign_model_names_the_file(pieces_cfg, tmp_path)
     model.unlink()
     with pytest.raises(InputError, match=r"src\.spm: SentencePiece model not found"):
         subword.Tokenizer(cfg, "src")
-    model.write_bytes(b"not a model")
-    with pytest.raises(InputError, match=r"src\.spm: not a SentencePiece model"):
-        subword.Tokenizer(cfg, "src")
+    for damaged in (b"not a model", b""):
+        model.write_bytes(damaged)
+        with pytest.raises(InputError, match=r"src\.spm: not a SentencePiece model"):
+            subword.Tokenizer(cfg, "src")
     other = subword_run(tmp_path / "other", synthetic_pairs(50, seed=0), "translate.data.subword_size=320")
     shutil.copy(Path(other.paths.vocab) / "src.spm", model)
     lines = len((Path(cfg.paths.vocab) / "src.txt").read_text(encoding="utf-8").split("\n")) - 1

@@ -85,13 +85,18 @@ STAGES = {
         Stage("train-ner", "pipeline.ner.train:run", NER, "train the BiLSTM-CNN-CRF tagger"),
         Stage("evaluate-ner", "pipeline.ner.evaluate:run", NER, "entity-level P/R/F1 (seqeval) on valid and test"),
         Stage(
-            "train-translate", "pipeline.translate.train:run", TRANSLATE, "train the attentional LSTM encoder-decoder"
+            "train-translate",
+            "pipeline.translate.train:run",
+            TRANSLATE,
+            "train the attentional LSTM encoder-decoder",
+            inputs="pipeline.translate.config:translator_inputs",
         ),
         Stage(
             "evaluate-translate",
             "pipeline.translate.evaluate:run",
             TRANSLATE,
             "sacreBLEU BLEU and chrF (beam search) on valid and test",
+            inputs="pipeline.translate.config:translator_inputs",
         ),
         Stage("train-lm", "pipeline.lm.train:run", LM, "train the character-level LSTM language model (TBPTT)"),
         Stage(
@@ -113,6 +118,7 @@ STAGES = {
             "pipeline.stages.export:run_translate",
             (*TRANSLATE, "export"),
             "the translator's SavedModel (as export)",
+            inputs="pipeline.translate.config:export_inputs",
         ),
         Stage(
             "export-lm", "pipeline.stages.export:run_lm", (*LM, "export"), "the language model's SavedModel (as export)"
@@ -144,6 +150,12 @@ def _target(target: str):
     return getattr(importlib.import_module(module), name)
 
 
+def reads(cfg: Config, name: str) -> dict:
+    """{section: {key: value}} of what a stage reads: its config stamp, and a training run's checkpoint settings."""
+    stage = STAGES[name]
+    return _target(stage.inputs)(cfg) if stage.inputs else {s: cfg.section_dict(s) for s in stage.sections}
+
+
 def cfg_stamp(cfg: Config, name: str) -> Path:
     return Path(cfg.paths.stamps) / f"{name}.cfg"
 
@@ -155,7 +167,7 @@ def done_stamp(cfg: Config, name: str) -> Path:
 def write_cfg_stamp(cfg: Config, name: str) -> bool:
     """Write the stage's config fingerprint only if it changed, so its mtime tells make what changed."""
     stage = STAGES[name]
-    payload = _target(stage.inputs)(cfg) if stage.inputs else {s: cfg.section_dict(s) for s in stage.sections}
+    payload = reads(cfg, name)
     if stage.output_version > 1:
         payload["output_version"] = stage.output_version
     content = json.dumps(payload, indent=2, sort_keys=True) + "\n"

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
+from pipeline.core import stages
 from pipeline.core.config import Config
 from pipeline.core.files import write_json
 
@@ -52,10 +53,11 @@ def out_of_time(elapsed_s: float, epochs_done: int, max_minutes: float) -> bool:
 
 
 def run_settings(cfg: Config, section: str) -> dict:
-    """Every setting a model's training reads (flattened `section.key`), except those that may change on resume."""
+    """Every setting a model's training reads (flattened `section.key`: what its train stage's config stamp covers),
+    except those that may change on resume."""
     out = {}
-    for s in ("paths", "prepare", "text", "vocab", "embed", f"{section}.data", section):
-        for key, value in cfg.section_dict(s).items():
+    for s, values in stages.reads(cfg, f"train-{section}").items():
+        for key, value in values.items():
             if not (s == section and key in RESUMABLE_CHANGES):
                 out[f"{s}.{key}"] = value
     return out

@@ -72,11 +72,12 @@ def pieces(cfg: Config, name: str) -> bool:
 
 
 def trained_as(cfg: Config, name: str) -> str:
-    """The Word2Vec model a vocabulary without pretrained vectors shares: one per language, or per piece model."""
+    """The Word2Vec model a vocabulary without pretrained vectors shares: one per language, or per piece model
+    (a side of its own when each side has its model, even in one language)."""
     if not pieces(cfg, name):
         return language(cfg, name)
     d = cfg.translate_data
-    return f"{d.source_lang}+{d.target_lang}.pieces" if d.subword_joint else f"{language(cfg, name)}.pieces"
+    return f"{d.source_lang}+{d.target_lang}.pieces" if d.subword_joint else f"{language(cfg, name)}.{name}.pieces"
 
 
 def training_text(corpus: dict, names: list[str]) -> list[list[str]]:

@@ -105,6 +105,14 @@ def run(cfg: Config) -> None:
             report[name] = {"size": len(tokens)} | rates
         else:
             report[name] = {"size": len(tokens)}
+    for name in pieces:  # text.max_length counts words, so the data check cannot see a sentence cut into pieces
+        limit = cfg.translate_data.subword_max_length
+        report[name]["cut"] = cut = {split: sum(len(s) >= limit for s in corpus[name][split]) for split in SPLITS}
+        if any(cut.values()):
+            print(
+                f"warning: {name}: {', '.join(f'{n} {split}' for split, n in cut.items() if n)} sentences reach "
+                f"translate.data.subword_max_length={limit} pieces and are cut there"
+            )
     write_json(Path(cfg.paths.reports) / "vocab.json", report)
     print(format_report(report))
 

@@ -52,17 +52,13 @@ SUBWORD_KEYS = TOKENIZER_KEYS[1:]
 
 
 def read_by(cfg, stage: str) -> dict:
-    """The [translate.data] keys a stage reads, for its config stamp: prepare reads none of the tokenizer's; vocab
-    and embed read the subword keys only with SentencePiece, and vocab not subword_vectors. So a tokenizer key that
+    """The [translate.data] keys a stage reads, for its config stamp: prepare reads none of the tokenizer's; the
+    others read the subword keys only with SentencePiece, and vocab not subword_vectors. So a tokenizer key that
     does nothing reruns nothing (a rerun vocab stage would retrain every task)."""
     data = cfg.section_dict("translate.data")
     pieces = data["tokenizer"] == "sentencepiece"
-    unread = {
-        "prepare": TOKENIZER_KEYS,
-        "vocab": ("subword_vectors",) if pieces else SUBWORD_KEYS,
-        "embed": () if pieces else SUBWORD_KEYS,
-    }[stage]
-    return {k: v for k, v in data.items() if k not in unread}
+    unread = {"prepare": TOKENIZER_KEYS, "vocab": ("subword_vectors",) if pieces else SUBWORD_KEYS}
+    return {k: v for k, v in data.items() if k not in unread.get(stage, () if pieces else SUBWORD_KEYS)}
 
 
 def stage_inputs(cfg, stage: str) -> dict:
@@ -77,6 +73,14 @@ def vocab_inputs(cfg) -> dict:
 
 def embed_inputs(cfg) -> dict:
     return stage_inputs(cfg, "embed")
+
+
+def translator_inputs(cfg) -> dict:  # train- and evaluate-translate read the same sections
+    return stage_inputs(cfg, "train-translate")
+
+
+def export_inputs(cfg) -> dict:
+    return stage_inputs(cfg, "export-translate")
 
 
 @dataclass(frozen=True)

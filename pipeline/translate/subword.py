@@ -29,7 +29,6 @@ from pipeline.core.errors import InputError
 from pipeline.core.files import write_bytes
 
 SIDES = ("src", "tgt")
-MARKER = "\u2581"  # ▁, SentencePiece's whitespace
 
 
 def enabled(cfg: Config) -> bool:
@@ -64,9 +63,14 @@ def settings(cfg: Config) -> dict:
     }
 
 
+# SentencePiece's space marker U+2581 could not come back from detokenize; the others are whitespace to Python, so a
+# piece holding one would be rejected by the vocabulary file, but RE2's \s misses them (text.normalize = "none").
+AS_SPACE = "[\u2581\x0b\x1c-\x1f\x85]"
+
+
 def normalize(texts, cfg) -> tf.Tensor:
-    """text.normalize, and SentencePiece's space marker U+2581 read as a space (it could not come back otherwise)."""
-    return text.normalize(tf.strings.regex_replace(tf.convert_to_tensor(texts, tf.string), MARKER, " "), cfg.text)
+    """text.normalize, with the characters of AS_SPACE read as spaces first."""
+    return text.normalize(tf.strings.regex_replace(tf.convert_to_tensor(texts, tf.string), AS_SPACE, " "), cfg.text)
 
 
 def normalized(texts: list[str], cfg: Config, batch: int = 8192) -> list[str]:
@@ -90,8 +94,12 @@ def train_model(cfg: Config, sentences: list[str], label: str) -> bytes:
     s = settings(cfg)
     path = Path(cfg.paths.vocab) / f"spm.{_key(s, cfg, sentences)}.model"
     if path.is_file():
-        print(f"  {label}: reusing {path} (same SentencePiece settings and training text)", flush=True)
-        return path.read_bytes()
+        try:  # a damaged cache file is trained again, not reused for ever
+            spm.SentencePieceProcessor(model_proto=path.read_bytes())
+            print(f"  {label}: reusing {path} (same SentencePiece settings and training text)", flush=True)
+            return path.read_bytes()
+        except RuntimeError:
+            print(f"  {label}: {path} is not a SentencePiece model: training it again", flush=True)
     print(
         f"  {label}: training SentencePiece {s['model_type']} ({s['vocab_size']:,} pieces, coverage "
         f"{s['character_coverage']}) on {len(sentences):,} sentences, 1 thread",
@@ -144,6 +152,8 @@ def load_model(cfg: Config, side: str) -> bytes:
     except FileNotFoundError:
         raise InputError(f"{path}: SentencePiece model not found", hint="run `make vocab` first") from None
     try:
+        if not model:  # SentencePiece reads an empty file as a model of no pieces
+            raise RuntimeError("empty file")
         processor = spm.SentencePieceProcessor(model_proto=model)
     except (RuntimeError, OSError) as e:
         raise InputError(f"{path}: not a SentencePiece model ({e})", hint="run `make vocab` again") from None
