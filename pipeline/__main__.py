@@ -7,7 +7,6 @@ import argparse
 import contextlib
 import dataclasses
 import errno
-import importlib
 import os
 import re
 import sys
@@ -15,6 +14,7 @@ import tempfile
 
 from pipeline.core import config, stages
 from pipeline.core.errors import InputError
+from pipeline.core.options import load_target
 
 # TensorFlow's native start-up lines (absl's notice, CUDA probing on a machine without a GPU, CPU feature notes)
 # are written to file descriptor 2 before TF_CPP_MIN_LOG_LEVEL applies: they are caught while TensorFlow starts.
@@ -159,8 +159,7 @@ def run(cfg, args) -> int:
         return 0
     if args.command in PREDICTORS:
         check_predictor_args(cfg, args.command, args.sentences)
-        module, function = PREDICTORS[args.command][2].split(":")
-        run_predictor = getattr(importlib.import_module(module), function)
+        run_predictor = load_target(PREDICTORS[args.command][2])
         options = {"document": args.document} if args.command == "tag" else {}
         run_predictor(cfg, args.sentences or [line.rstrip("\n") for line in sys.stdin], **options)
         return 0

@@ -7,7 +7,6 @@ This module imports nothing heavy so that `make` can fingerprint configs without
 
 import dataclasses
 import hashlib
-import importlib
 import importlib.util
 import json
 import os
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.core.errors import InputError
-from pipeline.core.options import each_value, merge_table, opt
+from pipeline.core.options import each_value, load_target, merge_table, opt
 
 
 @dataclass(frozen=True)
@@ -141,11 +140,6 @@ TASK_SECTIONS = {
 TASKS = tuple(TASK_SECTIONS)
 
 
-def _task_section(target: str) -> type:
-    module, name = target.split(":")
-    return getattr(importlib.import_module(module), name)
-
-
 SECTIONS = {
     "paths": Paths,
     "prepare": Prepare,
@@ -153,7 +147,7 @@ SECTIONS = {
     "vocab": Vocab,
     "embed": Embed,
     **{
-        name: _task_section(target)
+        name: load_target(target)
         for task, (data, model) in TASK_SECTIONS.items()
         for name, target in ((f"{task}.data", data), (task, model))
     },

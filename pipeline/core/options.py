@@ -1,7 +1,15 @@
-"""`opt`: a config field with its help text and allowed values, and helpers for path and table values. Task
+"""`opt`: a config field with its help text and allowed values, helpers for path and table values, and the
+"module:name" resolver. Task
 config sections import only this, so they never import the loader that lists them."""
 
+import importlib
 from dataclasses import field
+
+
+def load_target(target: str):
+    """The object named by "module:name", imported only when asked for (TensorFlow is slow to import)."""
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def opt(default, help: str, choices: tuple = (), path: bool = False):

@@ -4,7 +4,6 @@
 only when its content changes) or when an upstream stage's completion stamp (<stage>.done) is newer.
 """
 
-import importlib
 import json
 import time
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from pipeline.core import lock
 from pipeline.core.config import TASKS, Config, tasks
 from pipeline.core.errors import InputError
 from pipeline.core.files import write_json, write_text
+from pipeline.core.options import load_target
 
 
 @dataclass(frozen=True)
@@ -145,15 +145,10 @@ STAGES = {
 }
 
 
-def _target(target: str):
-    module, name = target.split(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def reads(cfg: Config, name: str) -> dict:
     """{section: {key: value}} of what a stage reads: its config stamp, and a training run's checkpoint settings."""
     stage = STAGES[name]
-    return _target(stage.inputs)(cfg) if stage.inputs else {s: cfg.section_dict(s) for s in stage.sections}
+    return load_target(stage.inputs)(cfg) if stage.inputs else {s: cfg.section_dict(s) for s in stage.sections}
 
 
 def cfg_stamp(cfg: Config, name: str) -> Path:
@@ -187,7 +182,7 @@ def run(cfg: Config, name: str) -> float:
             hint=f"name a training corpus in [{stage.task}.data] (README: Train on your own data)",
         )
     with lock.hold(cfg, name):  # a second run of this stage on the same paths stops here, naming the first
-        fn = _target(stage.target)
+        fn = load_target(stage.target)
         start = time.perf_counter()
         fn(cfg)
         seconds = time.perf_counter() - start
