@@ -405,6 +405,7 @@ def run_serving_check(cfg, *extra: str, targets=(".venv-serving/.installed",), m
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(bool(shutil.which("c++")), reason="the C++ loader test below runs this check first, then its own")
 def test_tiny_exports_load_and_answer_alike_on_the_tensorflow_2_20_runtime(cfg):
     """What `make serving-check` runs: .venv-serving (TensorFlow 2.20, tensorflow-text 2.20, as TF Serving 2.20
     embeds them; built by make) loads the tiny exports with every op registered, replays the warm-up requests and
