@@ -24,8 +24,8 @@ class Stage:
     help: str
     # Raised when what the stage writes changes form, so `make` reruns it, and what follows, over old outputs.
     output_version: int = 1
-    # "module:function" giving what the config stamp covers instead of whole sections (the data stage reads one
-    # key of [embed], whose other keys must not make it rerun).
+    # "module:function" of (cfg, stage name) giving what the config stamp covers instead of whole sections (the
+    # data stage reads one key of [embed], whose other keys must not make it rerun).
     inputs: str = ""
 
     @property
@@ -70,7 +70,7 @@ STAGES = {
             "pipeline.stages.vocab:run",
             ("paths", "prepare", "text", "vocab", "embed", *DATA),
             "vocabularies + OOV report",
-            inputs="pipeline.translate.config:vocab_inputs",
+            inputs="pipeline.translate.config:stage_inputs",
         ),
         # Version 2: also data/embeddings/ner_lexicon.npz (the tagger's English word statistics).
         # Version 3: ner_lexicon.npz also holds the name lists (pipeline/ner/gazetteer.py).
@@ -80,7 +80,7 @@ STAGES = {
             ("paths", "prepare", "text", "vocab", "embed", *DATA),
             "embedding matrices from pretrained or gensim-trained vectors, word statistics + coverage report",
             3,
-            inputs="pipeline.translate.config:embed_inputs",
+            inputs="pipeline.translate.config:stage_inputs",
         ),
         Stage("train-ner", "pipeline.ner.train:run", NER, "train the BiLSTM-CNN-CRF tagger"),
         Stage("evaluate-ner", "pipeline.ner.evaluate:run", NER, "entity-level P/R/F1 (seqeval) on valid and test"),
@@ -89,14 +89,14 @@ STAGES = {
             "pipeline.translate.train:run",
             TRANSLATE,
             "train the attentional LSTM encoder-decoder",
-            inputs="pipeline.translate.config:translator_inputs",
+            inputs="pipeline.translate.config:stage_inputs",
         ),
         Stage(
             "evaluate-translate",
             "pipeline.translate.evaluate:run",
             TRANSLATE,
             "sacreBLEU BLEU and chrF (beam search) on valid and test",
-            inputs="pipeline.translate.config:translator_inputs",
+            inputs="pipeline.translate.config:stage_inputs",
         ),
         Stage("train-lm", "pipeline.lm.train:run", LM, "train the character-level LSTM language model (TBPTT)"),
         Stage(
@@ -118,7 +118,7 @@ STAGES = {
             "pipeline.stages.export:run_translate",
             (*TRANSLATE, "export"),
             "the translator's SavedModel (as export)",
-            inputs="pipeline.translate.config:export_inputs",
+            inputs="pipeline.translate.config:stage_inputs",
         ),
         Stage(
             "export-lm", "pipeline.stages.export:run_lm", (*LM, "export"), "the language model's SavedModel (as export)"
@@ -148,7 +148,7 @@ STAGES = {
 def reads(cfg: Config, name: str) -> dict:
     """{section: {key: value}} of what a stage reads: its config stamp, and a training run's checkpoint settings."""
     stage = STAGES[name]
-    return load_target(stage.inputs)(cfg) if stage.inputs else {s: cfg.section_dict(s) for s in stage.sections}
+    return load_target(stage.inputs)(cfg, name) if stage.inputs else {s: cfg.section_dict(s) for s in stage.sections}
 
 
 def cfg_stamp(cfg: Config, name: str) -> Path:

@@ -103,7 +103,7 @@ def named(cfg: Config) -> list[Source]:
     return [src for src in SOURCES if src.path in wanted or src.with_ in wanted]
 
 
-def stamp_inputs(cfg: Config) -> dict:
+def stamp_inputs(cfg: Config, stage: str = "data") -> dict:
     """What the stage's config fingerprint covers: the files it would fetch (not the whole embed section, whose
     Word2Vec settings must not rerun everything from `data` on)."""
     return {"raw": cfg.paths.raw, "sources": [src.path for src in named(cfg)]}

@@ -15,7 +15,6 @@ from pathlib import Path
 from pipeline.core.config import SPLITS, Config, corpus_files, hooked, tasks
 from pipeline.core.errors import InputError
 from pipeline.core.files import write_json, write_lines
-from pipeline.core.stages import STAGES
 from pipeline.ner import corpus as ner_corpus
 from pipeline.stages import check
 from pipeline.translate import config as translate_config
@@ -167,11 +166,10 @@ def _limit(items: list, split: str, cfg: Config, size=lambda item: 1) -> list:
     return out
 
 
-def stamp_inputs(cfg: Config) -> dict:
+def stamp_inputs(cfg: Config, stage: str = "prepare") -> dict:
     """What `prepare`'s config stamp covers: the sections it reads and each corpus file's size and mtime, so an
     edited corpus of the user's own reruns it (and what follows) as a changed setting does."""
-    sections = {s: cfg.section_dict(s) for s in STAGES["prepare"].sections}
-    sections["translate.data"] = translate_config.read_by(cfg, "prepare")  # not the tokenizer's keys
+    sections = translate_config.stage_inputs(cfg, stage)  # not the tokenizer's keys
     files = {}
     for name in corpus_files(cfg):
         stat = Path(name).stat() if Path(name).is_file() else None

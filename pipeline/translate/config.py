@@ -62,25 +62,10 @@ def read_by(cfg, stage: str) -> dict:
 
 
 def stage_inputs(cfg, stage: str) -> dict:
+    """What a stage that reads [translate.data] stamps: its sections, with only the tokenizer keys it reads."""
     from pipeline.core.stages import STAGES  # not at import: core/config imports this module
 
     return {s: cfg.section_dict(s) for s in STAGES[stage].sections} | {"translate.data": read_by(cfg, stage)}
-
-
-def vocab_inputs(cfg) -> dict:
-    return stage_inputs(cfg, "vocab")
-
-
-def embed_inputs(cfg) -> dict:
-    return stage_inputs(cfg, "embed")
-
-
-def translator_inputs(cfg) -> dict:  # train- and evaluate-translate read the same sections
-    return stage_inputs(cfg, "train-translate")
-
-
-def export_inputs(cfg) -> dict:
-    return stage_inputs(cfg, "export-translate")
 
 
 @dataclass(frozen=True)
