@@ -105,8 +105,8 @@ def run(cfg: Config) -> None:
             report[name] = {"size": len(tokens)} | rates
         else:
             report[name] = {"size": len(tokens)}
+    limit = cfg.translate_data.subword_max_length
     for name in pieces:  # text.max_length counts words, so the data check cannot see a sentence cut into pieces
-        limit = cfg.translate_data.subword_max_length
         report[name]["cut"] = cut = {split: sum(len(s) >= limit for s in corpus[name][split]) for split in SPLITS}
         if any(cut.values()):
             print(

@@ -9,10 +9,11 @@ words, so everything after the tokenizer is shared by both.
     <paths.vocab>/spm.<key>.model        the trained model, keyed on its settings and text: a rerun reuses it
     <paths.vocab>/src.txt, tgt.txt       the pieces in id order: 0 <pad>, 1 <unk>, 2 <s>, 3 </s>, 256 bytes, ...
 
-Training sees text already normalised by `text.normalize` (and U+2581, SentencePiece's space marker, read as a
-space), and SentencePiece's own normalisation is off, so `detokenize(tokenize(x)) == normalize(x)`; byte
-fallback spells a character outside the model as UTF-8 bytes, so no input falls into `<unk>`. Sentences are cut at
-translate.data.subword_max_length pieces (text.max_length counts words).
+Training sees text already normalised by `text.normalize` (and U+2581, SentencePiece's space marker, and the
+whitespace RE2 misses read as spaces: AS_SPACE), and SentencePiece's own normalisation is off, so
+`detokenize(tokenize(x)) == normalize(x)`; byte fallback spells a character outside the model as UTF-8 bytes, so no
+input falls into `<unk>`. Sentences are cut at translate.data.subword_max_length pieces (text.max_length counts
+words).
 """
 
 import hashlib
@@ -94,10 +95,11 @@ def train_model(cfg: Config, sentences: list[str], label: str) -> bytes:
     s = settings(cfg)
     path = Path(cfg.paths.vocab) / f"spm.{_key(s, cfg, sentences)}.model"
     if path.is_file():
+        cached = path.read_bytes()
         try:  # a damaged cache file is trained again, not reused for ever
-            spm.SentencePieceProcessor(model_proto=path.read_bytes())
+            spm.SentencePieceProcessor(model_proto=cached)
             print(f"  {label}: reusing {path} (same SentencePiece settings and training text)", flush=True)
-            return path.read_bytes()
+            return cached
         except RuntimeError:
             print(f"  {label}: {path} is not a SentencePiece model: training it again", flush=True)
     print(
