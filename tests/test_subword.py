@@ -118,7 +118,11 @@ SPACES = "▁\x0b\x1f\x85"  # read as spaces: SentencePiece's marker, and whites
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    st.lists(st.text(alphabet=st.characters() | st.sampled_from(SPACES + " ab"), max_size=40), min_size=1, max_size=4),
+    st.lists(
+        st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from(SPACES + " ab"), max_size=40),
+        min_size=1,
+        max_size=4,
+    ),
     st.sampled_from(["basic", "none"]),
 )
 def test_detokenize_inverts_tokenize_on_any_unicode(long_tokenizer, sentences, form):
