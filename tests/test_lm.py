@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline.core import config, stages
+from pipeline.core import config, stages, trainer
 from pipeline.core.errors import InputError
 from pipeline.lm import corpus, generate, train
 from pipeline.lm import model as lm_model
@@ -83,8 +83,11 @@ def test_the_state_is_carried_between_windows_and_reset_between_epochs():
         return tf.constant(1.0), [s + 1.0 for s in states]
 
     x = np.zeros((2, 9), np.int32)
+    state = trainer.LoopState(hp.learning_rate)
     for epoch in (1, 2):
-        train.run_epoch(step, x, x, model, hp, epoch)
+        cursor = trainer.Cursor(state, trainer.Schedule(2, 1, 0, hp.learning_rate), manager=None)
+        train.run_epoch(step, x, x, model, hp, epoch, cursor)
+    assert state["epoch"] == 2 and state["step"] == 6
     sums = [float(sum(s.sum() for s in states)) for states in seen]
     per_state = 2 * 4  # [batch, units] ones added per state per window
     assert sums == [0, 2 * per_state, 4 * per_state, 0, 2 * per_state, 4 * per_state]

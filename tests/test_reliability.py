@@ -3,6 +3,7 @@
 import errno
 import filecmp
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -227,6 +228,59 @@ def test_training_killed_mid_epoch_resumes_and_ends_like_an_uninterrupted_run(tm
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4) and a["dev_bleu"] == pytest.approx(
             b["dev_bleu"], abs=0.5
         )
+
+
+@pytest.mark.slow
+def test_training_killed_between_saved_steps_resumes_on_the_same_batches(tmp_path):
+    """save_every = 3: SIGKILL just after a checkpoint inside epoch 2 (38 batches an epoch); the rerun resumes at
+    that step, not at the epoch's start, and ends with the numbers of an uninterrupted run, epoch 2 included."""
+    env = os.environ | {"TF_DETERMINISTIC_OPS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    for name in ("whole", "killed"):
+        write_parallel(tiny_config(tmp_path / name), synthetic_pairs(300, seed=3))
+    command = [*_train_command(tmp_path / "whole", "translate.save_every=3", "translate.epochs=3")]
+    whole = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    assert "checkpoint at step 42" in whole.stdout
+
+    command = _train_command(tmp_path / "killed", "translate.save_every=3", "translate.epochs=3")
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in proc.stdout:
+        if line.strip() == "checkpoint at step 42":
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training ended before it could be killed mid-epoch"
+    assert [h["epoch"] for h in _history(tmp_path / "killed")] == [1]
+
+    rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    resumed = re.search(r"resuming at step (\d+) \(batch (\d+) of epoch 2\)", rerun.stdout)
+    assert resumed and int(resumed[1]) >= 42 and int(resumed[2]) < 38, rerun.stdout[:2000]
+    done, ref = _history(tmp_path / "killed"), _history(tmp_path / "whole")
+    assert [(h["epoch"], h["step"]) for h in done] == [(1, 38), (2, 76), (3, 114)]
+    for a, b in zip(done, ref, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["dev_bleu"] == pytest.approx(b["dev_bleu"])
+
+
+def test_steps_schedule_evaluates_every_n_steps_and_stops_at_max_steps(tmp_path, capsys):
+    """eval_every = 10 inside 38-batch epochs: evaluations at steps 10, 20, 30, at the end of epoch 1 (38) ...,
+    until max_steps = 45 (an evaluation there too); the history says where in the epochs each one fell."""
+    cfg = tiny_config(tmp_path)
+    write_parallel(cfg, synthetic_pairs(300, seed=3))
+    settings = (
+        *TINY_TRANSLATE,
+        "translate.batch_size=8",
+        "translate.patience=9",
+        "translate.eval_every=10",
+        "translate.max_steps=45",
+    )
+    assert cli.main(["train-translate", "--config", "configs/tiny.toml", *path_overrides(tmp_path), *settings]) == 0
+    history = _history(tmp_path)
+    assert [h["step"] for h in history] == [10, 20, 30, 38, 40, 45]
+    assert [h["epoch"] for h in history] == [round(10 / 38, 3), round(20 / 38, 3), round(30 / 38, 3), 1, 1.053, 1.184]
+    assert history[-1]["stopped_by"] == "max_steps"
+    out = capsys.readouterr().out
+    assert "epoch 0.26  loss" in out and "stopped by the step limit (max_steps)" in out
 
 
 @pytest.mark.slow

@@ -13,15 +13,16 @@ class Progress:
 
     MIN_SECONDS = 5.0
 
-    def __init__(self, total: int, desc: str, every: float | None = None):
-        self.total, self.desc, self.every, self.done = total, desc, every, 0
+    def __init__(self, total: int, desc: str, every: float | None = None, done: int = 0):
+        # done: units finished before this process (a resumed epoch); the ETA counts only this process's pace
+        self.total, self.desc, self.every, self.done, self.first = total, desc, every, done, done
         self.start = self.last = time.perf_counter()
         self.bar, self.step = None, max(1, total // 10)
-        self.next = self.step  # when `every` is None: print once done reaches this
+        self.next = self.first_next = (done // self.step + 1) * self.step  # `every` None: print when done reaches it
         if sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=f"  {desc}", leave=False)
+            self.bar = tqdm(total=total, initial=done, desc=f"  {desc}", leave=False)
 
     def update(self, n: int = 1, **info) -> None:
         self.done += n
@@ -34,13 +35,13 @@ class Progress:
         if self.every is not None:
             due = now - self.last >= self.every
         else:
-            first = self.next == self.step  # the first tenth always shows, so a log says the work started
+            first = self.next == self.first_next  # the first tenth always shows, so a log says the work started
             due = self.done >= self.next and (first or now - self.last >= self.MIN_SECONDS)
             while self.next <= self.done:  # updates of n > 1 units may jump past a tenth
                 self.next += self.step
         if due or self.done == self.total:
             self.last = now
-            eta = (now - self.start) / self.done * max(self.total - self.done, 0)
+            eta = (now - self.start) / max(self.done - self.first, 1) * max(self.total - self.done, 0)
             shown = "".join(f"  {k} {v}" for k, v in info.items())
             print(f"  {self.desc} {self.done}/{self.total}{shown}  {now - self.start:.0f}s, ETA {eta:.0f}s", flush=True)
 

@@ -1,9 +1,11 @@
-"""The one training loop (`fit`): epochs, dev score, early stopping, learning-rate plateaus, a wall-time budget,
-checkpoints that resume at any finished epoch, history and TensorBoard. A task supplies its step (inside
-`Task.train_epoch`) and its dev metric (`Task.evaluate`).
+"""The one training loop (`fit`): epochs or steps, dev score, early stopping, learning-rate plateaus, a wall-time
+budget, checkpoints that resume at any saved step, history and TensorBoard. A task supplies its step (inside
+`Task.train_epoch`, which walks its batches through a `Cursor`) and its dev metric (`Task.evaluate`).
 
-Re-running after an interruption resumes from the last finished epoch. A change of any setting except the
-section's epochs, patience, max_minutes and strategy starts over, since the old checkpoint belongs to another
+Re-running after an interruption resumes from the last checkpoint: the end of an epoch or an evaluation, or every
+`save_every` steps inside an epoch. An epoch's batch order is a function of its seed, so a resumed run replays the
+order to the saved position and goes on with the same batches. A change of any setting except the section's epochs,
+patience, max_minutes, strategy and the step schedule starts over, since the old checkpoint belongs to another
 model or data.
 """
 
@@ -25,7 +27,9 @@ from pipeline.core.config import Config
 from pipeline.core.files import write_json
 
 # Settings that may change between an interrupted run and its resumption.
-RESUMABLE_CHANGES = ("epochs", "patience", "max_minutes", "strategy")
+RESUMABLE_CHANGES = ("epochs", "patience", "max_minutes", "strategy", "save_every", "eval_every", "max_steps")
+# Written with a run's settings: a checkpoint of an older loop (other counters) is discarded like other settings'.
+CHECKPOINT_FORMAT = {"trainer.checkpoint_format": 2}
 
 
 # tf.summary.scalar needs the tensorboard package; this writes the same event records with core TF alone.
@@ -60,7 +64,7 @@ def run_settings(cfg: Config, section: str) -> dict:
         for key, value in values.items():
             if not (s == section and key in RESUMABLE_CHANGES):
                 out[f"{s}.{key}"] = value
-    return out
+    return out | CHECKPOINT_FORMAT
 
 
 def settings_diff(old: dict, new: dict) -> list[str]:
@@ -94,7 +98,11 @@ def open_checkpoints(
     manager = tf.train.CheckpointManager(ckpt, str(where), max_to_keep=1)
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        print(f"  resuming after epoch {int(ckpt.loop.epoch.numpy())} from {manager.latest_checkpoint}")
+        loop = ckpt.loop
+        where = f"after epoch {loop['epoch']}"
+        if loop["epoch_step"]:
+            where = f"at step {loop['step']} (batch {loop['epoch_step']} of epoch {loop['epoch'] + 1})"
+        print(f"  resuming {where} from {manager.latest_checkpoint}")
     write_json(stamp, {"settings": settings})
     return manager
 
@@ -111,26 +119,34 @@ def save_best(model: keras.Model, out: Path, meta_name: str, meta: dict) -> None
     write_json(out / meta_name, meta)
 
 
-def load_history(manager: tf.train.CheckpointManager, path: Path, epoch: int) -> list[dict]:
-    # The history may hold an epoch the checkpoint does not (interrupted between the two writes).
+def load_history(manager: tf.train.CheckpointManager, path: Path, evaluations: int) -> list[dict]:
+    # The history may hold an evaluation the checkpoint does not (interrupted between the two writes).
     resumed = manager.latest_checkpoint and path.is_file()
-    return json.loads(path.read_text())[:epoch] if resumed else []
+    return json.loads(path.read_text())[:evaluations] if resumed else []
 
 
-def finish_epoch(e: int, stats: dict, scalars: tuple[str, ...], samples: str, run: dict) -> None:
-    """Record epoch `e`: history file, TensorBoard scalars and sample text, then the checkpoint, in that order
-    (a resumed run trims the history to the checkpoint's epoch, so the history may run ahead, never behind).
+def finish_evaluation(stats: dict, scalars: tuple[str, ...], samples: str, run: dict) -> None:
+    """Record an evaluation: history file, TensorBoard scalars and sample text, then the checkpoint, in that order
+    (a resumed run trims the history to the checkpoint's count, so the history may run ahead, never behind).
 
-    `run` holds the loop's history list and its path, the summary writer, the epoch counter and the manager.
+    `run` holds the loop's history list and its path, the summary writer, the loop state and the manager.
     """
     run["history"].append(stats)
     write_json(run["history_path"], run["history"])
-    with run["writer"].as_default(step=e):
+    state = run["state"]
+    with run["writer"].as_default(step=state["evaluations"] + 1):
         for key in scalars:
             scalar_summary(key, stats[key])
         text_summary("dev_samples", samples)
-    run["epoch"].assign(e)
+    state.evaluations.assign_add(1)
+    state.carry.assign("")
     run["manager"].save()
+
+
+def epoch_label(stats: dict) -> str:
+    """An evaluation's epoch for a console line: `3` at an epoch's end, `2.50` inside one (eval_every)."""
+    e = stats["epoch"]
+    return f"{e:3d}" if isinstance(e, int) else f"{e:.2f}"
 
 
 def timed_steps(batches, step, count, warmup: int = 3, steps: int = 40) -> dict:
@@ -156,7 +172,8 @@ class Task:
     optimizer: keras.optimizers.Optimizer
     meta_file: str  # beside the best weights: what rebuilds the model (tagger.json, translator.json)
     meta: dict
-    train_epoch: Callable[[int], dict]  # epoch e -> {"loss", "train_seconds", <speed>, "padding"}
+    # epoch e, its cursor -> {"loss", "train_seconds", <speed>, "padding"} of the batches since the last evaluation
+    train_epoch: Callable[[int, "Cursor"], dict]
     evaluate: Callable[[], tuple[dict, dict, str]]  # -> (dev stats with `metric`, best-epoch metadata, samples)
     metric: str  # the dev stat early stopping and the best weights follow, e.g. "dev_f1"
     scalars: tuple[str, ...]  # history keys written to TensorBoard
@@ -168,11 +185,20 @@ class Task:
 @dataclass(frozen=True)
 class Schedule:
     epochs: int
-    patience: int  # epochs without a better dev score before training stops
+    patience: int  # evaluations without a better dev score before training stops
     max_minutes: float  # 0 = no wall-time budget
     learning_rate: float
-    plateau_patience: int | None = None  # epochs without improvement before the rate is multiplied by plateau_decay
+    plateau_patience: int | None = None  # evaluations without improvement before the rate is x plateau_decay
     plateau_decay: float = 1.0
+    save_every: int = 0  # steps between checkpoints inside an epoch (0 = at evaluations only)
+    eval_every: int = 0  # steps between dev evaluations (0 = at each epoch's end)
+    max_steps: int = 0  # stop after this many training steps (0 = no limit; epochs still applies)
+
+    @classmethod
+    def of(cls, hp, **kwargs) -> "Schedule":
+        """A section's schedule: epochs, patience, max_minutes, learning_rate and, where it has them, the step keys."""
+        steps = {k: getattr(hp, k) for k in ("save_every", "eval_every", "max_steps") if hasattr(hp, k)}
+        return cls(hp.epochs, hp.patience, hp.max_minutes, hp.learning_rate, **steps, **kwargs)
 
 
 class LoopState(tf.Module):
@@ -181,15 +207,20 @@ class LoopState(tf.Module):
     def __init__(self, learning_rate: float):
         super().__init__(name="loop")
         self.epoch, self.best, self.bad, self.plateau = (
-            tf.Variable(0),
+            tf.Variable(0),  # finished epochs
             tf.Variable(-np.inf),  # the best score so far, negated for a loss
             tf.Variable(0),
             tf.Variable(0),
         )
         self.elapsed, self.lr = tf.Variable(0.0, dtype=tf.float64), tf.Variable(learning_rate, dtype=tf.float64)
+        self.step = tf.Variable(0, dtype=tf.int64)  # training steps, all epochs
+        self.epoch_step = tf.Variable(0, dtype=tf.int64)  # batches of the unfinished epoch already trained
+        self.evaluations = tf.Variable(0, dtype=tf.int64)
+        self.carry = tf.Variable("")  # the task's running sums since the last evaluation (JSON), see Cursor
 
     def __getitem__(self, name: str):
-        return getattr(self, name).numpy().item()
+        value = getattr(self, name).numpy()
+        return value.decode() if isinstance(value, bytes) else value.item()
 
     def record(self, score: float, improved: bool, schedule: Schedule) -> None:
         """Best score, epochs without improvement, and the plateau rule (lr *= decay after a dev plateau)."""
@@ -202,52 +233,112 @@ class LoopState(tf.Module):
 
     def stop_reason(self, schedule: Schedule) -> str:
         """Why training stops now (a STOPPED key), or "" while it goes on."""
-        e = self["epoch"]
-        if e >= schedule.epochs:
+        if self["epoch"] >= schedule.epochs:
             return "epochs"
+        if schedule.max_steps and self["step"] >= schedule.max_steps:
+            return "max_steps"
         if self["bad"] >= schedule.patience:
             return "patience"
-        return "max_minutes" if out_of_time(self["elapsed"], e, schedule.max_minutes) else ""
+        return "max_minutes" if out_of_time(self["elapsed"], self["evaluations"], schedule.max_minutes) else ""
+
+
+class Cursor:
+    """Where training stands in an epoch. A task's epoch walks its batches as `for b in cursor.batches(all, n)`.
+
+    The cursor skips the batches a resumed run already trained (the epoch's order comes from its seed, so the
+    replay reaches the same position), counts steps, saves a checkpoint every `save_every` steps, and ends the
+    walk early for an evaluation (`eval_every`) or at `max_steps`. `carry` is the task's dict of running sums
+    since the last evaluation, to update after every step: it is saved with the checkpoint, so a resumed epoch
+    reports what an uninterrupted one would.
+    """
+
+    def __init__(self, state: LoopState, schedule: Schedule, manager: tf.train.CheckpointManager):
+        self.state, self.schedule, self.manager = state, schedule, manager
+        self.skip = state["epoch_step"]
+        self.carry = json.loads(state["carry"] or "{}")
+        self.finished, self.total = False, 0  # the epoch's last batch has been trained; its batches
+        self.clock = time.perf_counter()
+
+    def batches(self, iterable, total: int, skipped: bool = False):
+        """`iterable`: all `total` batches of the epoch, or with `skipped` those after the first `self.skip`
+        (a tf.data pipeline skips them cheaper than Python)."""
+        state, s, self.total = self.state, self.schedule, total
+        for i, batch in enumerate(iterable, start=self.skip if skipped else 0):
+            if i < self.skip:
+                continue
+            yield batch
+            step = state["step"] + 1
+            state.step.assign(step)
+            state.epoch_step.assign(i + 1)
+            if i + 1 >= total:
+                break
+            if (s.max_steps and step >= s.max_steps) or (s.eval_every and step % s.eval_every == 0):
+                return
+            if s.save_every and step % s.save_every == 0:
+                self.save()
+        self.finished = True
+        state.epoch.assign_add(1)
+        state.epoch_step.assign(0)
+
+    def position(self, epoch: int) -> int | float:
+        """Where the walk stopped, in epochs: `epoch` at its end, else e.g. 2.5 halfway through the second."""
+        return epoch if self.finished else round(epoch - 1 + self.state["epoch_step"] / max(self.total, 1), 3)
+
+    def tick(self) -> None:
+        """Add the time since the last tick to the run's elapsed time."""
+        now = time.perf_counter()
+        self.state.elapsed.assign_add(now - self.clock)
+        self.clock = now
+
+    def save(self) -> None:
+        self.tick()
+        self.state.carry.assign(json.dumps(self.carry))
+        self.manager.save()
+        print(f"  checkpoint at step {self.state['step']}", flush=True)
 
 
 STOPPED = {  # history's last epoch says which rule ended training ("stopped_by"), and so does the report
     "epochs": "the epoch limit",
     "patience": "early stopping (no better dev score for `patience` epochs)",
+    "max_steps": "the step limit (max_steps)",
     "max_minutes": "the wall-time budget (max_minutes): another host's speed gives another result",
 }
 
 
 def fit(cfg: Config, task: Task, schedule: Schedule) -> float:
-    """Train epoch by epoch until `schedule` says stop; resumable at every finished epoch. Returns the best dev score.
+    """Train until `schedule` says stop, evaluating at each epoch's end (or every eval_every steps); resumable at
+    every checkpoint. Returns the best dev score.
 
-    Per epoch: the task's training epoch, its dev score, the best weights when it improved (before the
-    checkpoint, which must never claim a best epoch whose weights were not saved), the plateau rule, then
-    history, TensorBoard and the checkpoint (finish_epoch).
+    Per evaluation: the task's training since the last one, its dev score, the best weights when it improved
+    (before the checkpoint, which must never claim a best epoch whose weights were not saved), the plateau rule,
+    then history, TensorBoard and the checkpoint (finish_evaluation).
     """
     out, history_path = Path(cfg.paths.models) / task.name, Path(cfg.paths.reports) / task.name / "history.json"
     state = LoopState(schedule.learning_rate)
     ckpt = tf.train.Checkpoint(model=task.model, optimizer=task.optimizer, loop=state)
     manager = open_checkpoints(ckpt, out / "ckpt", run_settings(cfg, task.name), ("best.weights.h5", task.meta_file))
     writer = tf.summary.create_file_writer(str(out / "logs"))
-    history = load_history(manager, history_path, state["epoch"])
-    run = {"history": history, "history_path": history_path, "writer": writer, "epoch": state.epoch, "manager": manager}
+    history = load_history(manager, history_path, state["evaluations"])
+    run = {"history": history, "history_path": history_path, "writer": writer, "state": state, "manager": manager}
     while not state.stop_reason(schedule):
-        e, started = state["epoch"] + 1, time.perf_counter()
+        e = state["epoch"] + 1
         rate = task.lr_at(e, state["lr"])
         task.optimizer.learning_rate = rate
-        stats = task.train_epoch(e)
+        cursor = Cursor(state, schedule, manager)
+        stats = task.train_epoch(e, cursor)
         t0 = time.perf_counter()
         dev, best_meta, samples = task.evaluate()
-        stats |= {"epoch": e, **dev, "dev_seconds": time.perf_counter() - t0, "lr": rate}
+        at = cursor.position(e)
+        stats |= {"epoch": at, "step": state["step"], **dev, "dev_seconds": time.perf_counter() - t0, "lr": rate}
         # As the checkpointed best is float32: a score equal to it in float32 (BLEU 100 again) is no improvement.
         score = dev[task.metric] if task.higher_is_better else -dev[task.metric]
         improved = float(np.float32(score)) > state["best"]
         if improved:
-            save_best(task.model, out, task.meta_file, task.meta | {"epoch": e} | best_meta)
+            save_best(task.model, out, task.meta_file, task.meta | {"epoch": at} | best_meta)
         state.record(score, improved, schedule)
-        state.elapsed.assign_add(time.perf_counter() - started)
+        cursor.tick()
         stats["elapsed"] = state["elapsed"]
-        finish_epoch(e, stats, task.scalars, samples, run)
+        finish_evaluation(stats, task.scalars, samples, run)
         print(task.describe(stats, improved), flush=True)
     writer.close()
     reason = state.stop_reason(schedule)

@@ -90,11 +90,13 @@ def make_reader(model: lm_model.CharLM, n_streams: int = 1):
     return read
 
 
-def run_epoch(step, x: np.ndarray, y: np.ndarray, model, hp: Lm, epoch: int) -> dict:
+def run_epoch(step, x: np.ndarray, y: np.ndarray, model, hp: Lm, epoch: int, cursor: trainer.Cursor) -> dict:
+    """One epoch of TBPTT windows. The LM has no step schedule (save_every, eval_every), so the cursor always walks
+    whole epochs from a zero state: a mid-epoch resumption would need the carried states too."""
     n = x.shape[1] // hp.bptt
     progress = Progress(n, f"epoch {epoch} windows")
     states, start, loss_sum = model.zero_states(hp.batch_size), time.perf_counter(), 0.0
-    for i in range(n):
+    for i in cursor.batches(range(n), n):
         cut = slice(i * hp.bptt, (i + 1) * hp.bptt)
         loss, states = step(x[:, cut], y[:, cut], states)
         loss_sum += float(loss)
@@ -107,7 +109,7 @@ def run_epoch(step, x: np.ndarray, y: np.ndarray, model, hp: Lm, epoch: int) -> 
 
 def format_lm_epoch(s: dict, improved: bool) -> str:
     return (
-        f"epoch {s['epoch']:3d}  loss {s['loss']:6.3f}  valid {s['valid_loss']:6.4f} nats/char"
+        f"epoch {trainer.epoch_label(s)}  loss {s['loss']:6.3f}  valid {s['valid_loss']:6.4f} nats/char"
         f" ({s['valid_bpc']:5.3f} bits){' *' if improved else '  '}  lr {s['lr']:.2e}  {s['train_seconds']:6.1f}s"
         f"  {s['chars_per_s']:6,.0f} chars/s  valid {s['dev_seconds']:4.1f}s  elapsed {s['elapsed'] / 60:5.1f} min"
     )
@@ -145,13 +147,13 @@ def run(cfg: Config) -> None:
         optimizer,
         "lm.json",
         meta,
-        lambda e: run_epoch(step, x, y, model, hp, e),
+        lambda e, cursor: run_epoch(step, x, y, model, hp, e, cursor),
         evaluate,
         "valid_loss",
         ("loss", "valid_loss", "valid_bpc", "chars_per_s", "lr"),
         format_lm_epoch,
         higher_is_better=False,
     )
-    schedule = trainer.Schedule(hp.epochs, hp.patience, hp.max_minutes, hp.learning_rate, hp.lr_patience, hp.lr_decay)
+    schedule = trainer.Schedule.of(hp, plateau_patience=hp.lr_patience, plateau_decay=hp.lr_decay)
     best = trainer.fit(cfg, task, schedule)
     print(f"  best valid loss {best:.4f} nats/char ({best / math.log(2):.3f} bits); weights in {generate.lm_dir(cfg)}")

@@ -87,22 +87,31 @@ def _replica_documents(features: dict, tags: tf.Tensor, teacher=None) -> tuple[d
     return {k: take(v) for k, v in features.items()}, take(tags), None if teacher is None else tuple(map(take, teacher))
 
 
-def run_epoch(step, dataset, epoch: int, n_batches: int) -> dict:
-    progress = Progress(n_batches, f"epoch {epoch} batches")
-    start, losses, words, positions = time.perf_counter(), [], 0, 0
-    for batch in dataset:  # (features, tags) or, distilling, (features, tags, teacher targets)
+def run_epoch(step, dataset, epoch: int, n_batches: int, cursor: trainer.Cursor) -> dict:
+    """Epoch `epoch`'s batches from where the cursor stands to the end, or to the cursor's next evaluation."""
+    progress = Progress(n_batches, f"epoch {epoch} batches", done=cursor.skip)
+    sums = cursor.carry  # since the last evaluation, carried across a resumption
+    for key in ("loss_sum", "batches", "words", "positions", "seconds"):
+        sums.setdefault(key, 0)
+    last = time.perf_counter()
+    # (features, tags) or, distilling, (features, tags, teacher targets)
+    for batch in cursor.batches(dataset.skip(cursor.skip), n_batches, skipped=True):
         loss, real, size = (x.numpy() for x in step(*batch))
-        losses.append(float(loss))
-        words, positions = words + int(real), positions + int(size)
-        rate = words / (time.perf_counter() - start)
-        progress.update(loss=f"{sum(losses) / len(losses):.3f}", words_per_s=f"{rate:,.0f}")
+        sums["loss_sum"] += float(loss)
+        sums["batches"] += 1
+        sums["words"] += int(real)
+        sums["positions"] += int(size)
+        sums["seconds"] += time.perf_counter() - last
+        last = time.perf_counter()
+        rate = sums["words"] / sums["seconds"]
+        progress.update(loss=f"{sums['loss_sum'] / sums['batches']:.3f}", words_per_s=f"{rate:,.0f}")
     progress.close()
-    seconds = time.perf_counter() - start
+    seconds = max(sums["seconds"], 1e-9)
     return {
-        "loss": sum(losses) / max(len(losses), 1),
+        "loss": sums["loss_sum"] / max(sums["batches"], 1),
         "train_seconds": seconds,
-        "words_per_s": words / seconds,
-        "padding": 1 - words / max(positions, 1),
+        "words_per_s": sums["words"] / seconds,
+        "padding": 1 - sums["words"] / max(sums["positions"], 1),
     }
 
 
@@ -137,7 +146,8 @@ def tagged_markdown(words: list[str], gold: list[str], pred: list[str]) -> str:
 
 def format_epoch(s: dict, improved: bool) -> str:
     return (
-        f"epoch {s['epoch']:3d}  loss {s['loss']:8.3f}  dev F1 {100 * s['dev_f1']:6.2f}{' *' if improved else '  '}"
+        f"epoch {trainer.epoch_label(s)}  loss {s['loss']:8.3f}  dev F1 {100 * s['dev_f1']:6.2f}"
+        f"{' *' if improved else '  '}"
         f"  {s['train_seconds']:6.1f}s  {s['words_per_s']:7,.0f} words/s  padding {100 * s['padding']:4.1f}%"
         f"  dev {s['dev_seconds']:4.1f}s  elapsed {s['elapsed'] / 60:5.1f} min"
     )
@@ -186,9 +196,9 @@ def run(cfg: Config) -> None:
         print(f"  {distill.summary(train_docs, targets, tags)}; {settings}")
     tagger = predict.TrainedTagger(model, features, tags, predict.make_decoder(model, features))
 
-    def train_epoch(e: int) -> dict:
+    def train_epoch(e: int, cursor: trainer.Cursor) -> dict:
         epoch, n_batches = epoch_batches(cfg, train_docs, examples, tags, features, hp.seed + e, targets)
-        return run_epoch(step, epoch, e, n_batches)
+        return run_epoch(step, epoch, e, n_batches, cursor)
 
     def evaluate() -> tuple[dict, dict, str]:
         dev = dev_scores(tagger, valid, valid_doc_ids)
@@ -209,6 +219,6 @@ def run(cfg: Config) -> None:
         format_epoch,
         lr_at=lambda e, _: hp.learning_rate / (1 + hp.lr_decay * (e - 1)),
     )
-    schedule = trainer.Schedule(hp.epochs, hp.patience, hp.max_minutes, hp.learning_rate)
+    schedule = trainer.Schedule.of(hp)
     best = trainer.fit(cfg, task, schedule)
     print(f"  best dev F1 {100 * best:.2f}; weights in {predict.ner_dir(cfg) / 'best.weights.h5'}")

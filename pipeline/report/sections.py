@@ -141,8 +141,10 @@ def curves_section(page: Page, reports: Path) -> None:
         best = max(hist, key=lambda h: h[key])
         total = sum(h["train_seconds"] + h.get("dev_seconds", 0) for h in hist)
         speed = "words_per_s" if name == "ner" else "tokens_per_s"
+        # eval_every: evaluations inside epochs, whose history epoch is a fraction (2.5)
+        runs = "epochs" if all(isinstance(h["epoch"], int) for h in hist) else "evaluations"
         page.text(
-            f"{name}: {len(hist)} epochs in {total / 60:.1f} min; best {label} {scale * best[key]:.2f} at epoch "
+            f"{name}: {len(hist)} {runs} in {total / 60:.1f} min; best {label} {scale * best[key]:.2f} at epoch "
             f"{best['epoch']}; {sum(h[speed] for h in hist) / len(hist):,.0f} {speed.replace('_per_s', '')}/s, "
             f"{100 * sum(h['padding'] for h in hist) / len(hist):.1f}% padding on average."
             + (f" Stopped by {STOPPED[hist[-1]['stopped_by']]}." if hist[-1].get("stopped_by") in STOPPED else "")

@@ -76,31 +76,40 @@ def make_translate_step(model, optimizer, hp: Translate, strategy: tf.distribute
     return step
 
 
-def run_epoch(step, examples, hp: Translate, epoch: int) -> dict:
+def run_epoch(step, examples, hp: Translate, epoch: int, cursor: trainer.Cursor) -> dict:
+    """Epoch `epoch`'s batches from where the cursor stands to the end, or to the cursor's next evaluation."""
     n_batches = -(-len(examples) // hp.batch_size)
-    progress = Progress(n_batches, f"epoch {epoch} batches")
-    start, loss_sum, targets, tokens, positions = time.perf_counter(), 0.0, 0, 0, 0
-    for src, tgt_in, tgt_out in batches.translation_batches(examples, hp.batch_size, seed=hp.seed + epoch):
+    progress = Progress(n_batches, f"epoch {epoch} batches", done=cursor.skip)
+    sums = cursor.carry  # since the last evaluation, carried across a resumption
+    for key in ("loss_sum", "targets", "tokens", "positions", "seconds"):
+        sums.setdefault(key, 0)
+    epoch_batches = batches.translation_batches(examples, hp.batch_size, seed=hp.seed + epoch)
+    last = time.perf_counter()
+    for src, tgt_in, tgt_out in cursor.batches(epoch_batches, n_batches):
         loss, count = step(src, tgt_in, tgt_out)
         count = int(count.numpy())
-        loss_sum, targets = loss_sum + float(loss.numpy()) * count, targets + count
-        real = int((src != 0).sum()) + count  # source + target tokens, padding not counted
-        tokens, positions = tokens + real, positions + src.size + tgt_out.size
-        rate = tokens / (time.perf_counter() - start)
-        progress.update(loss=f"{loss_sum / targets:.3f}", tokens_per_s=f"{rate:,.0f}")
+        sums["loss_sum"] += float(loss.numpy()) * count
+        sums["targets"] += count
+        sums["tokens"] += int((src != 0).sum()) + count  # source + target tokens, padding not counted
+        sums["positions"] += src.size + tgt_out.size
+        sums["seconds"] += time.perf_counter() - last  # batching included, as a user waits for it
+        last = time.perf_counter()
+        rate = sums["tokens"] / sums["seconds"]
+        progress.update(loss=f"{sums['loss_sum'] / sums['targets']:.3f}", tokens_per_s=f"{rate:,.0f}")
     progress.close()
-    seconds = time.perf_counter() - start
+    seconds = max(sums["seconds"], 1e-9)
     return {
-        "loss": loss_sum / max(targets, 1),  # per target token, label smoothing included
+        "loss": sums["loss_sum"] / max(sums["targets"], 1),  # per target token, label smoothing included
         "train_seconds": seconds,
-        "tokens_per_s": tokens / seconds,
-        "padding": 1 - tokens / max(positions, 1),
+        "tokens_per_s": sums["tokens"] / seconds,
+        "padding": 1 - sums["tokens"] / max(sums["positions"], 1),
     }
 
 
 def format_translate_epoch(s: dict, improved: bool) -> str:
     return (
-        f"epoch {s['epoch']:3d}  loss {s['loss']:6.3f}  dev BLEU {s['dev_bleu']:5.2f}{' *' if improved else '  '}"
+        f"epoch {trainer.epoch_label(s)}  loss {s['loss']:6.3f}  dev BLEU {s['dev_bleu']:5.2f}"
+        f"{' *' if improved else '  '}"
         f"  lr {s['lr']:.2e}  {s['train_seconds']:6.1f}s  {s['tokens_per_s']:6,.0f} tokens/s"
         f"  padding {100 * s['padding']:4.1f}%  dev {s['dev_seconds']:4.1f}s  elapsed {s['elapsed'] / 60:5.1f} min"
     )
@@ -144,12 +153,12 @@ def run(cfg: Config) -> None:
         optimizer,
         "translator.json",
         meta,
-        lambda e: run_epoch(step, examples, hp, e),
+        lambda e, cursor: run_epoch(step, examples, hp, e, cursor),
         evaluate,
         "dev_bleu",
         ("loss", "dev_bleu", "dev_chrf", "tokens_per_s", "padding", "lr"),
         format_translate_epoch,
     )
-    schedule = trainer.Schedule(hp.epochs, hp.patience, hp.max_minutes, hp.learning_rate, hp.lr_patience, hp.lr_decay)
+    schedule = trainer.Schedule.of(hp, plateau_patience=hp.lr_patience, plateau_decay=hp.lr_decay)
     best = trainer.fit(cfg, task, schedule)
     print(f"  best dev BLEU {best:.2f}; weights in {predict.translate_dir(cfg) / 'best.weights.h5'}")
