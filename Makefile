@@ -23,7 +23,7 @@ STAGES := $(SHARED) train-ner evaluate-ner export-ner train-translate evaluate-t
 	train-lm evaluate-lm export-lm report
 RUN = $(PIPELINE) $(1) --config $(CONFIG) $(ARGS)
 
-.PHONY: all all-tasks ner translate lm export check-data serving-check setup test test-fast lint clean help $(STAGES) bench bench-serving FORCE
+.PHONY: all all-tasks ner translate lm export check-data serving-check setup test test-fast lint clean help $(STAGES) bench bench-serving bench-peer FORCE
 .DEFAULT_GOAL := help
 
 help:
@@ -40,6 +40,7 @@ help:
 	@echo "make report  data/reports/index.html: every result as tables and plots"
 	@echo "make bench   training and decoding speed on real batches (data/reports/bench.json)"
 	@echo "make bench-serving   CPU latency / throughput of the latest exported SavedModels"
+	@echo "make bench-peer   translator training tokens/s vs OpenNMT-tf 2.32 at the same size (.venv-peer; BENCH_PEER_STEPS=300)"
 	@echo "make serving-check   every exported version on TF Serving 2.20's runtime (.venv-serving), outputs compared"
 
 # A sub-make: on a fresh clone TASKS can only be asked of the config once setup has made .venv.
@@ -138,6 +139,21 @@ $(STAMPS)/report.done: $(foreach t,$(REPORT_TASKS),$(STAMPS)/evaluate-$(t).done)
 # Measurements, not artifacts: they run every time they are asked for.
 bench: $(STAMPS)/embed.done
 	$(call RUN,bench)
+
+# The peer, OpenNMT-tf 2.32, needs TensorFlow 2.13 and tensorflow-addons (0.21 is the last release for 2.13): its own
+# virtualenv. It trains first, then ours, on the same batches' data and cores (pipeline/stages/bench_peer.py);
+# BENCH_PEER_STEPS / BENCH_PEER_WARMUP set the steps a side (defaults in the code). Pin with `taskset -c 0,1 make ...`.
+PEER_VENV := .venv-peer
+PEER_PACKAGES := "tensorflow-cpu==2.13.1" "tensorflow-addons==0.21.0" "opennmt-tf==2.32.0"
+
+$(PEER_VENV)/.installed:
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PEER_VENV)/bin/python -m pip install --quiet $(PEER_PACKAGES)
+	@touch $@
+
+bench-peer: $(PEER_VENV)/.installed $(STAMPS)/vocab.done
+	BENCH_PEER_STEPS="$(BENCH_PEER_STEPS)" BENCH_PEER_WARMUP="$(BENCH_PEER_WARMUP)" $(call RUN,bench-peer)
 
 $(STAGES): %: $(STAMPS)/%.done
 

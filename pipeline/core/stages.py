@@ -141,6 +141,13 @@ STAGES = {
             EVERYTHING,
             "training tokens/s, decoding sentences/s and peak memory of the defined tasks' models on real batches",
         ),
+        Stage(
+            "bench-peer",
+            "pipeline.stages.bench_peer:run",
+            ("paths", "prepare", "text", "vocab", "translate.data", "translate"),
+            "translator training tokens/s beside OpenNMT-tf 2.32's at the same size (.venv-peer), and the ratio; "
+            "env BENCH_PEER_STEPS (default 300) timed steps a side after BENCH_PEER_WARMUP (default 10)",
+        ),
     )
 }
 
