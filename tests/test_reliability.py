@@ -233,16 +233,18 @@ def test_training_killed_mid_epoch_resumes_and_ends_like_an_uninterrupted_run(tm
 @pytest.mark.slow
 def test_training_killed_between_saved_steps_resumes_on_the_same_batches(tmp_path):
     """save_every = 3: SIGKILL just after a checkpoint inside epoch 2 (38 batches an epoch); the rerun resumes at
-    that step, not at the epoch's start, and ends with the numbers of an uninterrupted run, epoch 2 included."""
+    that step, not at the epoch's start, and ends with the numbers of an uninterrupted run, epoch 2 included.
+    Dropout and word dropout are on: their random states are part of the checkpoint."""
     env = os.environ | {"TF_DETERMINISTIC_OPS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
     for name in ("whole", "killed"):
         write_parallel(tiny_config(tmp_path / name), synthetic_pairs(300, seed=3))
-    command = [*_train_command(tmp_path / "whole", "translate.save_every=3", "translate.epochs=3")]
+    steps = ("translate.save_every=3", "translate.epochs=3", "translate.dropout=0.3", "translate.word_dropout=0.1")
+    command = _train_command(tmp_path / "whole", *steps)
     whole = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     assert whole.returncode == 0, whole.stderr[-2000:]
     assert "checkpoint at step 42" in whole.stdout
 
-    command = _train_command(tmp_path / "killed", "translate.save_every=3", "translate.epochs=3")
+    command = _train_command(tmp_path / "killed", *steps)
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     for line in proc.stdout:
         if line.strip() == "checkpoint at step 42":

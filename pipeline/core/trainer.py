@@ -107,6 +107,12 @@ def open_checkpoints(
     return manager
 
 
+def seed_states(model: keras.Model) -> list[tf.Variable]:
+    """The states of the model's random seed generators (dropout, word dropout), which Keras leaves out of a
+    checkpoint of the model: saved too, a resumed run draws the masks an uninterrupted one would."""
+    return [sg.state.value for layer in model._flatten_layers() for sg in layer._seed_generators]
+
+
 def save_best(model: keras.Model, out: Path, meta_name: str, meta: dict) -> None:
     """The best epoch's weights (atomically) and, after them, the metadata that rebuilds the model."""
     out.mkdir(parents=True, exist_ok=True)
@@ -315,7 +321,7 @@ def fit(cfg: Config, task: Task, schedule: Schedule) -> float:
     """
     out, history_path = Path(cfg.paths.models) / task.name, Path(cfg.paths.reports) / task.name / "history.json"
     state = LoopState(schedule.learning_rate)
-    ckpt = tf.train.Checkpoint(model=task.model, optimizer=task.optimizer, loop=state)
+    ckpt = tf.train.Checkpoint(model=task.model, optimizer=task.optimizer, loop=state, rng=seed_states(task.model))
     manager = open_checkpoints(ckpt, out / "ckpt", run_settings(cfg, task.name), ("best.weights.h5", task.meta_file))
     writer = tf.summary.create_file_writer(str(out / "logs"))
     history = load_history(manager, history_path, state["evaluations"])
