@@ -23,7 +23,7 @@ STAGES := $(SHARED) train-ner evaluate-ner export-ner train-translate evaluate-t
 	train-lm evaluate-lm export-lm report
 RUN = $(PIPELINE) $(1) --config $(CONFIG) $(ARGS)
 
-.PHONY: all all-tasks ner translate lm export check-data serving-check setup test test-fast lint clean help $(STAGES) bench bench-serving bench-peer FORCE
+.PHONY: all all-tasks ner translate lm export check-data serving-check setup test test-fast lint clean help $(STAGES) bench bench-serving bench-peer bench-scale FORCE
 .DEFAULT_GOAL := help
 
 help:
@@ -41,6 +41,7 @@ help:
 	@echo "make bench   training and decoding speed on real batches (data/reports/bench.json)"
 	@echo "make bench-serving   CPU latency / throughput of the latest exported SavedModels"
 	@echo "make bench-peer   translator training tokens/s vs OpenNMT-tf 2.32 at the same size (.venv-peer; BENCH_PEER_STEPS=300)"
+	@echo "make bench-scale   prepare/vocab/embed/training time and peak memory at 0.1M, 1M, 4M generated pairs (SCALE=tiny: CI's)"
 	@echo "make serving-check   every exported version on TF Serving 2.20's runtime (.venv-serving), outputs compared"
 
 # A sub-make: on a fresh clone TASKS can only be asked of the config once setup has made .venv.
@@ -154,6 +155,13 @@ $(PEER_VENV)/.installed:
 
 bench-peer: $(PEER_VENV)/.installed $(STAMPS)/vocab.done
 	BENCH_PEER_STEPS="$(BENCH_PEER_STEPS)" BENCH_PEER_WARMUP="$(BENCH_PEER_WARMUP)" $(call RUN,bench-peer)
+
+# Corpora of BENCH_SCALE_SIZES pairs generated from the [translate.data] corpus, each run through prepare, vocab, embed
+# and BENCH_SCALE_STEPS training steps as separate processes (pipeline/stages/bench_scale.py); SCALE=tiny is the
+# seconds-long run CI makes; BENCH_SCALE_KEEP=1 keeps the generated files.
+bench-scale: $(STAMPS)/data.done
+	BENCH_SCALE="$(SCALE)" BENCH_SCALE_SIZES="$(BENCH_SCALE_SIZES)" BENCH_SCALE_STEPS="$(BENCH_SCALE_STEPS)" \
+		BENCH_SCALE_KEEP="$(BENCH_SCALE_KEEP)" $(call RUN,bench-scale)
 
 $(STAGES): %: $(STAMPS)/%.done
 

@@ -148,6 +148,16 @@ STAGES = {
             "translator training tokens/s beside OpenNMT-tf 2.32's at the same size (.venv-peer), and the ratio; "
             "env BENCH_PEER_STEPS (default 300) timed steps a side after BENCH_PEER_WARMUP (default 10)",
         ),
+        Stage(
+            "bench-scale",
+            "pipeline.stages.bench_scale:run",
+            ("paths", "translate.data"),
+            "prepare, vocab, embed and train-translate, each a process, on parallel corpora generated from the "
+            "[translate.data] corpus at several sizes: wall time, pairs/s, peak RSS, training tokens/s "
+            "(data/reports/bench_scale.json); env BENCH_SCALE_SIZES (default 100000,1000000,4000000 pairs), "
+            "BENCH_SCALE_STEPS (default 200), BENCH_SCALE=tiny (1000,3000 pairs, 5 steps, configs/tiny.toml's "
+            "model), BENCH_SCALE_KEEP=1 keeps the generated files",
+        ),
     )
 }
 
