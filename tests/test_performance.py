@@ -176,6 +176,7 @@ def test_bench_reports_every_measure(cfg, capsys):
     out = json.loads((Path(cfg.paths.reports) / "bench.json").read_text())
     t, n, p = out["translate"], out["ner"], out["translate_profile"]
     assert min(t["train_tokens_per_s"], t["greedy_sentences_per_s"], t["beam5_sentences_per_s"]) > 0
+    assert t["train_tokens_per_s_files"] > 0 and t["files_over_memory"] > 0
     assert n["train_words_per_s"] > 0 and out["peak_rss_mb"] > 100 and out["machine"]["cores"] >= 1
     parts = p["ms_per_batch"]
     assert len(parts) == 5 and sum(list(parts.values())[1:]) == pytest.approx(p["step_ms"], abs=0.5)

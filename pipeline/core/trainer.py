@@ -266,17 +266,21 @@ class Cursor:
         self.clock = time.perf_counter()
 
     def batches(self, iterable, total: int, skipped: bool = False):
-        """`iterable`: all `total` batches of the epoch, or with `skipped` those after the first `self.skip`
-        (a tf.data pipeline skips them cheaper than Python)."""
+        """`iterable`: all batches of the epoch, about `total` of them (exact in memory, estimated from files; the
+        epoch ends where the batches do), or with `skipped` those after the first `self.skip` (a tf.data pipeline
+        skips them cheaper than Python)."""
         state, s, self.total = self.state, self.schedule, total
-        for i, batch in enumerate(iterable, start=self.skip if skipped else 0):
+        rest = iter(enumerate(iterable, start=self.skip if skipped else 0))
+        ahead = next(rest, None)  # one batch ahead: whether this one is the epoch's last is known before it trains
+        while ahead is not None:
+            (i, batch), ahead = ahead, next(rest, None)
             if i < self.skip:
                 continue
             yield batch
             step = state["step"] + 1
             state.step.assign(step)
             state.epoch_step.assign(i + 1)
-            if i + 1 >= total:
+            if ahead is None:
                 break
             if (s.max_steps and step >= s.max_steps) or (s.eval_every and step % s.eval_every == 0):
                 return
@@ -288,7 +292,9 @@ class Cursor:
 
     def position(self, epoch: int) -> int | float:
         """Where the walk stopped, in epochs: `epoch` at its end, else e.g. 2.5 halfway through the second."""
-        return epoch if self.finished else round(epoch - 1 + self.state["epoch_step"] / max(self.total, 1), 3)
+        if self.finished:
+            return epoch
+        return round(epoch - 1 + min(self.state["epoch_step"] / max(self.total, 1), 0.999), 3)
 
     def tick(self) -> None:
         """Add the time since the last tick to the run's elapsed time."""

@@ -59,6 +59,8 @@ def run(cfg: Config) -> None:
     rows = []
     if t:
         rows.append(("translator training", f"{t['train_tokens_per_s']:,.0f} tokens/s (source + target)", "2,300"))
+        files = f"{t['train_tokens_per_s_files']:,.0f} tokens/s ({t['files_over_memory']:.2f}x memory)"
+        rows.append(("  from files (input=files)", files, ">= 0.95x"))
     if n:
         per = f" ({n['train_member_words_per_s']:,.0f} per tagger)" if cfg.ner.ensemble > 1 else ""
         rows.append(("NER training", f"{n['train_words_per_s']:,.0f} words/s" + per, "5,000 per tagger"))

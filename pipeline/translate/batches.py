@@ -1,5 +1,6 @@
 """Translator batches: id sequences of every pair (tokenized once), one epoch of length-pooled padded
-batches, and the length-sorted text batches decoding uses.
+batches, the same read from files in the graph (translate.input = "files"), and the length-sorted text batches
+decoding uses.
 """
 
 import numpy as np
@@ -59,6 +60,45 @@ def translation_batches(examples, batch_size: int, seed: int, pool: int = 50):
         src = [examples[i][0] for i in batches[b]]
         tgt = [examples[i][1] for i in batches[b]]
         yield pad_ids(src), pad_ids(tgt, prefix=vocab.BOS_ID), pad_ids(tgt, suffix=vocab.EOS_ID)
+
+
+def file_batches(cfg: Config, files: list[str], batch_size: int, seed: int) -> tf.data.Dataset:
+    """One epoch of (src, tgt_in, tgt_out) int32 batches read from source<TAB>target files, all in the graph.
+
+    Files in a seeded order, interleaved line by line; a shuffle buffer of translate.shuffle_buffer pairs (the
+    seed makes the epoch's order, so a resumed run can skip to its position); tokenization and id lookup by the
+    ops serving runs; pairs with an empty side dropped; length buckets of width 2 (as long as the longer side,
+    </s> counted); prefetch. Memory holds the buffer, not the corpus.
+    """
+    tokenizers = {side: subword.Tokenizer(cfg, side) for side in subword.SIDES}
+    tables = {side: vocab.lookup_table(vocab.vocab_path(cfg, side)) for side in subword.SIDES}
+
+    def ids(lines):
+        cols = tf.strings.split(lines, "\t", maxsplit=1).to_tensor(shape=[None, 2])
+        src, tgt = (
+            tf.cast(tables[s].lookup(tokenizers[s].tokenize(cols[:, i])), tf.int32) for i, s in enumerate(subword.SIDES)
+        )
+        return src, tgt
+
+    def with_markers(src, tgt):
+        return src, tf.concat([[vocab.BOS_ID], tgt], 0), tf.concat([tgt, [vocab.EOS_ID]], 0)
+
+    parallel = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True}
+    ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
+    ds = ds.interleave(tf.data.TextLineDataset, cycle_length=min(len(files), 4), **parallel)
+    ds = ds.shuffle(cfg.translate.shuffle_buffer, seed=seed)
+    ds = ds.batch(512).map(ids, **parallel).unbatch()  # the tokenizer ops take 512 lines at a time: far faster
+    ds = ds.filter(lambda s, t: tf.logical_and(tf.size(s) > 0, tf.size(t) > 0)).map(with_markers)
+    longest = cfg.translate_data.subword_max_length if subword.enabled(cfg) else cfg.text.max_length
+    boundaries = list(range(2, longest + 2, 2))
+    ds = ds.bucket_by_sequence_length(
+        lambda s, t_in, _: tf.maximum(tf.size(s), tf.size(t_in)),
+        boundaries,
+        [batch_size] * (len(boundaries) + 1),
+        padded_shapes=([None], [None], [None]),
+        padding_values=vocab.PAD_ID,
+    )
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def sorted_text_batches(texts: list[str], batch_size: int):

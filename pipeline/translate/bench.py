@@ -20,11 +20,13 @@ def bench_translate(cfg: Config) -> dict:
     hp = cfg.translate
     examples = batches.translation_examples(cfg, corpus.load_parallel(cfg, "train"))
     model, optimizer = train.build_translator(cfg)
-    speed = train_speed(model, optimizer, hp, examples)
+    speeds = input_speeds(cfg, model, optimizer, examples)
     out = {
         "model": {k: getattr(hp, k) for k in ("encoder_units", "decoder_units", "attention", "batch_size")},
-        "train_tokens_per_s": speed["units_per_s"],
-        "train_steps_timed": speed["steps"],
+        "train_tokens_per_s": speeds["memory"],
+        "train_tokens_per_s_files": speeds["files"],  # translate.input = "files", timed alternately with memory
+        "files_over_memory": round(speeds["files"] / speeds["memory"], 3),
+        "train_steps_timed": speeds["steps"],
     }
     sources = [s for s, _ in corpus.load_parallel(cfg, "valid")][:DECODE_SENTENCES]
     for name, width in (("greedy", 1), ("beam5", 5)):
@@ -49,6 +51,23 @@ def train_speed(model, optimizer, hp, examples, warmup: int = 3, steps: int = 40
     step = train.make_translate_step(model, optimizer, hp)
     epochs = (batches.translation_batches(examples, hp.batch_size, seed=hp.seed + e) for e in itertools.count())
     return timed_steps(itertools.chain.from_iterable(epochs), step, real_tokens, warmup, steps)
+
+
+def input_speeds(cfg: Config, model, optimizer, examples, rounds: int = 2, steps: int = 40) -> dict:
+    """Training tokens/s from each input (translate.input: memory, files), one step function, timed in alternate
+    rounds so that a change in the host's load falls on both; the mean of the rounds."""
+    hp, step = cfg.translate, train.make_translate_step(model, optimizer, cfg.translate)
+    files = [str(corpus.split_path(cfg, "train"))]
+    inputs = {
+        "memory": lambda e: batches.translation_batches(examples, hp.batch_size, seed=hp.seed + e),
+        "files": lambda e: batches.file_batches(cfg, files, hp.batch_size, hp.seed + e).as_numpy_iterator(),
+    }
+    rates = {name: [] for name in inputs}
+    for _ in range(rounds):
+        for name, epoch in inputs.items():
+            endless = itertools.chain.from_iterable(epoch(e) for e in itertools.count())
+            rates[name].append(timed_steps(endless, step, real_tokens, 3, steps)["units_per_s"])
+    return {name: round(sum(r) / rounds, 1) for name, r in rates.items()} | {"steps": rounds * steps}
 
 
 def profile_translate(cfg: Config, n_batches: int = 20) -> dict:

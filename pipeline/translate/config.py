@@ -89,6 +89,13 @@ class Translate:
     learning_rate: float = opt(1e-3, "Adam learning rate")
     clip_norm: float = opt(1.0, "global gradient-norm clipping (0 = off)")
     batch_size: int = opt(64, "sentence pairs per batch")
+    input: str = opt(
+        "memory",
+        "memory = every training pair tokenized once into memory, batched in length-sorted pools (fastest while it "
+        "fits); files = read from the processed files in the graph with a shuffle buffer (memory holds the buffer)",
+        ("memory", "files"),
+    )
+    shuffle_buffer: int = opt(100_000, "pairs in the shuffle buffer of input = files")
     epochs: int = opt(15, "maximum training epochs")
     lr_decay: float = opt(0.5, "multiply the learning rate by this when dev BLEU does not improve")
     lr_patience: int = opt(0, "evaluations (epochs) without dev improvement before the learning rate decays")

@@ -74,8 +74,18 @@ def read_split(spec: str, source_lang: str, target_lang: str) -> ParallelFile:
     return read_tsv(Path(spec))
 
 
+def split_path(cfg: Config, split: str) -> Path:
+    return Path(cfg.paths.processed) / f"translate/{split}.tsv"
+
+
+def count_lines(path: str | Path) -> int:
+    """Lines of a processed file, counted in 1 MiB chunks: nothing of the corpus is held."""
+    with open(path, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
 def load_parallel(cfg: Config, split: str) -> list[tuple[str, str]]:
-    path = Path(cfg.paths.processed) / f"translate/{split}.tsv"
+    path = split_path(cfg, split)
     pairs = []
     for number, line in read_lines(path):
         s, sep, t = line.partition("\t")

@@ -76,16 +76,29 @@ def make_translate_step(model, optimizer, hp: Translate, strategy: tf.distribute
     return step
 
 
-def run_epoch(step, examples, hp: Translate, epoch: int, cursor: trainer.Cursor) -> dict:
+def epoch_batches(cfg: Config, examples, epoch: int, cursor: trainer.Cursor) -> tuple:
+    """Epoch `epoch`'s numpy batches from the cursor's position, and about how many the epoch has: in memory
+    (`examples`, a list of pairs) or read from files (`examples`, [files, pairs in them])."""
+    hp = cfg.translate
+    if hp.input == "memory":
+        n_batches = -(-len(examples) // hp.batch_size)
+        epoch_order = batches.translation_batches(examples, hp.batch_size, hp.seed + epoch)
+        return cursor.batches(epoch_order, n_batches), n_batches
+    files, pairs = examples
+    dataset = batches.file_batches(cfg, files, hp.batch_size, hp.seed + epoch).skip(cursor.skip)
+    n_batches = -(-pairs // hp.batch_size)  # an estimate: a few partial batches more, one a bucket, end the epoch
+    return cursor.batches(dataset.as_numpy_iterator(), n_batches, skipped=True), n_batches
+
+
+def run_epoch(step, cfg: Config, examples, epoch: int, cursor: trainer.Cursor) -> dict:
     """Epoch `epoch`'s batches from where the cursor stands to the end, or to the cursor's next evaluation."""
-    n_batches = -(-len(examples) // hp.batch_size)
+    walk, n_batches = epoch_batches(cfg, examples, epoch, cursor)
     progress = Progress(n_batches, f"epoch {epoch} batches", done=cursor.skip)
     sums = cursor.carry  # since the last evaluation, carried across a resumption
     for key in ("loss_sum", "targets", "tokens", "positions", "seconds"):
         sums.setdefault(key, 0)
-    epoch_batches = batches.translation_batches(examples, hp.batch_size, seed=hp.seed + epoch)
     last = time.perf_counter()
-    for src, tgt_in, tgt_out in cursor.batches(epoch_batches, n_batches):
+    for src, tgt_in, tgt_out in walk:
         loss, count = step(src, tgt_in, tgt_out)
         count = int(count.numpy())
         sums["loss_sum"] += float(loss.numpy()) * count
@@ -106,6 +119,14 @@ def run_epoch(step, examples, hp: Translate, epoch: int, cursor: trainer.Cursor)
     }
 
 
+def training_input(cfg: Config):
+    """input = memory: the tokenized training pairs; files: the processed training files and their pair count."""
+    if cfg.translate.input == "memory":
+        return batches.translation_examples(cfg, corpus.load_parallel(cfg, "train"))
+    files = [str(corpus.split_path(cfg, "train"))]
+    return files, sum(corpus.count_lines(f) for f in files)
+
+
 def format_translate_epoch(s: dict, improved: bool) -> str:
     return (
         f"epoch {trainer.epoch_label(s)}  loss {s['loss']:6.3f}  dev BLEU {s['dev_bleu']:5.2f}"
@@ -121,7 +142,7 @@ def run(cfg: Config) -> None:
     hp = cfg.translate
     strategy = optim.make_strategy(hp.strategy)
     keras.utils.set_random_seed(hp.seed)
-    examples = batches.translation_examples(cfg, corpus.load_parallel(cfg, "train"))
+    examples = training_input(cfg)
     valid = corpus.load_parallel(cfg, "valid")
     with strategy.scope():  # variables (model, optimizer slots) are mirrored across replicas and workers
         model, optimizer = build_translator(cfg)
@@ -133,8 +154,9 @@ def run(cfg: Config) -> None:
         "subword": subword.fingerprint(cfg),
     }
     n_params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    n_train = len(examples) if hp.input == "memory" else f"{examples[1]} (read from files)"
     print(
-        f"  {len(examples)} train / {len(valid)} valid pairs; {n_params:,} trainable parameters; vocabularies "
+        f"  {n_train} train / {len(valid)} valid pairs; {n_params:,} trainable parameters; vocabularies "
         f"{meta['src_shape'][0]} / {meta['tgt_shape'][0]}"
     )
     step = make_translate_step(model, optimizer, hp, strategy)
@@ -153,7 +175,7 @@ def run(cfg: Config) -> None:
         optimizer,
         "translator.json",
         meta,
-        lambda e, cursor: run_epoch(step, examples, hp, e, cursor),
+        lambda e, cursor: run_epoch(step, cfg, examples, e, cursor),
         evaluate,
         "dev_bleu",
         ("loss", "dev_bleu", "dev_chrf", "tokens_per_s", "padding", "lr"),
