@@ -24,6 +24,21 @@ def opt(default, help: str, choices: tuple = (), path: bool = False):
     return field(default=default, metadata=metadata)
 
 
+STEP_OPTS = {  # the shared loop's step schedule (core/trainer.Schedule), in each section it trains by steps
+    "save_every": (
+        1000,
+        "training steps between checkpoints inside an epoch: a killed run resumes at the last one, on the same "
+        "batches (0 = at evaluations only)",
+    ),
+    "eval_every": (0, "training steps between dev evaluations; patience then counts evaluations (0 = epoch ends)"),
+    "max_steps": (0, "stop after this many training steps at the latest (0 = no limit; epochs still applies)"),
+}
+
+
+def step_opt(name: str):
+    return opt(*STEP_OPTS[name])
+
+
 def each_value(fn, value, *args):
     """fn on a path value: a string, each string of a list, or each entry of a table of those."""
     if isinstance(value, dict):

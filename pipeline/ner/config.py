@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from pipeline.core.options import opt
+from pipeline.core.options import opt, step_opt
 
 
 @dataclass(frozen=True)
@@ -100,15 +100,9 @@ class Ner:
     bucket_width: int = opt(4, "batch sentences of similar length: buckets every N tokens up to text.max_length")
     epochs: int = opt(12, "maximum training epochs (the default ensemble's dev F1 still rose a little at 12)")
     patience: int = opt(5, "stop after this many evaluations (epochs) without a better dev entity F1")
-    save_every: int = opt(
-        1000,
-        "training steps between checkpoints inside an epoch: a killed run resumes at the last one, on the same "
-        "batches (0 = at evaluations only)",
-    )
-    eval_every: int = opt(
-        0, "training steps between dev evaluations; patience then counts evaluations (0 = at each epoch's end)"
-    )
-    max_steps: int = opt(0, "stop after this many training steps at the latest (0 = no limit; epochs still applies)")
+    save_every: int = step_opt("save_every")
+    eval_every: int = step_opt("eval_every")
+    max_steps: int = step_opt("max_steps")
     max_minutes: float = opt(
         0, "wall-time budget, dev scoring included: start no epoch that would end past it at the mean pace (0 = none)"
     )
