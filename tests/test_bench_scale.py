@@ -96,6 +96,7 @@ def test_the_generated_config_is_an_own_data_translation_config(tmp_path):
     assert cfg.translate_data.train == str(tmp_path / "corpus" / "train.{lang}.gz")
     assert all(str(v).startswith(str(tmp_path)) for v in cfg.section_dict("paths").values())
     assert (cfg.translate.max_steps, cfg.translate.dev_beam_width, cfg.prepare.max_train) == (5, 1, 0)
+    assert cfg.translate.input == "files"  # training reads the large-corpus way
     assert cfg.translate.encoder_units == 16  # configs/tiny.toml's model
 
 

@@ -132,6 +132,7 @@ test = "{work / "corpus" / "test.{lang}"}"
 [translate]
 max_steps = {settings.steps}      # then one dev evaluation, and training stops
 dev_beam_width = 1
+input = "files"         # the large-corpus input: a shuffle buffer, not every pair, in memory
 
 [ner.data]
 train = ""
