@@ -311,7 +311,7 @@ class Cursor:
 
 STOPPED = {  # history's last epoch says which rule ended training ("stopped_by"), and so does the report
     "epochs": "the epoch limit",
-    "patience": "early stopping (no better dev score for `patience` epochs)",
+    "patience": "early stopping (no better dev score for `patience` evaluations)",
     "max_steps": "the step limit (max_steps)",
     "max_minutes": "the wall-time budget (max_minutes): another host's speed gives another result",
 }
