@@ -67,6 +67,11 @@ def run_settings(cfg: Config, section: str) -> dict:
     return out | CHECKPOINT_FORMAT
 
 
+def same_places(settings: dict) -> dict:
+    """The settings with every `paths.*` value resolved: `data/processed` and its absolute spelling are one place."""
+    return {k: str(Path(v).resolve()) if k.startswith("paths.") else v for k, v in settings.items()}
+
+
 def settings_diff(old: dict, new: dict) -> list[str]:
     """`key: checkpoint X, config Y` for every setting that differs."""
     return [
@@ -87,8 +92,10 @@ def open_checkpoints(
     stamp = where / "run.json"
     if where.exists():
         old = json.loads(stamp.read_text()).get("settings") if stamp.is_file() else None
-        if old != settings:
-            diff = settings_diff(old, settings) if old is not None else ["(no record of the checkpoint's settings)"]
+        if old is None or same_places(old) != same_places(settings):
+            diff = ["(no record of the checkpoint's settings)"]
+            if old is not None:
+                diff = settings_diff(same_places(old), same_places(settings))
             print(f"  settings changed: discarding the checkpoint in {where} and the best weights beside it:")
             for line in diff[:10]:
                 print(f"    {line}")
