@@ -27,7 +27,7 @@ def test_file_batches_hold_every_pair_once_with_the_ids_of_the_memory_path(tmp_p
     cfg = tiny_config(tmp_path, "translate.batch_size=8")
     pairs = synthetic_pairs(100, seed=5) + [("", "Empty source.")]  # a pair with an empty side is dropped
     write_parallel(cfg, pairs)
-    files = [str(corpus.split_path(cfg, "train"))]
+    files = corpus.train_files(cfg)
     examples = batches.translation_examples(cfg, corpus.load_parallel(cfg, "train"))
     memory = sorted((tuple(s), tuple(t)) for s, t in examples)
 

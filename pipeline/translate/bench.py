@@ -45,19 +45,23 @@ def real_tokens(batch) -> int:
     return int((batch[0] != PAD_ID).sum() + (batch[2] != PAD_ID).sum())
 
 
+def endless(epoch) -> itertools.chain:
+    """Epochs `epoch(0)`, `epoch(1)`, ... one after another, so that any number of steps can be timed."""
+    return itertools.chain.from_iterable(epoch(e) for e in itertools.count())
+
+
 def train_speed(model, optimizer, hp, examples, warmup: int = 3, steps: int = 40) -> dict:
-    """Real tokens/s of the training step on bucketed batches (timed_steps' dict): epochs follow one another
-    (seed, seed + 1, ...) so that any number of steps can be timed."""
+    """Real tokens/s of the training step on bucketed in-memory batches (timed_steps' dict)."""
     step = train.make_translate_step(model, optimizer, hp)
-    epochs = (batches.translation_batches(examples, hp.batch_size, seed=hp.seed + e) for e in itertools.count())
-    return timed_steps(itertools.chain.from_iterable(epochs), step, real_tokens, warmup, steps)
+    epochs = endless(lambda e: batches.translation_batches(examples, hp.batch_size, seed=hp.seed + e))
+    return timed_steps(epochs, step, real_tokens, warmup, steps)
 
 
 def input_speeds(cfg: Config, model, optimizer, examples, rounds: int = 2, steps: int = 40) -> dict:
     """Training tokens/s from each input (translate.input: memory, files), one step function, timed in alternate
     rounds so that a change in the host's load falls on both; the mean of the rounds."""
     hp, step = cfg.translate, train.make_translate_step(model, optimizer, cfg.translate)
-    files = [str(corpus.split_path(cfg, "train"))]
+    files = corpus.train_files(cfg)
     inputs = {
         "memory": lambda e: batches.translation_batches(examples, hp.batch_size, seed=hp.seed + e),
         "files": lambda e: batches.file_batches(cfg, files, hp.batch_size, hp.seed + e).as_numpy_iterator(),
@@ -65,8 +69,7 @@ def input_speeds(cfg: Config, model, optimizer, examples, rounds: int = 2, steps
     rates = {name: [] for name in inputs}
     for _ in range(rounds):
         for name, epoch in inputs.items():
-            endless = itertools.chain.from_iterable(epoch(e) for e in itertools.count())
-            rates[name].append(timed_steps(endless, step, real_tokens, 3, steps)["units_per_s"])
+            rates[name].append(timed_steps(endless(epoch), step, real_tokens, 3, steps)["units_per_s"])
     return {name: round(sum(r) / rounds, 1) for name, r in rates.items()} | {"steps": rounds * steps}
 
 

@@ -78,6 +78,11 @@ def split_path(cfg: Config, split: str) -> Path:
     return Path(cfg.paths.processed) / f"translate/{split}.tsv"
 
 
+def train_files(cfg: Config) -> list[str]:
+    """The processed training files that translate.input = "files" reads."""
+    return [str(split_path(cfg, "train"))]
+
+
 def count_lines(path: str | Path) -> int:
     """Lines of a processed file, counted in 1 MiB chunks: nothing of the corpus is held."""
     with open(path, "rb") as f:
