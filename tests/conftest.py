@@ -15,12 +15,14 @@ import numpy as np
 import pytest
 
 from pipeline.core import config, stages, text, vocab
+from pipeline.core.config import SPLITS
 from pipeline.core.files import write_lines
 from pipeline.core.vocab import PAD_ID
 from pipeline.ner import evaluate as ner_evaluate
 from pipeline.ner import lexicon
 from pipeline.ner import train as ner_train
 from pipeline.stages import fetch
+from pipeline.translate import corpus as translate_corpus
 from pipeline.translate import evaluate as translate_evaluate
 from pipeline.translate import model as seq2seq
 from pipeline.translate import train as translate_train
@@ -193,11 +195,15 @@ def synthetic_pairs(n: int, seed: int) -> list[tuple[str, str]]:
     return pairs
 
 
+def write_processed_pairs(cfg, pairs) -> None:
+    """`pairs` as every processed translation split, written as `prepare` writes them (shards and manifest)."""
+    translate_corpus.write_processed(cfg, dict.fromkeys(SPLITS, pairs), dict.fromkeys(SPLITS, len(pairs)))
+
+
 def write_parallel(cfg, pairs, dim: int = 16) -> None:
     """What the prepare, vocab and embed stages would write, with these pairs as every split."""
 
-    for split in ("train", "valid", "test"):
-        write_lines(Path(cfg.paths.processed) / f"translate/{split}.tsv", [f"{s}\t{t}" for s, t in pairs])
+    write_processed_pairs(cfg, pairs)
     rng = np.random.default_rng(0)
     for name, side, joiner in (("src", 0, False), ("tgt", 1, True)):
         tokens = text.tokenize_batches([p[side] for p in pairs], cfg.text, joiner=joiner)

@@ -82,14 +82,14 @@ def test_read_parallel(tmp_path):
 def test_read_parallel_errors(tmp_path):
     en = write_file(tmp_path / "a.en", "A man.\nTwo dogs.\n")
     with pytest.raises(InputError, match="has 2 lines but .* has 1"):
-        translate_corpus.read_parallel(en, write_file(tmp_path / "short.de", "Ein Mann.\n"))
+        list(translate_corpus.read_parallel(en, write_file(tmp_path / "short.de", "Ein Mann.\n")))
     # An empty side is common in real corpora: the pair is skipped, and the check names its line.
     read = translate_corpus.read_parallel(en, write_file(tmp_path / "empty.de", "Ein Mann.\n  \n"))
     assert read.pairs == [("A man.", "Ein Mann.")] and read.skipped == [
         (str(tmp_path / "empty.de"), 2, "empty target sentence: pair skipped")
     ]
     with pytest.raises(InputError, match="no sentence pairs found"):
-        translate_corpus.read_parallel(en, write_file(tmp_path / "blank.de", "\n\n"))
+        list(translate_corpus.read_parallel(en, write_file(tmp_path / "blank.de", "\n\n")))
 
 
 def test_held_out_split_is_deterministic_and_keeps_sources_together(tmp_path):
@@ -119,7 +119,7 @@ def test_held_out_split_is_deterministic_and_keeps_sources_together(tmp_path):
 
 def test_tsv_line_without_a_tab(tmp_path):
     with pytest.raises(InputError, match=r"fra.txt:2: expected source<TAB>target, found no tab"):
-        translate_corpus.read_tsv(write_file(tmp_path / "fra.txt", "Go.\tVa !\nno tab here\n"))
+        list(translate_corpus.read_tsv(write_file(tmp_path / "fra.txt", "Go.\tVa !\nno tab here\n")))
 
 
 def test_prepare_writes_plain_files(tmp_path):

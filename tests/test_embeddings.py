@@ -12,7 +12,7 @@ from pipeline.core.config import SPLITS
 from pipeline.core.errors import InputError
 from pipeline.ner import corpus as ner_corpus
 from pipeline.stages import embed as embed_stage
-from tests.conftest import MIRROR, ROOT, TINY, needs_data, path_overrides, tiny_config
+from tests.conftest import MIRROR, ROOT, TINY, needs_data, path_overrides, tiny_config, write_processed_pairs
 
 VECS = {"the": [0.1, 0.2, 0.3], "Germany": [1.0, 0.0, 0.0], "cat": [0.0, 1.0, 0.5], ".": [0.0, 0.0, 1.0]}
 
@@ -127,11 +127,12 @@ def project(tmp_path, *overrides, vectors: bytes = glove(), name: str = "en.txt"
     """Raw vectors, processed corpora and vocabularies of an en-de run, written as the earlier stages would."""
     write(tmp_path / "raw" / "vectors" / name, vectors)
     for split in SPLITS:
-        write(tmp_path / f"processed/translate/{split}.tsv", "\n".join(PAIRS).encode() + b"\n")
         write(tmp_path / f"processed/ner/{split}.conll", CONLL.encode())
     for vocab_name, tokens in VOCABS.items():
         write(tmp_path / f"vocab/{vocab_name}.txt", "\n".join(tokens).encode() + b"\n")
-    return tiny_config(tmp_path, f'embed.vectors.en="{{raw}}/vectors/{name}"', *W2V, *overrides)
+    cfg = tiny_config(tmp_path, f'embed.vectors.en="{{raw}}/vectors/{name}"', *W2V, *overrides)
+    write_processed_pairs(cfg, [tuple(p.split("\t")) for p in PAIRS])
+    return cfg
 
 
 def test_stage_writes_aligned_matrices_and_a_coverage_report(tmp_path, capsys):

@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 
 from pipeline.core import config, serving, stages, trainer
 from pipeline.core.errors import InputError
-from pipeline.core.files import write_lines
 from pipeline.stages import embed as embed_stage
 from pipeline.stages import export as export_stage
 from pipeline.stages import vocab as vocab_stage
@@ -26,7 +25,7 @@ from pipeline.translate import export as translate_export
 from pipeline.translate import predict as translate_predict
 from pipeline.translate import subword
 from pipeline.translate import train as translate_train
-from tests.conftest import ROOT, TINY, TINY_TRANSLATE, synthetic_pairs, tiny_config
+from tests.conftest import ROOT, TINY, TINY_TRANSLATE, synthetic_pairs, tiny_config, write_processed_pairs
 from tests.test_export import run_serving_check, serve_in_fresh_process
 
 SP = (
@@ -54,8 +53,7 @@ OVERFIT = (
 def subword_run(base: Path, pairs, *overrides: str):
     """The vocab and embed stages, run for real on `pairs` as every processed split."""
     cfg = tiny_config(base, *SP, *overrides)
-    for split in ("train", "valid", "test"):
-        write_lines(Path(cfg.paths.processed) / f"translate/{split}.tsv", [f"{s}\t{t}" for s, t in pairs])
+    write_processed_pairs(cfg, pairs)
     vocab_stage.run(cfg)
     embed_stage.run(cfg)
     return cfg

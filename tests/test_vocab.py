@@ -54,7 +54,7 @@ def test_graph_lookup_tables_agree_with_the_file(tmp_path):
 
 
 def test_oov_rates():
-    rates = vocab.oov_rates([["a", "b", "a"], ["c"]], {"a"})
+    rates = vocab.oov_rates(collections.Counter(["a", "b", "a", "c"]), {"a"})
     assert rates["oov_token_rate"] == 0.5 and rates["oov_type_rate"] == pytest.approx(2 / 3)
 
 
@@ -95,5 +95,5 @@ def test_pretrained_extras_adds_only_heldout_words_with_vectors(tmp_path):
     vectors.parent.mkdir()
     vectors.write_text("paris 0.1 0.2\nLondon 0.3 0.4\nberlin 0.5 0.6\n")
     cfg = tiny_config(tmp_path, 'embed.vectors.en="{raw}/vec.txt"')
-    words = {"train": [["Berlin"]], "valid": [["Paris", "Xyzzy"]], "test": [["London", "Berlin"]]}
+    words = {"train": {"Berlin": 1}, "valid": {"Paris": 1, "Xyzzy": 1}, "test": {"London": 1, "Berlin": 2}}
     assert vocab_stage.pretrained_extras(cfg, words, known={"<pad>", "<unk>", "Berlin"}) == ["London", "Paris"]

@@ -44,6 +44,11 @@ class Prepare:
         "held out for valid when no valid file is given: a count of sentences / source sentences, or a share if < 1",
     )
     test_size: float = opt(0.05, "held out for test when no test file is given, as valid_size")
+    shard_pairs: int = opt(
+        500_000,
+        "most pairs in one processed translation shard (about 65 MB of text); the training pairs are dealt "
+        "to shards at random by split_seed",
+    )
 
 
 @dataclass(frozen=True)

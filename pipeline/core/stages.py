@@ -57,12 +57,13 @@ STAGES = {
             "read and check the corpora (counts, lengths, overlaps, tags): data/reports/data.json, nothing else",
         ),
         # Version 2: data/processed/ner/*.conll keep the -DOCSTART- lines (the tagger's document memory).
+        # Version 3: data/processed/translate/ holds shards and their manifest.json.
         Stage(
             "prepare",
             "pipeline.stages.prepare:run",
             ("paths", "prepare", "text", *DATA),
             "check the corpora, split off missing valid/test, write the processed splits",
-            2,
+            3,
             inputs="pipeline.stages.prepare:stamp_inputs",
         ),
         Stage(

@@ -95,9 +95,8 @@ def decode(ids: list[int], tokens: list[str]) -> list[str]:
     return [tokens[i] if 0 <= i < len(tokens) else UNK for i in ids]
 
 
-def oov_rates(sentences: list[list[str]], known: set[str]) -> dict:
-    """Share of running tokens and of distinct types that fall outside the vocabulary."""
-    counts = collections.Counter(t for s in sentences for t in s)
+def oov_rates(counts: collections.Counter, known: set[str]) -> dict:
+    """Share of running tokens and of distinct types (counts: token -> occurrences) outside the vocabulary."""
     n_tokens = sum(counts.values()) or 1
     oov_tokens = sum(c for t, c in counts.items() if t not in known)
     oov_types = sum(1 for t in counts if t not in known)

@@ -21,6 +21,7 @@ The cluster is that of the token as written, else of its most probable form. Row
 without statistics are zero, as are the rows of words that word dropout turns into <unk> in training.
 """
 
+import collections
 import dataclasses
 import gzip
 import json
@@ -130,16 +131,19 @@ def for_tagger(cfg: Config) -> dict[str, np.ndarray] | None:
     return load(cfg) if hp.lexicon or hp.gazetteer else None
 
 
-def coverage(arrays: dict, tokens: list[str], n_specials: int, splits: dict[str, list[list[str]]]) -> dict:
-    """Shares of vocabulary types (specials excluded) and of running tokens per split that have statistics /
-    a cluster. A running token outside the vocabulary maps to <unk> and so has neither."""
+def coverage(arrays: dict, tokens: list[str], n_specials: int, splits: dict[str, collections.Counter]) -> dict:
+    """Shares of vocabulary types (specials excluded) and of running tokens per split (token counts) that have
+    statistics / a cluster. A running token outside the vocabulary maps to <unk> and so has neither."""
     has = {"prob": arrays["dense"][:, 4] > 0, "cluster": arrays["cluster"] > 0, "names": arrays["gazetteer"].any(1)}
     index = {t: i for i, t in enumerate(tokens)}
 
-    def shares(rows: np.ndarray) -> dict:
-        return {"count": len(rows)} | {k: float(v[rows].mean()) if len(rows) else 0.0 for k, v in has.items()}
+    def shares(rows: np.ndarray, weights: np.ndarray | None = None) -> dict:
+        w = np.ones(len(rows)) if weights is None else weights
+        total = int(w.sum())
+        return {"count": total} | {k: float((v[rows] * w).sum() / total) if total else 0.0 for k, v in has.items()}
 
     out = {"types": shares(np.arange(n_specials, len(tokens))), "tokens": {}}
-    for split, sentences in splits.items():
-        out["tokens"][split] = shares(np.array(vocab.encode([t for s in sentences for t in s], index), np.int64))
+    for split, counts in splits.items():
+        rows = np.array(vocab.encode(list(counts), index), np.int64)
+        out["tokens"][split] = shares(rows, np.array(list(counts.values()), np.float64))
     return out

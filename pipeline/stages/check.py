@@ -7,6 +7,7 @@ warning, and warnings never stop.
     never seen in train, tag transitions that were repaired (file:line), pairs skipped for an empty side
 """
 
+import array
 import collections
 
 import numpy as np
@@ -26,9 +27,11 @@ def percentiles(lengths: list[int]) -> dict:
     return {"p50": float(p[0]), "p95": float(p[1]), "p99": float(p[2]), "max": int(max(lengths))}
 
 
-def _where(items: list[tuple]) -> str:
+def _where(items: list[tuple], total: int = 0) -> str:
+    """The first SHOWN items as file:line, and how many more of `total` (default: all of them are listed)."""
+    total = total or len(items)
     shown = ", ".join(f"{f}:{n}" for f, n, *_ in items[:SHOWN])
-    return shown + (f" and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
+    return shown + (f" and {total - SHOWN} more" if total > SHOWN else "")
 
 
 def _overlap(train: set, split_items: list) -> dict:
@@ -36,42 +39,87 @@ def _overlap(train: set, split_items: list) -> dict:
     return {"count": len(leaked), "share": len(leaked) / (len(split_items) or 1)}
 
 
+def histogram_percentiles(counts: collections.Counter) -> dict:
+    """percentiles() of the lengths a Counter holds ({length: how many}), without listing them: the same figures
+    (numpy's linear interpolation)."""
+    if not counts:
+        return {}
+    values = np.array(sorted(counts), dtype=np.float64)
+    ends = np.cumsum([counts[v] for v in sorted(counts)])  # the last (0-based) position of each value, plus one
+    out = {}
+    for name, p in (("p50", 50), ("p95", 95), ("p99", 99)):
+        pos = p / 100 * (ends[-1] - 1)
+        lo, hi = int(np.floor(pos)), int(np.ceil(pos))
+        a, b = values[np.searchsorted(ends, lo, side="right")], values[np.searchsorted(ends, hi, side="right")]
+        out[name] = float(a + (b - a) * (pos - lo))
+    return out | {"max": int(values[-1])}
+
+
 def check_parallel(cfg: Config, splits: dict, warnings: list[str]) -> dict:
-    """splits: {split: ParallelFile}."""
+    """splits: {split: an iterable of (source, target) pairs with .skipped / .skipped_count of the last pass}, each
+    read once. Held in memory: length histograms and a 64-bit hash per pair (for duplicates); valid and test go
+    first, so that train's pass only marks which of their source sentences it contains."""
     out, limit = {}, cfg.text.max_length
-    train_sources = {s for s, _ in splits["train"].pairs}
-    for split, read in splits.items():
-        pairs = read.pairs
-        src_len, tgt_len = [len(s.split()) for s, _ in pairs], [len(t.split()) for _, t in pairs]
+    eval_sources: dict[str, np.ndarray] = {}
+    wanted, seen_in_train = set(), set()
+    order = [s for s in splits if s != "train"] + ["train"]
+    for split in order:
+        read = splits[split]
+        src_len, tgt_len = collections.Counter(), collections.Counter()
+        hashes, sources = array.array("q"), array.array("q")
+        longer = copies = 0
+        for s, t in read:
+            a, b = len(s.split()), len(t.split())
+            src_len[a] += 1
+            tgt_len[b] += 1
+            longer += max(a, b) > limit
+            copies += s == t
+            hashes.append(hash((s, t)))
+            if split != "train":
+                sources.append(hash(s))
+            elif (key := hash(s)) in wanted:
+                seen_in_train.add(key)
+        n = len(hashes)
         entry = {
-            "pairs": len(pairs),
-            "source_words": percentiles(src_len),
-            "target_words": percentiles(tgt_len),
-            "longer_than_max_length": sum(max(a, b) > limit for a, b in zip(src_len, tgt_len, strict=True)),
-            "copies": sum(s == t for s, t in pairs),
-            "duplicate_pairs": len(pairs) - len(set(pairs)),
-            "skipped_empty": len(read.skipped),
+            "pairs": n,
+            "source_words": histogram_percentiles(src_len),
+            "target_words": histogram_percentiles(tgt_len),
+            "longer_than_max_length": longer,
+            "copies": copies,
+            "duplicate_pairs": n - len(np.unique(np.frombuffer(hashes, np.int64))),
+            "skipped_empty": read.skipped_count,
         }
+        del hashes
         if split != "train":
-            entry["source_in_train"] = _overlap(train_sources, [s for s, _ in pairs])
-            if entry["source_in_train"]["count"]:
-                warnings.append(
-                    f"translate/{split}: {entry['source_in_train']['count']} of {len(pairs)} source sentences also "
-                    "occur in train (a leak: scores on them overstate quality)"
-                )
-        if read.skipped:
-            warnings.append(
-                f"translate/{split}: {len(read.skipped)} pairs skipped for an empty side: {_where(read.skipped)}"
-            )
-        if entry["longer_than_max_length"]:
-            warnings.append(
-                f"translate/{split}: {entry['longer_than_max_length']} pairs have a side over text.max_length={limit} "
-                "words (truncated; the tokenizer also splits off punctuation, so a few more are)"
-            )
-        if entry["copies"] > 0.05 * len(pairs):
-            warnings.append(f"translate/{split}: {entry['copies']} pairs have source = target (untranslated copies)")
+            eval_sources[split] = np.frombuffer(sources, np.int64)
+            wanted.update(eval_sources[split].tolist())  # the keys train's pass looks for
+        _parallel_warnings(cfg, split, entry, read, warnings)
         out[split] = entry
-    return out
+    for split, keys in eval_sources.items():
+        count = int(np.isin(keys, np.fromiter(seen_in_train, np.int64, len(seen_in_train))).sum())
+        out[split]["source_in_train"] = {"count": count, "share": count / (len(keys) or 1)}
+        if count:
+            warnings.append(
+                f"translate/{split}: {count} of {len(keys)} source sentences also occur in train (a leak: scores on "
+                "them overstate quality)"
+            )
+    return {s: out[s] for s in splits}
+
+
+def _parallel_warnings(cfg: Config, split: str, entry: dict, read, warnings: list[str]) -> None:
+    limit = cfg.text.max_length
+    if read.skipped_count:
+        warnings.append(
+            f"translate/{split}: {read.skipped_count} pairs skipped for an empty side: "
+            f"{_where(read.skipped, read.skipped_count)}"
+        )
+    if entry["longer_than_max_length"]:
+        warnings.append(
+            f"translate/{split}: {entry['longer_than_max_length']} pairs have a side over text.max_length={limit} "
+            "words (truncated; the tokenizer also splits off punctuation, so a few more are)"
+        )
+    if entry["copies"] > 0.05 * entry["pairs"]:
+        warnings.append(f"translate/{split}: {entry['copies']} pairs have source = target (untranslated copies)")
 
 
 def check_ner(cfg: Config, splits: dict, warnings: list[str]) -> dict:

@@ -28,6 +28,8 @@ sides share), or seeded noise with translate.data.subword_vectors = "random".
 import collections
 import hashlib
 import json
+import os
+import tempfile
 import time
 import zlib
 from dataclasses import dataclass
@@ -80,9 +82,35 @@ def trained_as(cfg: Config, name: str) -> str:
     return f"{d.source_lang}+{d.target_lang}.pieces" if d.subword_joint else f"{language(cfg, name)}.{name}.pieces"
 
 
-def training_text(corpus: dict, names: list[str]) -> list[list[str]]:
-    """The train split of every vocabulary that uses the language, tokenized as the vocab stage did."""
-    return [sentence for name in names for sentence in corpus[name]["train"]]
+class TokenFile:
+    """Tokenized sentences written once to a file beside the vectors (tokens tab-separated, a sentence a line) and
+    read back on each of gensim's passes: the training text is never held in memory. Tokens hold no tab or line
+    break (the tokenizers split there), so a sentence reads back exactly as written."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __iter__(self):
+        with open(self.path, encoding="utf-8", newline="\n") as f:
+            for line in f:
+                yield line[:-1].split("\t") if line != "\n" else []
+
+
+def write_training_text(cfg: Config, lang: str, names: list[str], path: Path) -> tuple[str, collections.Counter, int]:
+    """The train split of every vocabulary that uses the language, tokenized as the vocab stage does, written to
+    `path`; returns the Word2Vec cache key, the token counts and the number of sentences."""
+    h = hashlib.sha256(json.dumps([lang, w2v_settings(cfg), cfg.section_dict("text")], sort_keys=True).encode())
+    h.update(b"[")  # the key hashes json.dumps(list of sentences), written here a sentence at a time
+    counts, n = collections.Counter(), 0
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        for name in names:
+            for sentence in vocab_stage.train_sentences(cfg, name):
+                h.update((", " if n else "").encode() + json.dumps(sentence, ensure_ascii=False).encode())
+                f.write("\t".join(sentence) + "\n")
+                counts.update(sentence)
+                n += 1
+    h.update(b"]")
+    return h.hexdigest()[:16], counts, n
 
 
 def w2v_settings(cfg: Config) -> dict:
@@ -98,13 +126,6 @@ def w2v_settings(cfg: Config) -> dict:
     }
 
 
-def w2v_key(cfg: Config, lang: str, sentences: list[list[str]]) -> str:
-    """Hash of everything the trained vectors depend on: settings, tokenizer config and the text itself."""
-    h = hashlib.sha256(json.dumps([lang, w2v_settings(cfg), cfg.section_dict("text")], sort_keys=True).encode())
-    h.update(json.dumps(sentences, ensure_ascii=False).encode())
-    return h.hexdigest()[:16]
-
-
 class EpochProgress(CallbackAny2Vec):
     def __init__(self, progress: Progress):
         self.progress = progress
@@ -113,18 +134,31 @@ class EpochProgress(CallbackAny2Vec):
         self.progress.update(1)
 
 
-def train_word2vec(cfg: Config, lang: str, sentences: list[list[str]]) -> tuple[Path, float | None]:
-    """Train Word2Vec unless vectors for the same settings and text exist. Returns (file, train seconds)."""
-    path = Path(cfg.paths.embeddings) / f"w2v.{lang}.{w2v_key(cfg, lang, sentences)}.bin"
-    if path.is_file():
-        print(f"  {lang}: reusing {path} (same Word2Vec settings and training text)", flush=True)
-        return path, None
+def train_word2vec(cfg: Config, lang: str, names: list[str]) -> tuple[Path, float | None]:
+    """Train Word2Vec on the training text of `names` unless vectors for the same settings and text exist.
+    Returns (file, train seconds)."""
+    out = Path(cfg.paths.embeddings)
+    out.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".w2v.{lang}.", suffix=".text", dir=out)
+    os.close(fd)
+    text_path = Path(name)
+    try:  # the text file is removed however this ends
+        key, counts, n = write_training_text(cfg, lang, names, text_path)
+        path = out / f"w2v.{lang}.{key}.bin"
+        if path.is_file():
+            print(f"  {lang}: reusing {path} (same Word2Vec settings and training text)", flush=True)
+            return path, None
+        return path, _train_word2vec(cfg, lang, TokenFile(text_path), counts, n, path)
+    finally:
+        text_path.unlink(missing_ok=True)
+
+
+def _train_word2vec(cfg: Config, lang: str, sentences, counts: collections.Counter, n: int, path: Path) -> float:
     s = w2v_settings(cfg)
-    counts = collections.Counter(t for sentence in sentences for t in sentence)
     if not any(c >= s["min_count"] for c in counts.values()):
         raise InputError(f"{lang}: no training word occurs embed.w2v_min_count={s['min_count']} times")
     print(
-        f"  {lang}: training Word2Vec on {len(sentences):,} sentences, {counts.total():,} tokens "
+        f"  {lang}: training Word2Vec on {n:,} sentences, {counts.total():,} tokens "
         f"({s['dim']}-d, {'skip-gram' if s['sg'] else 'CBOW'}, {s['epochs']} epochs, 1 worker for reproducibility)",
         flush=True,
     )
@@ -143,13 +177,13 @@ def train_word2vec(cfg: Config, lang: str, sentences: list[list[str]]) -> tuple[
     )
     progress.close()
     seconds = time.perf_counter() - start
-    about = {"language": lang, "settings": s, "text": cfg.section_dict("text"), "sentences": len(sentences)}
+    about = {"language": lang, "settings": s, "text": cfg.section_dict("text"), "sentences": n}
     about |= {"tokens": counts.total(), "words": len(model.wv), "seconds": round(seconds, 2)}
     write_json(path.with_suffix(".json"), about)
     with atomic_path(path) as tmp:  # the .bin last: its presence means a complete training
         model.wv.save_word2vec_format(str(tmp), binary=True)
     print(f"  {lang}: trained {len(model.wv):,} vectors in {seconds:.1f}s -> {path}", flush=True)
-    return path, round(seconds, 2)
+    return round(seconds, 2)
 
 
 def _forms(token: str, joiners: bool):
@@ -195,14 +229,14 @@ def _shares(counts: collections.Counter) -> dict:
     return {"count": total} | {k: counts[k] / (total or 1) for k in KINDS}
 
 
-def coverage(tokens: list[str], kinds: list[str], splits: dict[str, list[list[str]]]) -> dict:
-    """How vocabulary types (specials excluded) and running tokens per split found vectors.
+def coverage(tokens: list[str], kinds: list[str], splits: dict[str, collections.Counter]) -> dict:
+    """How vocabulary types (specials excluded) and running tokens per split (token counts) found vectors.
     A running token outside the vocabulary maps to <unk> and so counts as missing."""
     kind_of = {t: k for t, k in zip(tokens, kinds, strict=True) if k != "special"}
     out = {"types": _shares(collections.Counter(kind_of.values())), "tokens": {}}
-    for split, sentences in splits.items():
+    for split, split_counts in splits.items():
         counts = collections.Counter()
-        for token, n in collections.Counter(t for s in sentences for t in s).items():
+        for token, n in split_counts.items():
             counts[kind_of.get(token, "missing")] += n
         out["tokens"][split] = _shares(counts)
     return out
@@ -250,8 +284,8 @@ class Vectors:
     info: dict  # what the report says about the source
 
 
-def trained(cfg: Config, lang: str, sentences: list[list[str]]) -> Vectors:
-    path, train_seconds = train_word2vec(cfg, lang, sentences)
+def trained(cfg: Config, lang: str, names: list[str]) -> Vectors:
+    path, train_seconds = train_word2vec(cfg, lang, names)
     start = time.perf_counter()
     kv, _ = load_vectors(path, "word2vec_binary")  # from the file, so a reuse gives the very same matrix
     seconds = time.perf_counter() - start
@@ -292,7 +326,7 @@ def run(cfg: Config) -> None:
     # Vectors files and packages first, each once: bad input fails in seconds, before any tokenizing or writing.
     read = {s: Vectors(*read_source(s, cfg.embed.format)) for s in dict.fromkeys(x for v in wanted.values() for x in v)}
     sets = {name: [read[s] for s in wanted[name]] for name in vocabs}
-    corpus = vocab_stage.corpus_tokens(cfg)
+    corpus = vocab_stage.token_counts(cfg).counts
     untrained = collections.defaultdict(list)  # language -> its vocabularies without pretrained vectors
     for name in vocabs:
         if pieces(cfg, name) and cfg.translate_data.subword_vectors == "random":
@@ -300,7 +334,7 @@ def run(cfg: Config) -> None:
         elif not sets[name]:
             untrained[trained_as(cfg, name)].append(name)
     for lang, users in untrained.items():
-        w2v = trained(cfg, lang, training_text(corpus, users))
+        w2v = trained(cfg, lang, users)
         sets |= {name: [w2v] for name in users}
 
     matrices, report = {}, {}

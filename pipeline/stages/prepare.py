@@ -7,10 +7,15 @@ has been read and checked; `check-data` stops there and writes only the report.
     <paths.reports>/data.json                           counts, lengths, overlaps and warnings (stages/check.py)
 """
 
+import array
 import dataclasses
+import hashlib
+import itertools
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from pipeline.core.config import SPLITS, Config, corpus_files, hooked, tasks
 from pipeline.core.errors import InputError
@@ -27,7 +32,7 @@ class Corpora:
     made."""
 
     ner: dict[str, ner_corpus.ConllFile] | None = None
-    translate: dict[str, translate_corpus.ParallelFile] | None = None
+    translate: dict[str, "SplitOf"] | None = None
     held_out: dict[str, dict[str, str]] = field(default_factory=dict)
     hooked: dict[str, dict] = field(default_factory=dict)  # task -> its splits, read by its hooks (lm)
 
@@ -84,27 +89,81 @@ def read_ner(cfg: Config, out: Corpora) -> None:
         }
 
 
+@dataclass
+class SplitOf:
+    """One processed translation split as a stream: the pairs of `read` that `keep` accepts (all if None), the first
+    `limit` of them (0 = all). Iterating reads the corpus again; nothing is held."""
+
+    read: translate_corpus.ParallelFile
+    keep: object = None  # source sentence -> bool
+    limit: int = 0
+    skipped: list = field(default_factory=list)  # of the last pass (train only: held-out splits skip nothing)
+    skipped_count: int = 0
+
+    def __iter__(self):
+        pairs = (p for p in self.read if self.keep is None or self.keep(p[0]))
+        yield from itertools.islice(pairs, self.limit or None)
+        if self.keep is None or self.keep.split == "train":
+            self.skipped, self.skipped_count = self.read.skipped, self.read.skipped_count
+
+    @property
+    def files(self) -> list[str]:
+        return self.read.files
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        return list(self)
+
+
+def source_key(source: str) -> int:
+    """A stable 64-bit key of a source sentence (the same in every process, unlike hash())."""
+    return int.from_bytes(hashlib.blake2b(source.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+@dataclass
+class HeldOut:
+    """Which source sentences (by key) each held-out split took; `keep` for one split."""
+
+    where: dict[int, str]
+    split: str
+
+    def __call__(self, source: str) -> bool:
+        return self.where.get(source_key(source), "train") == self.split
+
+
+def hold_out_sources(read: translate_corpus.ParallelFile, missing: list[str], cfg: Config, what: str) -> dict:
+    """split_off by source sentence, streamed: the distinct keys (8 bytes each) are what is held, not the text."""
+    keys = array.array("Q", (source_key(s) for s, _ in read))
+    order = np.unique(np.frombuffer(keys, np.uint64))
+    del keys
+    where = split_off(range(len(order)), missing, cfg, what)  # positions of the sorted keys, shuffled by seed
+    return {int(order[i]): split for i, split in where.items()}
+
+
 def read_translate(cfg: Config, out: Corpora) -> None:
     d = cfg.translate_data
     if not d.source_lang or not d.target_lang:
         raise InputError("translate.data.source_lang and target_lang must be set when translate.data.train is")
     if d.source_lang == d.target_lang:
         raise InputError(f"translate.data.source_lang and target_lang are both {d.source_lang!r}")
+    if cfg.prepare.shard_pairs < 1:
+        raise InputError(f"prepare.shard_pairs must be >= 1, got {cfg.prepare.shard_pairs}")
     read = {
         s: translate_corpus.read_split(getattr(d, s), d.source_lang, d.target_lang) for s in SPLITS if getattr(d, s)
     }
-    missing, train = _missing(d), read["train"]
+    splits = {s: SplitOf(r) for s, r in read.items()}
+    missing = _missing(d)
     if missing:  # by source sentence, so all translations of one sentence land in the same split
-        where = split_off([s for s, _ in train.pairs], missing, cfg, d.train)
+        where = hold_out_sources(read["train"], missing, cfg, d.train)
         for split in ["train", *missing]:
-            pairs = [pair for pair in train.pairs if where.get(pair[0], "train") == split]
-            read[split] = dataclasses.replace(train, pairs=pairs, skipped=train.skipped if split == "train" else [])
-        out.held_out["translate"] = {
-            s: f"{len(read[s].pairs)} pairs split off {d.train} by source sentence "
-            f"(prepare.split_seed {cfg.prepare.split_seed})"
+            splits[split] = SplitOf(read["train"], HeldOut(where, split))
+        out.held_out["translate"] = {  # data_report puts the count of pairs first
+            s: f"pairs split off {d.train} by source sentence (prepare.split_seed {cfg.prepare.split_seed})"
             for s in missing
         }
-    out.translate = read
+    for split, stream in splits.items():
+        stream.limit = cfg.prepare.max_train if split == "train" else cfg.prepare.max_eval
+    out.translate = splits
 
 
 def read_corpora(cfg: Config) -> Corpora:
@@ -121,9 +180,7 @@ def read_corpora(cfg: Config) -> Corpora:
         for split, read in out.ner.items():
             read.documents = _limit(read.documents, split, cfg, size=len)
     if "translate" in defined:
-        read_translate(cfg, out)
-        for split, read in out.translate.items():
-            read.pairs = _limit(read.pairs, split, cfg)
+        read_translate(cfg, out)  # streams: read when checked, and again when written
     for task, hooks in hooked(cfg).items():
         out.hooked[task], held = hooks.read(cfg)
         if held:
@@ -147,6 +204,8 @@ def data_report(cfg: Config, corpora: Corpora) -> dict:
         report[task] = {"splits": hooks.check(cfg, splits, warnings), "files": files}
     for task, held in corpora.held_out.items():
         report[task]["held_out"] = held
+        if task == "translate":  # counted by the check's pass
+            report[task]["held_out"] = {s: f"{report[task]['splits'][s]['pairs']} {how}" for s, how in held.items()}
     return report | {"warnings": warnings}
 
 
@@ -198,8 +257,9 @@ def run(cfg: Config) -> None:
                 lines.extend(f"{tok}\t{tag}" for tok, tag in zip(tokens, tags, strict=True))
                 lines.append("")
         write_lines(out / f"ner/{split}.conll", lines)
-    for split, read in (corpora.translate or {}).items():
-        write_lines(out / f"translate/{split}.tsv", (f"{s}\t{t}" for s, t in read.pairs))
+    if corpora.translate:
+        counts = {split: n["pairs"] for split, n in report["translate"]["splits"].items()}
+        translate_corpus.write_processed(cfg, corpora.translate, counts)
     for task, splits in corpora.hooked.items():
         hooked(cfg)[task].write(cfg, splits)
     write_json(Path(cfg.paths.reports) / "data.json", report)

@@ -6,6 +6,7 @@
 """
 
 import collections
+from dataclasses import dataclass
 from pathlib import Path
 
 import tensorflow as tf
@@ -18,25 +19,61 @@ from pipeline.ner import corpus as ner_corpus
 from pipeline.translate import corpus as translate_corpus
 from pipeline.translate import subword
 
+Counts = dict[str, dict[str, collections.Counter]]  # vocabulary -> split -> token counts
 
-def corpus_tokens(cfg: Config) -> dict[str, dict[str, list[list[str]]]]:
-    """Tokenized text per vocabulary and split of the defined tasks, exactly as the training input pipelines will
-    see it."""
-    out = {}
+
+@dataclass
+class Counted:
+    """Token counts per vocabulary and split, exactly as the training input pipelines will tokenize the text, and
+    per piece vocabulary the sentences cut at translate.data.subword_max_length."""
+
+    counts: Counts
+    cut: dict[str, dict[str, int]]
+
+
+def translate_batches(cfg: Config, split: str):
+    """Each side's tokens of a processed translation split, a batch of sentences at a time: the corpus is
+    streamed from its shards, never held."""
+    tokenizers = {side: subword.Tokenizer(cfg, side) for side in subword.SIDES}
+    for batch in translate_corpus.iter_batches(cfg, split):
+        yield {side: tokenizers[side].tokenize_batches([p[i] for p in batch]) for i, side in enumerate(subword.SIDES)}
+
+
+def train_sentences(cfg: Config, name: str):
+    """The tokenized training sentences of one vocabulary (src, tgt or ner_words), streamed for Word2Vec."""
+    if name in subword.SIDES:
+        for batch in translate_batches(cfg, "train"):
+            yield from batch[name]
+        return
+    sentences = ner_corpus.load_ner(cfg, "train")
+    yield from text.to_lists(text.normalize_tokens(tf.ragged.constant([w for w, _ in sentences]), cfg.text))
+
+
+def token_counts(cfg: Config) -> Counted:
+    """Counted tokens of every defined task's splits (the translation corpus streamed; CoNLL files are small)."""
+    out = Counted({}, {})
+    limit = cfg.translate_data.subword_max_length
     if "translate" in tasks(cfg):
-        out |= {"src": {}, "tgt": {}}
-        tokenizers = {side: subword.Tokenizer(cfg, side) for side in subword.SIDES}
+        for side in subword.SIDES:
+            out.counts[side] = {s: collections.Counter() for s in SPLITS}
+            out.cut[side] = dict.fromkeys(SPLITS, 0)
         for split in SPLITS:
-            pairs = translate_corpus.load_parallel(cfg, split)
-            out["src"][split] = tokenizers["src"].tokenize_batches([s for s, _ in pairs])
-            out["tgt"][split] = tokenizers["tgt"].tokenize_batches([t for _, t in pairs])
+            for batch in translate_batches(cfg, split):
+                for side, sentences in batch.items():
+                    for sentence in sentences:
+                        out.counts[side][split].update(sentence)
+                    out.cut[side][split] += sum(len(x) >= limit for x in sentences)
     if "ner" in tasks(cfg):
-        out |= {"ner_words": {}, "ner_chars": {}}
+        out.counts |= {"ner_words": {}, "ner_chars": {}}
         for split in SPLITS:
             sentences = ner_corpus.load_ner(cfg, split)
             words = text.to_lists(text.normalize_tokens(tf.ragged.constant([w for w, _ in sentences]), cfg.text))
-            out["ner_words"][split] = words
-            out["ner_chars"][split] = [list(w) for s in words for w in s]
+            out.counts["ner_words"][split] = collections.Counter(w for s in words for w in s)
+            chars = collections.Counter()
+            for word, n in out.counts["ner_words"][split].items():
+                for c in word:
+                    chars[c] += n
+            out.counts["ner_chars"][split] = chars
     return out
 
 
@@ -45,7 +82,7 @@ def vector_words(path: Path) -> set[str]:
     return {line.split(" ", 1)[0] for _, line in read_lines(path)}
 
 
-def pretrained_extras(cfg: Config, words: dict[str, list[list[str]]], known: set[str]) -> list[str]:
+def pretrained_extras(cfg: Config, words: dict[str, collections.Counter], known: set[str]) -> list[str]:
     """Valid/test words outside the train vocabulary that have a pretrained vector (exact or lowercase).
 
     Common practice on CoNLL-2003 (see ANCHORS.md): their embedding rows keep the pretrained values and are
@@ -55,7 +92,7 @@ def pretrained_extras(cfg: Config, words: dict[str, list[list[str]]], known: set
     for source in ner_vectors(cfg):
         is_package = vector_packages.is_package(source)
         with_vector |= set(vector_packages.load(source)[0].key_to_index) if is_package else vector_words(Path(source))
-    candidates = {w for split in ("valid", "test") for sentence in words[split] for w in sentence} - known
+    candidates = (set(words["valid"]) | set(words["test"])) - known
     return sorted(w for w in candidates if w in with_vector or w.lower() in with_vector)
 
 
@@ -68,10 +105,11 @@ def run(cfg: Config) -> None:
     v = cfg.vocab
     pieces = {}
     if subword.enabled(cfg):  # the pieces are the vocabularies, written first: tokenizing the corpus reads them
-        pieces = subword.train(cfg, translate_corpus.load_parallel(cfg, "train"))
+        pieces = subword.train(cfg)
         for name, tokens in pieces.items():
             save(vocab_path(cfg, name), tokens)
-    corpus = corpus_tokens(cfg)
+    counted = token_counts(cfg)
+    corpus = counted.counts
     min_freq = {
         "src": v.min_freq,
         "tgt": v.min_freq,
@@ -80,9 +118,8 @@ def run(cfg: Config) -> None:
     }
     vocabs = {}
     for name, splits in corpus.items():
-        counts = collections.Counter(t for s in splits["train"] for t in s)
         max_size = v.max_size if name in ("src", "tgt") else 0
-        vocabs[name] = pieces.get(name) or build(counts, SPECIALS[name], min_freq[name], max_size)
+        vocabs[name] = pieces.get(name) or build(splits["train"], SPECIALS[name], min_freq[name], max_size)
     if "ner" in tasks(cfg):
         if v.ner_pretrained_words and ner_vectors(cfg):
             vocabs["ner_words"] += pretrained_extras(cfg, corpus["ner_words"], set(vocabs["ner_words"]))
@@ -93,7 +130,8 @@ def run(cfg: Config) -> None:
     written = set(pieces)
     for hooks in hooked(cfg).values():  # a task that writes its own vocabulary files (lm_chars: JSON lines)
         for name, (tokens, splits) in hooks.vocabularies(cfg).items():
-            vocabs[name], corpus[name] = tokens, splits
+            vocabs[name] = tokens
+            corpus[name] = {s: collections.Counter(t for x in sentences for t in x) for s, sentences in splits.items()}
             written.add(name)
     report = {}
     for name, tokens in vocabs.items():
@@ -107,7 +145,7 @@ def run(cfg: Config) -> None:
             report[name] = {"size": len(tokens)}
     limit = cfg.translate_data.subword_max_length
     for name in pieces:  # text.max_length counts words, so the data check cannot see a sentence cut into pieces
-        report[name]["cut"] = cut = {split: sum(len(s) >= limit for s in corpus[name][split]) for split in SPLITS}
+        report[name]["cut"] = cut = counted.cut[name]
         if any(cut.values()):
             print(
                 f"warning: {name}: {', '.join(f'{n} {split}' for split, n in cut.items() if n)} sentences reach "

@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import tensorflow as tf
@@ -81,19 +82,37 @@ def normalized(texts: list[str], cfg: Config, batch: int = 8192) -> list[str]:
     return out
 
 
-def _key(s: dict, cfg: Config, sentences: list[str]) -> str:
-    h = hashlib.sha256(json.dumps([s, cfg.section_dict("text")], sort_keys=True).encode())
+def training_text(cfg: Config, sides: tuple[str, ...]) -> Callable[[], Iterator[str]]:
+    """A fresh stream of the normalised training sentences of `sides` on each call (all of one side, then the
+    other's), read from the processed shards."""
+    from pipeline.translate import corpus
+
+    def sentences():
+        for side in sides:
+            column = SIDES.index(side)
+            for batch in corpus.iter_batches(cfg, "train"):
+                yield from normalized([pair[column] for pair in batch], cfg)
+
+    return sentences
+
+
+def _key(s: dict, cfg: Config, sentences: Iterable[str]) -> tuple[str, int]:
+    """The cache key of a model (settings and text) and the number of sentences, in one pass."""
+    h, n = hashlib.sha256(json.dumps([s, cfg.section_dict("text")], sort_keys=True).encode()), 0
     for sentence in sentences:
         h.update(sentence.encode("utf-8") + b"\n")
-    return h.hexdigest()[:16]
+        n += 1
+    return h.hexdigest()[:16], n
 
 
-def train_model(cfg: Config, sentences: list[str], label: str) -> bytes:
-    """A serialized SentencePiece model of normalised `sentences`, reused when settings and text are the same."""
+def train_model(cfg: Config, sentences: Callable[[], Iterator[str]], label: str) -> bytes:
+    """A serialized SentencePiece model of the normalised sentences (streamed twice: the cache key, then the
+    trainer), reused when settings and text are the same."""
     import sentencepiece as spm
 
     s = settings(cfg)
-    path = Path(cfg.paths.vocab) / f"spm.{_key(s, cfg, sentences)}.model"
+    key, count = _key(s, cfg, sentences())
+    path = Path(cfg.paths.vocab) / f"spm.{key}.model"
     if path.is_file():
         cached = path.read_bytes()
         try:  # a damaged cache file is trained again, not reused for ever
@@ -104,7 +123,7 @@ def train_model(cfg: Config, sentences: list[str], label: str) -> bytes:
             print(f"  {label}: {path} is not a SentencePiece model: training it again", flush=True)
     print(
         f"  {label}: training SentencePiece {s['model_type']} ({s['vocab_size']:,} pieces, coverage "
-        f"{s['character_coverage']}) on {len(sentences):,} sentences, 1 thread",
+        f"{s['character_coverage']}) on {count:,} sentences, 1 thread",
         flush=True,
     )
     start = time.perf_counter()
@@ -112,7 +131,7 @@ def train_model(cfg: Config, sentences: list[str], label: str) -> bytes:
     buf = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(x for x in sentences if x), model_writer=buf, minloglevel=2, **s
+            sentence_iterator=(x for x in sentences() if x), model_writer=buf, minloglevel=2, **s
         )
     except RuntimeError as e:
         raise InputError(f"{label}: SentencePiece training failed: {e}") from None
@@ -123,15 +142,18 @@ def train_model(cfg: Config, sentences: list[str], label: str) -> bytes:
     return model
 
 
-def train(cfg: Config, pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
-    """Train the model(s) on the training pairs, write <side>.spm; returns each side's pieces in id order."""
-    src, tgt = normalized([s for s, _ in pairs], cfg), normalized([t for _, t in pairs], cfg)
+def train(cfg: Config) -> dict[str, list[str]]:
+    """Train the model(s) on the processed training pairs, write <side>.spm; returns each side's pieces in id
+    order."""
     d = cfg.translate_data
     if d.subword_joint:
-        joint = train_model(cfg, src + tgt, f"{d.source_lang}+{d.target_lang}")
+        joint = train_model(cfg, training_text(cfg, SIDES), f"{d.source_lang}+{d.target_lang}")
         models = {"src": joint, "tgt": joint}
     else:
-        models = {"src": train_model(cfg, src, d.source_lang), "tgt": train_model(cfg, tgt, d.target_lang)}
+        models = {
+            "src": train_model(cfg, training_text(cfg, ("src",)), d.source_lang),
+            "tgt": train_model(cfg, training_text(cfg, ("tgt",)), d.target_lang),
+        }
     for side, model in models.items():
         write_bytes(model_path(cfg, side), model)
     return {side: pieces(model) for side, model in models.items()}

@@ -123,8 +123,7 @@ def training_input(cfg: Config):
     """input = memory: the tokenized training pairs; files: the processed training files and their pair count."""
     if cfg.translate.input == "memory":
         return batches.translation_examples(cfg, corpus.load_parallel(cfg, "train"))
-    files = corpus.train_files(cfg)
-    return files, sum(corpus.count_lines(f) for f in files)
+    return corpus.train_files(cfg), corpus.count_pairs(cfg, "train")
 
 
 def format_translate_epoch(s: dict, improved: bool) -> str:
