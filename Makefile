@@ -158,10 +158,11 @@ bench-peer: $(PEER_VENV)/.installed $(STAMPS)/vocab.done
 
 # Corpora of BENCH_SCALE_SIZES pairs generated from the [translate.data] corpus, each run through prepare, vocab, embed
 # and BENCH_SCALE_STEPS training steps as separate processes (pipeline/stages/bench_scale.py); SCALE=tiny is the
-# seconds-long run CI makes; BENCH_SCALE_KEEP=1 keeps the generated files.
+# seconds-long run CI makes; BENCH_SCALE_KEEP=1 keeps the generated files; BENCH_SCALE_STAGES=prepare,vocab measures the
+# data stages alone.
 bench-scale: $(STAMPS)/data.done
 	BENCH_SCALE="$(SCALE)" BENCH_SCALE_SIZES="$(BENCH_SCALE_SIZES)" BENCH_SCALE_STEPS="$(BENCH_SCALE_STEPS)" \
-		BENCH_SCALE_KEEP="$(BENCH_SCALE_KEEP)" $(call RUN,bench-scale)
+		BENCH_SCALE_KEEP="$(BENCH_SCALE_KEEP)" BENCH_SCALE_STAGES="$(BENCH_SCALE_STAGES)" $(call RUN,bench-scale)
 
 $(STAGES): %: $(STAMPS)/%.done
 

@@ -7,6 +7,9 @@ import numpy as np
 import pytest
 
 from pipeline.core import vocab
+from pipeline.core.errors import InputError
+from pipeline.core.files import write_lines
+from pipeline.stages import prepare as prepare_stage
 from pipeline.translate import batches, corpus
 from pipeline.translate import train as translate_train
 from tests.conftest import TINY_TRANSLATE, synthetic_pairs, tiny_config, write_parallel
@@ -64,3 +67,52 @@ def test_files_input_trains_stops_at_a_step_and_resumes_mid_epoch_like_an_uninte
     assert steps == [h["step"] for h in stopped] and steps[:2] == [7, 14] and steps[-1] > 15
     assert whole[-1]["epoch"] == 1 and whole[0]["epoch"] == pytest.approx(7 / 15, abs=1e-3)
     np.testing.assert_allclose([h["loss"] for h in stopped], [h["loss"] for h in whole], rtol=1e-4)
+
+
+def test_prepare_deals_training_pairs_to_shards_and_the_manifest_names_a_damaged_one(tmp_path):
+    """500 training pairs at prepare.shard_pairs=120: five shards, each a random draw from the whole corpus, every
+    pair once; valid keeps its order; a truncated or edited shard stops the reader with the file named."""
+    pairs = [(f"{s} n{i}", f"N{i} {t}") for i, (s, t) in enumerate(synthetic_pairs(500, seed=3))]
+    write_lines(tmp_path / "own/train.tsv", [f"{s}\t{t}" for s, t in pairs])
+    write_lines(tmp_path / "own/dev.tsv", [f"{s}\t{t}" for s, t in pairs[:30]])
+    own = [f'translate.data.{k}="{tmp_path / "own" / f}"' for k, f in (("train", "train.tsv"), ("valid", "dev.tsv"))]
+    own += [f'translate.data.test="{tmp_path / "own/dev.tsv"}"', 'ner.data.train=""', "prepare.max_train=0"]
+    cfg = tiny_config(tmp_path, *own, "prepare.shard_pairs=120")
+    prepare_stage.run(cfg)
+    shards = corpus.read_manifest(cfg)["splits"]["train"]["shards"]
+    assert [e["file"] for e in shards] == [f"train-{i:05d}-of-00005.tsv" for i in range(5)]
+    assert sum(e["pairs"] for e in shards) == 500 and all(80 <= e["pairs"] <= 120 for e in shards)
+    assert sorted(corpus.load_parallel(cfg, "train")) == sorted(pairs)
+    first = [pairs.index(p) for p in corpus.iter_pairs(cfg, "train")][: shards[0]["pairs"]]
+    assert min(first) < 50 and max(first) > 450  # dealt at random, not cut in runs
+    assert corpus.load_parallel(cfg, "valid") == pairs[:30]  # evaluation splits keep their order
+
+    again = tiny_config(tmp_path, *own)  # the default shard size: one shard in corpus order, the old five gone
+    prepare_stage.run(again)
+    assert corpus.load_parallel(again, "train") == pairs
+    assert sorted(p.name for p in corpus.directory(cfg).glob("train-*")) == ["train-00000-of-00001.tsv"]
+
+    shard = corpus.directory(cfg) / "train-00000-of-00001.tsv"
+    data = shard.read_bytes()
+    shard.write_bytes(data[:-7])
+    with pytest.raises(InputError, match=rf"{shard}: .* bytes, but .*manifest.json records .*truncated or edited"):
+        corpus.train_files(again)
+    shard.write_bytes(data.replace(b"n1\t", b"n7\t", 1))  # the same size, another text
+    with pytest.raises(InputError, match=rf"{shard}: its sha256 differs"):
+        corpus.load_parallel(again, "train")
+
+
+def test_a_corpus_larger_than_the_shuffle_buffer_is_still_shuffled_across_shards(tmp_path):
+    """400 pairs in four shards through a 16-pair shuffle buffer: the first batches already mix pairs from all
+    over the corpus (one file read in order through that buffer would give only its first ~50)."""
+    cfg = tiny_config(tmp_path, "translate.batch_size=8", "translate.shuffle_buffer=16", "prepare.shard_pairs=100")
+    pairs = [(f"{s} n{i}", f"N{i} {t}") for i, (s, t) in enumerate(synthetic_pairs(400, seed=4))]
+    write_parallel(cfg, pairs)  # vocabularies; then the training split as four shards
+    corpus.write_processed(cfg, {"train": pairs}, {"train": 400})
+    files = corpus.train_files(cfg)
+    assert len(files) == 4
+    index = {(tuple(s), tuple(t)): i for i, (s, t) in enumerate(batches.translation_examples(cfg, pairs))}
+    rows = [r for b in batches.file_batches(cfg, files, 8, seed=1).as_numpy_iterator() for r in _rows(b)]
+    assert sorted(index[r] for r in rows) == list(range(400))
+    early = [index[r] for r in rows[:32]]
+    assert {i // 100 for i in early} == {0, 1, 2, 3} and max(early) > 300

@@ -10,7 +10,9 @@ EVAL_PAIRS pairs of the real valid and test files, no NER or LM task, every path
 translate.max_steps = BENCH_SCALE_STEPS (default 200; one greedy dev evaluation at the end), each as its own
 process, as a user would. Per process: wall time and its own peak resident memory (os.wait4's ru_maxrss); per
 stage pairs/s = N / wall time; training tokens/s (real source + target tokens, padding not counted, dev evaluation
-excluded) from its history.json. `embed` is reported apart: it loads the English pretrained vectors (a fixed cost)
+excluded) from its history.json. Word vocabularies are capped at VOCAB_CAP (vocab.max_size), so that the model is
+the same at every size and memory measures the data path. BENCH_SCALE_STAGES=prepare,vocab runs the data stages
+alone. `embed` is reported apart: it loads the English pretrained vectors (a fixed cost)
 and trains Word2Vec on the German side, for which no vectors ship. The ratios compare the largest size with the
 smallest, per stage, as the issue's targets do. Each size's files are deleted once measured (BENCH_SCALE_KEEP=1
 keeps them).
@@ -39,6 +41,9 @@ from pipeline.translate import corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("prepare", "vocab", "embed", "train-translate")
+# Word vocabularies grow with the corpus (Heaps' law: about 45,000 German types at 0.1M pairs); uncapped, the
+# output layer and so training memory would grow with them, which measures the model, not the data path.
+VOCAB_CAP = 32_000
 SEED = 1
 # Issue #26: peak RSS at the largest size <= 1.5x that at the smallest and under 3 GB per stage; prepare + vocab
 # pairs/s at the largest size within 20 % of that at the smallest.
@@ -51,6 +56,7 @@ class Settings:
     sizes: tuple[int, ...]
     steps: int
     keep: bool
+    stages: tuple[str, ...] = STAGES
 
     @property
     def base(self) -> Path:
@@ -77,7 +83,9 @@ PRESETS = {"full": ((100_000, 1_000_000, 4_000_000), 200), "tiny": ((1000, 3000)
 
 def settings_from_env(env=os.environ) -> Settings:
     """BENCH_SCALE (full | tiny), BENCH_SCALE_SIZES (comma-separated pair counts), BENCH_SCALE_STEPS, BENCH_SCALE_KEEP
-    (1 keeps each size's corpus and artifacts); empty means the mode's default (`make` passes them on empty)."""
+    (1 keeps each size's corpus and artifacts), BENCH_SCALE_STAGES (the last stage to run, or a list: `prepare,vocab`
+    measures the data stages alone, and runs every stage up to the last named); empty means the mode's default
+    (`make` passes them on empty)."""
     mode = env.get("BENCH_SCALE") or "full"
     if mode not in PRESETS:
         raise InputError(f"bench-scale: BENCH_SCALE={mode!r} is not one of: {', '.join(PRESETS)}")
@@ -91,7 +99,13 @@ def settings_from_env(env=os.environ) -> Settings:
     if not sizes or min(sizes) < 1 or steps < 1:
         raise InputError(f"bench-scale: sizes {sizes} and steps {steps} must be positive")
     keep = (env.get("BENCH_SCALE_KEEP") or "0") not in ("0", "false", "no")
-    return Settings(mode, tuple(sorted(set(sizes))), steps, keep)
+    stages = STAGES
+    if env.get("BENCH_SCALE_STAGES"):
+        wanted = env["BENCH_SCALE_STAGES"].split(",")
+        if unknown := [s for s in wanted if s not in STAGES]:
+            raise InputError(f"bench-scale: BENCH_SCALE_STAGES: {', '.join(unknown)} not among {', '.join(STAGES)}")
+        stages = STAGES[: max(STAGES.index(s) for s in wanted) + 1]  # a stage needs those before it
+    return Settings(mode, tuple(sorted(set(sizes))), steps, keep, stages)
 
 
 def source_pairs(cfg: Config, split: str, limit: int = 0) -> list[tuple[str, str]]:
@@ -128,6 +142,9 @@ target_lang = "{d.target_lang}"
 train = "{work / "corpus" / "train.{lang}.gz"}"
 valid = "{work / "corpus" / "valid.{lang}"}"
 test = "{work / "corpus" / "test.{lang}"}"
+
+[vocab]
+max_size = {VOCAB_CAP}        # a fixed vocabulary, as at WMT scale: the model has one size at every corpus size
 
 [translate]
 max_steps = {settings.steps}      # then one dev evaluation, and training stops
@@ -203,7 +220,7 @@ def bench_size(cfg: Config, settings: Settings, n: int, train: list, evals: dict
     config, stats = prepare_work(work, cfg, settings, n, train, evals)
     print(f"  {n:,} pairs generated in {stats['generate_seconds']:.0f} s", flush=True)
     result = {"pairs": n, "corpus": stats, "stages": {}}
-    for stage in STAGES:
+    for stage in settings.stages:
         log = work / f"{stage}.log"
         m = measure([sys.executable, "-m", "pipeline", stage, "--config", str(config)], log)
         if m.pop("exit") != 0:
@@ -211,6 +228,9 @@ def bench_size(cfg: Config, settings: Settings, n: int, train: list, evals: dict
             result["error"] = f"{stage} failed: " + "\n".join(tail)
             print(f"  {stage} failed ({log}):\n" + "\n".join(tail), flush=True)
             break
+        if stage == "vocab":
+            sizes = json.loads((work / "reports" / "vocab.json").read_text(encoding="utf-8"))
+            m["vocabulary"] = {name: sizes[name]["size"] for name in ("src", "tgt")}
         if stage != "train-translate":
             m["pairs_per_s"] = round(n / m["seconds"])
         else:
@@ -232,9 +252,10 @@ def ratios(sizes: list[dict]) -> dict:
     def throughput(s):
         return s["pairs"] / (s["stages"]["prepare"]["seconds"] + s["stages"]["vocab"]["seconds"])
 
-    rss = {k: round(large["stages"][k]["peak_rss_mb"] / small["stages"][k]["peak_rss_mb"], 2) for k in STAGES}
-    speed = round(throughput(large) / throughput(small), 3)
-    goals = ("prepare", "vocab", "train-translate")
+    measured = [k for k in STAGES if k in small["stages"] and k in large["stages"]]
+    rss = {k: round(large["stages"][k]["peak_rss_mb"] / small["stages"][k]["peak_rss_mb"], 2) for k in measured}
+    speed = round(throughput(large) / throughput(small), 3) if "vocab" in measured else 0.0
+    goals = [k for k in ("prepare", "vocab", "train-translate") if k in measured]
     return {
         "from_pairs": small["pairs"],
         "to_pairs": large["pairs"],
@@ -275,6 +296,7 @@ def run(cfg: Config) -> None:
         "mode": settings.mode,
         "base_config": str(settings.base.relative_to(ROOT)),
         "steps": settings.steps,
+        "stages": list(settings.stages),
         "eval_pairs": settings.eval_pairs,
         "sizes": sizes,
         "ratios": ratios(sizes),

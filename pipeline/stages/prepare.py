@@ -1,9 +1,10 @@
 """Stages `prepare` and `check-data`: read and check every task's corpus (the files [<task>.data] names), split
 off the valid/test sets it does not give, then write the processed splits. Nothing is written until everything
-has been read and checked; `check-data` stops there and writes only the report.
+has been read and checked; `check-data` stops there and writes only the report. A translation corpus is streamed:
+read once to check it, again to write it (translate/corpus.py), never held.
 
     <paths.processed>/ner/{train,valid,test}.conll     -DOCSTART- lines, token<TAB>IOB2 tag, blank line after sentences
-    <paths.processed>/translate/{train,valid,test}.tsv  source<TAB>target per line, raw (untokenized, cased) text
+    <paths.processed>/translate/{split}-0000i-of-0000N.tsv, manifest.json   source<TAB>target shards (corpus.py)
     <paths.reports>/data.json                           counts, lengths, overlaps and warnings (stages/check.py)
 """
 

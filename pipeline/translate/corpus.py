@@ -5,9 +5,11 @@ splits written as shards with a manifest, and read back through it.
 <paths.processed>/translate/manifest.json                each split's shards: pairs, bytes and sha256 of each
 
 Nothing here holds a whole corpus: readers yield pairs, and `prepare` writes each pair as it reads it. The training
-split is dealt to shards of at most prepare.shard_pairs pairs at random (seeded), so every shard is a sample of the
-whole corpus and reading a few shards at a time through a shuffle buffer still mixes all of it; valid and test
-keep their order (reports list sentences as given). A corpus of one shard keeps its order too.
+split is dealt to shards of at most prepare.shard_pairs pairs at random (seeded), then each shard is shuffled, one in
+memory at a time (about 13 MB of text at the default size): dealing alone keeps the corpus order inside a shard. So
+every shard is a sample of the whole corpus in random order, and reading a few shards at a time through a shuffle
+buffer mixes all of it. Valid and test keep their order (reports list sentences as given); so does a corpus of one
+shard.
 """
 
 import contextlib
@@ -149,6 +151,10 @@ def write_processed(cfg: Config, splits: dict[str, Iterable[tuple[str, str]]], c
                 raise RuntimeError(f"translate/{split}: {written} pairs read on the second pass, {n} on the first")
             for f in files:
                 f.close()
+            if deal:  # dealing keeps the corpus order inside a shard: shuffle each, one shard in memory at a time
+                rng = np.random.default_rng([cfg.prepare.split_seed, 1])  # not the dealer's stream
+                for tmp in tmps:
+                    _shuffle_lines(tmp, rng)
             entries = [
                 {"file": name, "pairs": size, "bytes": tmp.stat().st_size, "sha256": sha256_file(tmp)}
                 for name, size, tmp in zip(names, sizes, tmps, strict=True)
@@ -160,6 +166,11 @@ def write_processed(cfg: Config, splits: dict[str, Iterable[tuple[str, str]]], c
         if (SHARD.match(path.name) and path.name not in kept) or path.name in {f"{s}.tsv" for s in SPLITS}:
             path.unlink()
     return manifest
+
+
+def _shuffle_lines(path: Path, rng: np.random.Generator) -> None:
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[i] for i in rng.permutation(len(lines))))
 
 
 def _dealer(shards: int, seed: int, block: int = 1 << 16) -> Iterator[int]:
