@@ -45,9 +45,9 @@ class Prepare:
     )
     test_size: float = opt(0.05, "held out for test when no test file is given, as valid_size")
     shard_pairs: int = opt(
-        500_000,
-        "most pairs in one processed translation shard (about 65 MB of text); the training pairs are dealt "
-        "to shards at random by split_seed",
+        100_000,
+        "most pairs in one processed translation shard (about 13 MB of text); the training pairs of a corpus of "
+        "several shards are dealt to them and shuffled inside each, by split_seed",
     )
 
 

@@ -9,6 +9,8 @@ warning, and warnings never stop.
 
 import array
 import collections
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -55,10 +57,43 @@ def histogram_percentiles(counts: collections.Counter) -> dict:
     return out | {"max": int(values[-1])}
 
 
+class DistinctCount:
+    """How many distinct 64-bit hashes were added, in bounded memory: each goes to one of BUCKETS temporary files
+    by its low bits (through a small buffer), and each file is deduplicated on its own at the end."""
+
+    BUCKETS, BUFFER = 64, 4096
+
+    def __init__(self):
+        self.dir = tempfile.TemporaryDirectory(prefix="pipeline-check-")
+        self.buffers = [array.array("q") for _ in range(self.BUCKETS)]
+        self.added = 0
+
+    def add(self, h: int) -> None:
+        buf = self.buffers[h % self.BUCKETS]
+        buf.append(h)
+        self.added += 1
+        if len(buf) >= self.BUFFER:
+            self._flush(h % self.BUCKETS)
+
+    def _flush(self, b: int) -> None:
+        with open(Path(self.dir.name) / str(b), "ab") as f:
+            self.buffers[b].tofile(f)
+        self.buffers[b] = array.array("q")
+
+    def distinct(self) -> int:
+        total = 0
+        for b in range(self.BUCKETS):
+            self._flush(b)
+            total += len(np.unique(np.fromfile(Path(self.dir.name) / str(b), np.int64)))
+        self.dir.cleanup()
+        return total
+
+
 def check_parallel(cfg: Config, splits: dict, warnings: list[str]) -> dict:
     """splits: {split: an iterable of (source, target) pairs with .skipped / .skipped_count of the last pass}, each
-    read once. Held in memory: length histograms and a 64-bit hash per pair (for duplicates); valid and test go
-    first, so that train's pass only marks which of their source sentences it contains."""
+    read once. Held in memory: length histograms, and the hashes of valid and test's source sentences (they go
+    first, so that train's pass only marks which of them it contains); duplicates are counted on disk
+    (DistinctCount), so memory does not grow with the corpus."""
     out, limit = {}, cfg.text.max_length
     eval_sources: dict[str, np.ndarray] = {}
     wanted, seen_in_train = set(), set()
@@ -66,7 +101,7 @@ def check_parallel(cfg: Config, splits: dict, warnings: list[str]) -> dict:
     for split in order:
         read = splits[split]
         src_len, tgt_len = collections.Counter(), collections.Counter()
-        hashes, sources = array.array("q"), array.array("q")
+        hashes, sources = DistinctCount(), array.array("q")
         longer = copies = 0
         for s, t in read:
             a, b = len(s.split()), len(t.split())
@@ -74,22 +109,21 @@ def check_parallel(cfg: Config, splits: dict, warnings: list[str]) -> dict:
             tgt_len[b] += 1
             longer += max(a, b) > limit
             copies += s == t
-            hashes.append(hash((s, t)))
+            hashes.add(hash((s, t)))
             if split != "train":
                 sources.append(hash(s))
             elif (key := hash(s)) in wanted:
                 seen_in_train.add(key)
-        n = len(hashes)
+        n = hashes.added
         entry = {
             "pairs": n,
             "source_words": histogram_percentiles(src_len),
             "target_words": histogram_percentiles(tgt_len),
             "longer_than_max_length": longer,
             "copies": copies,
-            "duplicate_pairs": n - len(np.unique(np.frombuffer(hashes, np.int64))),
+            "duplicate_pairs": n - hashes.distinct(),
             "skipped_empty": read.skipped_count,
         }
-        del hashes
         if split != "train":
             eval_sources[split] = np.frombuffer(sources, np.int64)
             wanted.update(eval_sources[split].tolist())  # the keys train's pass looks for

@@ -15,6 +15,7 @@ shard.
 import contextlib
 import itertools
 import json
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -168,9 +169,24 @@ def write_processed(cfg: Config, splits: dict[str, Iterable[tuple[str, str]]], c
     return manifest
 
 
-def _shuffle_lines(path: Path, rng: np.random.Generator) -> None:
-    lines = path.read_bytes().splitlines(keepends=True)
-    path.write_bytes(b"".join(lines[i] for i in rng.permutation(len(lines))))
+def _shuffle_lines(path: Path, rng: np.random.Generator, chunk: int = 1 << 20) -> None:
+    """Rewrite a file's lines in a random order, holding only their offsets (8 bytes a line), not the text."""
+    ends = []
+    with open(path, "rb") as f:
+        pos = 0
+        while block := f.read(chunk):
+            ends.append(np.flatnonzero(np.frombuffer(block, np.uint8) == ord("\n")) + pos + 1)
+            pos += len(block)
+    end = np.concatenate(ends) if ends else np.zeros(0, np.int64)
+    start = np.concatenate([[0], end[:-1]])
+    shuffled = path.with_name(path.name + ".shuffled")
+    try:
+        with open(path, "rb") as src, open(shuffled, "wb") as out:
+            for i in rng.permutation(len(end)):
+                out.write(os.pread(src.fileno(), int(end[i] - start[i]), int(start[i])))
+        os.replace(shuffled, path)
+    finally:
+        shuffled.unlink(missing_ok=True)
 
 
 def _dealer(shards: int, seed: int, block: int = 1 << 16) -> Iterator[int]:
