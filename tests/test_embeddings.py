@@ -1,3 +1,4 @@
+import collections
 import gzip
 import json
 import subprocess
@@ -105,7 +106,7 @@ def test_matrix_pad_row_is_zero_and_oov_rows_are_seeded(tmp_path):
 def test_coverage_by_type_and_by_running_token():
     tokens = ["<pad>", "<unk>", "a", "B", "c"]
     kinds = ["special", "special", "exact", "case", "missing"]
-    cov = embed_stage.coverage(tokens, kinds, {"train": [["a", "a", "B"], ["c", "zzz"]]})
+    cov = embed_stage.coverage(tokens, kinds, {"train": collections.Counter(["a", "a", "B", "c", "zzz"])})
     assert cov["types"] == {"count": 3, "exact": 1 / 3, "case": 1 / 3, "joiner": 0.0, "missing": 1 / 3}
     # "zzz" is not in the vocabulary: it becomes <unk>, so it counts as missing
     assert cov["tokens"]["train"] == {"count": 5, "exact": 0.4, "case": 0.2, "joiner": 0.0, "missing": 0.4}
@@ -230,5 +231,5 @@ def test_english_vectors_cover_conll_train():  # about 25 s, nearly all of it ge
     words = [w for tokens, _ in ner_corpus.read_conll(ROOT / MIRROR / "conll2003/train.txt") for w in tokens]
     types = sorted(set(words))
     _, kinds = embed_stage.align(types, kv, n_specials=0, joiners=False)
-    cov = embed_stage.coverage(types, kinds, {"train": [words]})["tokens"]["train"]
+    cov = embed_stage.coverage(types, kinds, {"train": collections.Counter(words)})["tokens"]["train"]
     assert 1 - cov["missing"] > 0.95, cov
