@@ -47,23 +47,33 @@ def held_out_count(size: float, n: int) -> int:
     return max(1, round(size * n)) if size < 1 else int(size)
 
 
-def split_off(keys: list, missing: list[str], cfg: Config, what: str) -> dict:
-    """Which held-out split each key goes to: the sorted keys shuffled by prepare.split_seed, valid first."""
-    p, order = cfg.prepare, sorted(set(keys))
-    random.Random(p.split_seed).shuffle(order)
-    sizes = {s: held_out_count(p.valid_size if s == "valid" else p.test_size, len(order)) for s in missing}
-    if sum(sizes.values()) >= len(order):
+def held_out_sizes(n: int, missing: list[str], cfg: Config, what: str) -> dict[str, int]:
+    p = cfg.prepare
+    sizes = {s: held_out_count(p.valid_size if s == "valid" else p.test_size, n) for s in missing}
+    if sum(sizes.values()) >= n:
         raise InputError(
             f"{what}: holding out {' + '.join(map(str, sizes.values()))} for {' and '.join(missing)} leaves "
-            f"nothing of {len(order)} to train",
+            f"nothing of {n} to train",
             hint="name valid/test files in the config, or lower prepare.valid_size / prepare.test_size",
         )
+    return sizes
+
+
+def deal_held_out(order, sizes: dict[str, int]) -> dict:
+    """The first sizes["valid"] keys of `order` to valid, the next sizes["test"] to test."""
     where, start = {}, 0
     for split in ("valid", "test"):
         for k in order[start : start + sizes.get(split, 0)]:
             where[k] = split
         start += sizes.get(split, 0)
     return where
+
+
+def split_off(keys: list, missing: list[str], cfg: Config, what: str) -> dict:
+    """Which held-out split each key goes to: the sorted keys shuffled by prepare.split_seed, valid first."""
+    order = sorted(set(keys))
+    random.Random(cfg.prepare.split_seed).shuffle(order)
+    return deal_held_out(order, held_out_sizes(len(order), missing, cfg, what))
 
 
 def _missing(data) -> list[str]:
@@ -135,10 +145,11 @@ class HeldOut:
 def hold_out_sources(read: translate_corpus.ParallelFile, missing: list[str], cfg: Config, what: str) -> dict:
     """split_off by source sentence, streamed: the distinct keys (8 bytes each) are what is held, not the text."""
     keys = array.array("Q", (source_key(s) for s, _ in read))
-    order = np.unique(np.frombuffer(keys, np.uint64))
+    distinct = np.unique(np.frombuffer(keys, np.uint64))
     del keys
-    where = split_off(range(len(order)), missing, cfg, what)  # positions of the sorted keys, shuffled by seed
-    return {int(order[i]): split for i, split in where.items()}
+    sizes = held_out_sizes(len(distinct), missing, cfg, what)
+    picked = np.random.default_rng(cfg.prepare.split_seed).permutation(len(distinct))[: sum(sizes.values())]
+    return deal_held_out(distinct[picked].tolist(), sizes)
 
 
 def read_translate(cfg: Config, out: Corpora) -> None:
