@@ -31,18 +31,18 @@ class Counted:
     cut: dict[str, dict[str, int]]
 
 
-def translate_batches(cfg: Config, split: str):
-    """Each side's tokens of a processed translation split, a batch of sentences at a time: the corpus is
+def translate_batches(cfg: Config, split: str, sides: tuple[str, ...] = subword.SIDES):
+    """The tokens of `sides` of a processed translation split, a batch of sentences at a time: the corpus is
     streamed from its shards, never held."""
-    tokenizers = {side: subword.Tokenizer(cfg, side) for side in subword.SIDES}
+    tokenizers = {side: subword.Tokenizer(cfg, side) for side in sides}
     for batch in translate_corpus.iter_batches(cfg, split):
-        yield {side: tokenizers[side].tokenize_batches([p[i] for p in batch]) for i, side in enumerate(subword.SIDES)}
+        yield {side: tokenizers[side].tokenize_batches([p[subword.SIDES.index(side)] for p in batch]) for side in sides}
 
 
 def train_sentences(cfg: Config, name: str):
     """The tokenized training sentences of one vocabulary (src, tgt or ner_words), streamed for Word2Vec."""
     if name in subword.SIDES:
-        for batch in translate_batches(cfg, "train"):
+        for batch in translate_batches(cfg, "train", (name,)):  # the other side is not tokenized
             yield from batch[name]
         return
     sentences = ner_corpus.load_ner(cfg, "train")
