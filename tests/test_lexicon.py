@@ -1,5 +1,6 @@
 """The tagger's English word statistics: rows aligned to ner_words, shared by a word's casings, read as constants."""
 
+import collections
 import math
 
 import numpy as np
@@ -31,7 +32,8 @@ def test_rows_share_the_statistics_of_all_casings_and_specials_stay_zero():
 
 def test_coverage_counts_types_and_running_tokens():
     z = lexicon.features(LEXICON_TOKENS, LEXICON_PROBS, LEXICON_CLUSTERS, n_specials=2)
-    cov = lexicon.coverage(z, LEXICON_TOKENS, 2, {"train": [["the", "Xyzzy", "zzz"], ["BRUSSELS"]], "test": []})
+    train = collections.Counter(["the", "Xyzzy", "zzz", "BRUSSELS"])
+    cov = lexicon.coverage(z, LEXICON_TOKENS, 2, {"train": train, "test": collections.Counter()})
     assert cov["types"] == {"count": 4, "prob": 0.75, "cluster": 0.75, "names": 0.0}  # no name lists given
     assert cov["tokens"]["train"] == {"count": 4, "prob": 0.5, "cluster": 0.5, "names": 0.0}  # "zzz" is <unk>
     assert cov["tokens"]["test"] == {"count": 0, "prob": 0.0, "cluster": 0.0, "names": 0.0}
