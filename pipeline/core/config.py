@@ -44,11 +44,7 @@ class Prepare:
         "held out for valid when no valid file is given: a count of sentences / source sentences, or a share if < 1",
     )
     test_size: float = opt(0.05, "held out for test when no test file is given, as valid_size")
-    shard_pairs: int = opt(
-        100_000,
-        "most pairs in one processed translation shard (about 13 MB of text); the training pairs of a corpus of "
-        "several shards are dealt to them and shuffled inside each, by split_seed",
-    )
+    shard_pairs: int = opt(100_000, "most pairs a processed translation shard holds (about 13 MB of text)")
 
 
 @dataclass(frozen=True)
