@@ -45,8 +45,13 @@ def train_sentences(cfg: Config, name: str):
         for batch in translate_batches(cfg, "train", (name,)):  # the other side is not tokenized
             yield from batch[name]
         return
-    sentences = ner_corpus.load_ner(cfg, "train")
-    yield from text.to_lists(text.normalize_tokens(tf.ragged.constant([w for w, _ in sentences]), cfg.text))
+    yield from ner_words(cfg, "train")
+
+
+def ner_words(cfg: Config, split: str) -> list[list[str]]:
+    """The normalised words of each sentence of a processed NER split, as the tagger's input sees them."""
+    sentences = ner_corpus.load_ner(cfg, split)
+    return text.to_lists(text.normalize_tokens(tf.ragged.constant([w for w, _ in sentences]), cfg.text))
 
 
 def token_counts(cfg: Config) -> Counted:
@@ -66,8 +71,7 @@ def token_counts(cfg: Config) -> Counted:
     if "ner" in tasks(cfg):
         out.counts |= {"ner_words": {}, "ner_chars": {}}
         for split in SPLITS:
-            sentences = ner_corpus.load_ner(cfg, split)
-            words = text.to_lists(text.normalize_tokens(tf.ragged.constant([w for w, _ in sentences]), cfg.text))
+            words = ner_words(cfg, split)
             out.counts["ner_words"][split] = collections.Counter(w for s in words for w in s)
             chars = collections.Counter()
             for word, n in out.counts["ner_words"][split].items():
