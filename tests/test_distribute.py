@@ -6,16 +6,19 @@ Both run in subprocesses: logical devices and multi-worker strategies must be se
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 
+from pipeline.translate import corpus as translate_corpus
 from tests.conftest import (
     ROOT,
     TINY_NER,
@@ -151,53 +154,47 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def _weights(path) -> dict[str, np.ndarray]:
-    out = {}
-
-    def keep(name, obj):  # returning anything but None would stop the walk
-        if isinstance(obj, h5py.Dataset):
-            out[name] = obj[()]
-
-    with h5py.File(path, "r") as f:
-        f.visititems(keep)
-    return out
-
-
-def run_workers(tmp_path, stage: str, settings: list[str]) -> list[dict[str, np.ndarray]]:
-    """Run `stage` as two MultiWorkerMirroredStrategy workers on localhost, each with its own paths under
-    tmp_path/worker<i> (data already there); the weights each one kept."""
+def start_workers(run: Path, stage: str, settings: list[str], data: Path | None = None) -> list[subprocess.Popen]:
+    """Start `stage` as two MultiWorkerMirroredStrategy workers on localhost, each with its own paths under
+    run/worker<i> (with `data`: the processed corpus, vocabularies and embeddings there, shared), logging to
+    run/worker<i>.log."""
     workers = [f"localhost:{p}" for p in _free_ports(2)]
+    shared = [f'paths.{name}="{data / name}"' for name in ("processed", "vocab", "embeddings")] if data else []
     procs = []
     for index in range(2):
-        base = tmp_path / f"worker{index}"  # each worker writes its own checkpoints; the chief's are the ones to keep
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         command = [sys.executable, "-m", "pipeline", stage, "--config", "configs/tiny.toml",
-                   *path_overrides(base), *settings]  # fmt: skip
-        procs.append(
-            subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=ENV | {"TF_CONFIG": json.dumps(tf_config)},
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )  # fmt: skip
-        )
-    outs = [p.communicate(timeout=600) for p in procs]
-    for p, (out, err) in zip(procs, outs, strict=True):
-        assert p.returncode == 0, out[-2000:] + err[-3000:]
-    model = stage.removeprefix("train-")
-    return [_weights(tmp_path / f"worker{i}/models/{model}/best.weights.h5") for i in range(2)]
+                   *path_overrides(run / f"worker{index}"), *shared, *settings]  # fmt: skip
+        log = open(run / f"worker{index}.log", "w")  # noqa: SIM115 (the child holds it)
+        env = ENV | {"TF_CONFIG": json.dumps(tf_config), "PYTHONUNBUFFERED": "1"}
+        procs.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True))
+    return procs
 
 
-def assert_same_weights(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
-    assert a.keys() == b.keys() and len(a) > 5
-    for name in a:
-        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
+def run_workers(run: Path, stage: str, settings: list[str], data: Path | None = None) -> list[str]:
+    """Run two workers (start_workers) to the end; their logs."""
+    run.mkdir(parents=True, exist_ok=True)
+    procs = start_workers(run, stage, settings, data)
+    for p in procs:
+        p.wait(timeout=600)
+    logs = [(run / f"worker{i}.log").read_text() for i in range(2)]
+    for p, log in zip(procs, logs, strict=True):
+        assert p.returncode == 0, log[-4000:]
+    return logs
 
 
-def history(tmp_path, index: int, model: str) -> list[dict]:
-    return json.loads((tmp_path / f"worker{index}/reports/{model}/history.json").read_text())
+FINGERPRINT = re.compile(r"worker (\d) of 2: weights fingerprint (\S+), the same as the chief's")
+
+
+def assert_same_weights_chief_writes(run: Path, logs: list[str], model: str) -> list[dict]:
+    """Both workers end with the chief's weights (each prints its fingerprint beside the chief's); only the chief
+    wrote weights, checkpoints and history. The chief's history."""
+    prints = [FINGERPRINT.search(log) for log in logs]
+    assert all(prints), [log[-2000:] for log in logs]
+    assert [int(p[1]) for p in prints] == [0, 1] and prints[0][2] == prints[1][2]
+    assert (run / f"worker0/models/{model}/best.weights.h5").is_file()
+    assert not (run / "worker1/models").exists() and not (run / "worker1/reports").exists()
+    return json.loads((run / f"worker0/reports/{model}/history.json").read_text())
 
 
 @pytest.mark.slow
@@ -208,11 +205,50 @@ def test_two_workers_on_localhost_agree_on_the_final_weights(tmp_path):
         pairs = synthetic_pairs(60, seed=7)
         write_parallel(tiny_config(tmp_path / f"worker{index}"), pairs if index == 0 else pairs[::-1])
     settings = [*TINY_TRANSLATE, "translate.epochs=2", "translate.strategy=multi_worker", "translate.batch_size=8"]
-    a, b = run_workers(tmp_path, "train-translate", settings)
-    assert [h["loss"] for h in history(tmp_path, 0, "translate")] == pytest.approx(
-        [h["loss"] for h in history(tmp_path, 1, "translate")], rel=1e-6
-    )
-    assert_same_weights(a, b)
+    logs = run_workers(tmp_path, "train-translate", settings)
+    assert len(assert_same_weights_chief_writes(tmp_path, logs, "translate")) == 2
+    assert "the chief evaluates" in logs[1] and "dev BLEU" not in logs[1]
+
+
+@pytest.mark.slow
+def test_two_workers_read_disjoint_shards_and_resume_after_one_is_killed(tmp_path):
+    """translate.input = files on two workers: each reads its own shards, both end with the same weights, and a
+    run whose second worker is killed mid-training resumes (both restarted) to the uninterrupted run's losses."""
+    data = tmp_path / "data"
+    cfg = tiny_config(data, "prepare.shard_pairs=20")
+    write_parallel(cfg, synthetic_pairs(60, seed=7))  # 3 training shards
+    counts = translate_corpus.shard_pairs(cfg, "train")
+    steps = min(-(-(counts[0] + counts[2]) // 4), -(-counts[1] // 4))  # the smaller share, 4 pairs a worker a step
+    settings = [*TINY_TRANSLATE, "translate.input=files", "translate.strategy=multi_worker", "translate.batch_size=8",
+                "translate.epochs=6", "translate.patience=9", "translate.save_every=2"]  # fmt: skip
+    logs = run_workers(tmp_path / "whole", "train-translate", settings, data)
+    read = [re.search(r"reads (\d) of 3 shards \((.*)\), (\d+) steps", log) for log in logs]
+    shards = [set(r[2].split(", ")) for r in read]
+    assert not shards[0] & shards[1] and len(shards[0] | shards[1]) == 3  # disjoint, together the corpus
+    assert int(read[0][3]) == int(read[1][3]) == steps
+    whole = assert_same_weights_chief_writes(tmp_path / "whole", logs, "translate")
+    whole_weights = float(FINGERPRINT.search(logs[0])[2])
+
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    procs = start_workers(killed, "train-translate", settings, data)
+    chief_log = killed / "worker0.log"
+    deadline = time.monotonic() + 300
+    while "checkpoint at step 2" not in chief_log.read_text():
+        assert procs[0].poll() is None and time.monotonic() < deadline, chief_log.read_text()[-3000:]
+        time.sleep(0.02)
+    procs[1].kill()  # the second machine dies; the chief then waits on it, so the job is stopped and restarted
+    assert procs[0].poll() is None, "the run ended before the kill"
+    time.sleep(1)
+    procs[0].kill()
+    for p in procs:
+        p.wait()
+    logs = run_workers(killed, "train-translate", settings, data)
+    assert re.search(r"resuming (at step|after epoch) \d+", logs[0]), logs[0][-3000:]
+    resumed = assert_same_weights_chief_writes(killed, logs, "translate")
+    assert [h["step"] for h in resumed] == [h["step"] for h in whole] == [steps * e for e in range(1, 7)]
+    np.testing.assert_allclose([h["loss"] for h in resumed], [h["loss"] for h in whole], rtol=1e-5)
+    assert float(FINGERPRINT.search(logs[0])[2]) == pytest.approx(whole_weights, rel=1e-6)
 
 
 @pytest.mark.slow
@@ -227,8 +263,5 @@ def test_two_tagger_workers_on_localhost_agree_on_the_final_weights(tmp_path):
         shutil.rmtree(tmp_path / "worker1" / name)
         shutil.copytree(tmp_path / "worker0" / name, tmp_path / "worker1" / name)
     settings = [*TINY_NER, "ner.epochs=2", "ner.strategy=multi_worker", "ner.batch_size=8"]
-    a, b = run_workers(tmp_path, "train-ner", settings)
-    assert [h["loss"] for h in history(tmp_path, 0, "ner")] == pytest.approx(
-        [h["loss"] for h in history(tmp_path, 1, "ner")], rel=1e-6
-    )
-    assert_same_weights(a, b)
+    logs = run_workers(tmp_path, "train-ner", settings)
+    assert len(assert_same_weights_chief_writes(tmp_path, logs, "ner")) == 2

@@ -2,6 +2,9 @@
 budget, checkpoints that resume at any saved step, history and TensorBoard. A task supplies its step (inside
 `Task.train_epoch`, which walks its batches through a `Cursor`) and its dev metric (`Task.evaluate`).
 
+Under several workers (MultiWorkerMirroredStrategy) the chief alone checkpoints, evaluates and writes history
+and TensorBoard; the others take its state after a restore and its counters after each evaluation (core/cluster.py).
+
 Re-running after an interruption resumes from the last checkpoint: the end of an epoch or an evaluation, or every
 `save_every` steps inside an epoch. An epoch's batch order is a function of its seed, so a resumed run replays the
 order to the saved position and goes on with the same batches. A change of any setting except the section's epochs,
@@ -22,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from pipeline.core import stages
+from pipeline.core import cluster, stages
 from pipeline.core.config import Config
 from pipeline.core.files import write_json
 
@@ -134,7 +137,7 @@ def save_best(model: keras.Model, out: Path, meta_name: str, meta: dict) -> None
 
 def load_history(manager: tf.train.CheckpointManager, path: Path, evaluations: int) -> list[dict]:
     # The history may hold an evaluation the checkpoint does not (interrupted between the two writes).
-    resumed = manager.latest_checkpoint and path.is_file()
+    resumed = manager is not None and manager.latest_checkpoint and path.is_file()
     return json.loads(path.read_text())[:evaluations] if resumed else []
 
 
@@ -193,6 +196,7 @@ class Task:
     describe: Callable[[dict, bool], str]  # the console line of an epoch (stats, improved)
     lr_at: Callable[[int, float], float] = lambda epoch, lr: lr  # epoch e's learning rate, given the current
     higher_is_better: bool = True  # False for a loss (the language model's valid nats per character)
+    strategy: tf.distribute.Strategy | None = None  # several workers: the chief alone writes and evaluates
 
 
 @dataclass(frozen=True)
@@ -310,6 +314,8 @@ class Cursor:
         self.clock = now
 
     def save(self) -> None:
+        if self.manager is None:  # a worker that is not the chief
+            return
         self.tick()
         self.state.carry.assign(json.dumps(self.carry))
         self.manager.save()
@@ -324,19 +330,46 @@ STOPPED = {  # history's last epoch says which rule ended training ("stopped_by"
 }
 
 
+def evaluation(task: Task, out: Path, stats: dict, cursor: Cursor, e: int, rate: float, schedule, run: dict) -> None:
+    """The dev score after training epoch `e` up to the cursor, the best weights when it improved (before the
+    checkpoint, which must never claim a best epoch whose weights were not saved), the plateau rule, then
+    history, TensorBoard and the checkpoint (finish_evaluation)."""
+    state = run["state"]
+    t0 = time.perf_counter()
+    dev, best_meta, samples = task.evaluate()
+    at = cursor.position(e)
+    stats |= {"epoch": at, "step": state["step"], **dev, "dev_seconds": time.perf_counter() - t0, "lr": rate}
+    # As the checkpointed best is float32: a score equal to it in float32 (BLEU 100 again) is no improvement.
+    score = dev[task.metric] if task.higher_is_better else -dev[task.metric]
+    improved = float(np.float32(score)) > state["best"]
+    if improved:
+        save_best(task.model, out, task.meta_file, task.meta | {"epoch": at} | best_meta)
+    state.record(score, improved, schedule)
+    cursor.tick()
+    stats["elapsed"] = state["elapsed"]
+    finish_evaluation(stats, task.scalars, samples, run)
+    print(task.describe(stats, improved), flush=True)
+
+
 def fit(cfg: Config, task: Task, schedule: Schedule) -> float:
     """Train until `schedule` says stop, evaluating at each epoch's end (or every eval_every steps); resumable at
     every checkpoint. Returns the best dev score.
 
-    Per evaluation: the task's training since the last one, its dev score, the best weights when it improved
-    (before the checkpoint, which must never claim a best epoch whose weights were not saved), the plateau rule,
-    then history, TensorBoard and the checkpoint (finish_evaluation).
+    Per evaluation: the task's training since the last one, then its `evaluation`.
     """
     out, history_path = Path(cfg.paths.models) / task.name, Path(cfg.paths.reports) / task.name / "history.json"
+    strategy = task.strategy or tf.distribute.get_strategy()
+    chief = cluster.is_chief(strategy)
     state = LoopState(schedule.learning_rate)
-    ckpt = tf.train.Checkpoint(model=task.model, optimizer=task.optimizer, loop=state, rng=seed_states(task.model))
-    manager = open_checkpoints(ckpt, out / "ckpt", run_settings(cfg, task.name), ("best.weights.h5", task.meta_file))
-    writer = tf.summary.create_file_writer(str(out / "logs"))
+    rng = seed_states(task.model)
+    ckpt = tf.train.Checkpoint(model=task.model, optimizer=task.optimizer, loop=state, rng=rng)
+    manager, writer = None, tf.summary.create_noop_writer()
+    if chief:
+        settings = run_settings(cfg, task.name)
+        manager = open_checkpoints(ckpt, out / "ckpt", settings, ("best.weights.h5", task.meta_file))
+        writer = tf.summary.create_file_writer(str(out / "logs"))
+    variables = [v.value for v in (*task.model.variables, *task.optimizer.variables)]
+    cluster.take_from_chief(strategy, [*variables, *rng, *state.variables])
     history = load_history(manager, history_path, state["evaluations"])
     run = {"history": history, "history_path": history_path, "writer": writer, "state": state, "manager": manager}
     while not state.stop_reason(schedule):
@@ -345,22 +378,15 @@ def fit(cfg: Config, task: Task, schedule: Schedule) -> float:
         task.optimizer.learning_rate = rate
         cursor = Cursor(state, schedule, manager)
         stats = task.train_epoch(e, cursor)
-        t0 = time.perf_counter()
-        dev, best_meta, samples = task.evaluate()
-        at = cursor.position(e)
-        stats |= {"epoch": at, "step": state["step"], **dev, "dev_seconds": time.perf_counter() - t0, "lr": rate}
-        # As the checkpointed best is float32: a score equal to it in float32 (BLEU 100 again) is no improvement.
-        score = dev[task.metric] if task.higher_is_better else -dev[task.metric]
-        improved = float(np.float32(score)) > state["best"]
-        if improved:
-            save_best(task.model, out, task.meta_file, task.meta | {"epoch": at} | best_meta)
-        state.record(score, improved, schedule)
-        cursor.tick()
-        stats["elapsed"] = state["elapsed"]
-        finish_evaluation(stats, task.scalars, samples, run)
-        print(task.describe(stats, improved), flush=True)
+        if chief:
+            evaluation(task, out, stats, cursor, e, rate, schedule, run)
+        else:
+            cursor.tick()
+            print(f"  epoch {e}: trained to step {state['step']}; the chief evaluates", flush=True)
+        cluster.take_from_chief(strategy, state.variables)  # its best score, patience and counters: the same stop
     writer.close()
     reason = state.stop_reason(schedule)
+    cluster.check_same_weights(strategy, task.model.weights)
     if history:
         history[-1]["stopped_by"] = reason
         write_json(history_path, history)

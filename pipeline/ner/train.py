@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline.core import optim, trainer, vocab
+from pipeline.core import cluster, optim, trainer, vocab
 from pipeline.core.config import Config
 from pipeline.core.optim import LazyAdam, build_optimizer, replicated_update
 from pipeline.core.progress import Progress
@@ -218,7 +218,9 @@ def run(cfg: Config) -> None:
         ("loss", "dev_f1", "words_per_s", "padding", "lr"),
         format_epoch,
         lr_at=lambda e, _: hp.learning_rate / (1 + hp.lr_decay * (e - 1)),
+        strategy=strategy,
     )
     schedule = trainer.Schedule.of(hp)
     best = trainer.fit(cfg, task, schedule)
-    print(f"  best dev F1 {100 * best:.2f}; weights in {predict.ner_dir(cfg) / 'best.weights.h5'}")
+    if cluster.is_chief(strategy):  # the others wrote no weights
+        print(f"  best dev F1 {100 * best:.2f}; weights in {predict.ner_dir(cfg) / 'best.weights.h5'}")

@@ -236,8 +236,9 @@ def shards(cfg: Config, split: str, verify: bool = True) -> list[Path]:
     return paths
 
 
-def count_pairs(cfg: Config, split: str) -> int:
-    return read_manifest(cfg)["splits"][split]["pairs"]
+def shard_pairs(cfg: Config, split: str) -> list[int]:
+    """The pairs in each of the split's shards, in shard order (the manifest's counts)."""
+    return [entry["pairs"] for entry in read_manifest(cfg)["splits"][split]["shards"]]
 
 
 def train_files(cfg: Config) -> list[str]:

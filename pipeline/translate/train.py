@@ -9,13 +9,15 @@
 
 import dataclasses
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline.core import optim, trainer, vocab
+from pipeline.core import cluster, optim, trainer, vocab
 from pipeline.core.config import Config
+from pipeline.core.errors import InputError
 from pipeline.core.optim import LazyAdam, build_optimizer, replicated_update
 from pipeline.core.progress import Progress
 from pipeline.core.vectors import load_matrix
@@ -38,13 +40,15 @@ def build_translator(cfg: Config):
     return model, optimizer
 
 
-def make_translate_step(model, optimizer, hp: Translate, strategy: tf.distribute.Strategy | None = None):
+def make_translate_step(model, optimizer, hp: Translate, strategy: tf.distribute.Strategy | None = None, spec=None):
     """One traced step for every batch shape: [None, None] int32 inputs, so bucketing never retraces.
 
-    Returns (mean loss per real target token, real target tokens) of the global batch, whatever the strategy.
+    Every replica takes its rows of one global batch, or with `spec` (a distributed dataset's element_spec) its
+    own batch (sharded_batches). Returns (mean loss per real target token, [real target tokens, real tokens of
+    both sides, padded positions]) of the global batch, whatever the strategy.
     """
     strategy = strategy or tf.distribute.get_strategy()
-    spec = tf.TensorSpec([None, None], tf.int32)
+    spec = spec or [tf.TensorSpec([None, None], tf.int32)] * 3
     with strategy.scope():
         build_optimizer(optimizer, model)
 
@@ -58,53 +62,91 @@ def make_translate_step(model, optimizer, hp: Translate, strategy: tf.distribute
         replicated_update(optimizer, variables, tape.gradient(scaled, variables), hp.clip_norm)
         return total
 
+    def replica(src, tgt_in, tgt_out):
+        ctx = tf.distribute.get_replica_context()
+        if ctx.num_replicas_in_sync > 1 and isinstance(spec[0], tf.TensorSpec):
+            src, tgt_in, tgt_out = (optim.replica_share(x) for x in (src, tgt_in, tgt_out))
+        targets = tf.reduce_sum(tf.cast(tgt_out != vocab.PAD_ID, tf.float32))
+        real = targets + tf.reduce_sum(tf.cast(src != vocab.PAD_ID, tf.float32))
+        counts = tf.stack([targets, real, tf.cast(tf.size(src) + tf.size(tgt_out), tf.float32)])
+        if ctx.num_replicas_in_sync > 1:
+            counts = ctx.all_reduce(tf.distribute.ReduceOp.SUM, counts)  # the global batch's
+        return replica_step(src, tgt_in, tgt_out, counts[0]), counts
+
     # No XLA: on these CPUs it ran the step 2.4x slower (it compiles per shape and the loop is sequential).
-    @tf.function(input_signature=[spec, spec, spec], autograph=False)
+    @tf.function(input_signature=list(spec), autograph=False)
     def step(src, tgt_in, tgt_out):
-        n_tokens = tf.reduce_sum(tf.cast(tgt_out != vocab.PAD_ID, tf.float32))
-
-        def replica(*batch):
-            if strategy.num_replicas_in_sync > 1:
-                batch = [optim.replica_share(x) for x in batch]
-            return replica_step(*batch, n_tokens)
-
-        total = strategy.reduce(
-            tf.distribute.ReduceOp.SUM, strategy.run(replica, args=(src, tgt_in, tgt_out)), axis=None
-        )
-        return total / n_tokens, n_tokens
+        total, counts = strategy.run(replica, args=(src, tgt_in, tgt_out))
+        total = strategy.reduce(tf.distribute.ReduceOp.SUM, total, axis=None)
+        counts = strategy.experimental_local_results(counts)[0]  # the same on every replica
+        return total / counts[0], counts
 
     return step
 
 
-def epoch_batches(cfg: Config, examples, epoch: int, cursor: trainer.Cursor) -> tuple:
-    """Epoch `epoch`'s numpy batches from the cursor's position, and about how many the epoch has: in memory
-    (`examples`, a list of pairs) or read from files (`examples`, [files, pairs in them])."""
+def sharded_batches(cfg: Config, strategy: tf.distribute.Strategy, examples, epoch: int, skip: int):
+    """Epoch `epoch` of translate.input = "files" on several replicas: each worker reads its own shards (worker i
+    of n: shards i, i + n, ...) in batches of its share of translate.batch_size, and every worker takes the same
+    number of steps, ceil(pairs of the smallest share / its batch), cycling through its shards if it runs short.
+    Returns (the distributed dataset from step `skip` on, steps in the epoch, this worker's shards)."""
+    files, counts = examples
+    hp = cfg.translate
+    holder = {}
+
+    def worker_batches(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        n = ctx.num_input_pipelines
+        if len(files) < n:
+            raise InputError(
+                f"{corpus.directory(cfg)}: {len(files)} training shard(s) for {n} workers: each worker reads its own",
+                hint=f"set prepare.shard_pairs to at most {sum(counts) // n} and run `make prepare` again",
+            )
+        if hp.batch_size % ctx.num_replicas_in_sync:
+            raise InputError(
+                f"translate.batch_size = {hp.batch_size} does not split evenly over {ctx.num_replicas_in_sync} replicas"
+            )
+        per_pipeline, local = hp.batch_size // n, ctx.num_replicas_in_sync // n  # pairs, replicas of a step
+        holder["steps"] = min(-(-sum(counts[i::n]) // per_pipeline) for i in range(n))
+        holder["mine"] = files[ctx.input_pipeline_id :: n]
+        each = batches.file_batches(cfg, holder["mine"], ctx.get_per_replica_batch_size(hp.batch_size), hp.seed + epoch)
+        return each.repeat().take(holder["steps"] * local).skip(skip * local)
+
+    dataset = strategy.distribute_datasets_from_function(worker_batches)
+    return dataset, holder["steps"], holder["mine"]
+
+
+def epoch_batches(cfg: Config, examples, epoch: int, cursor: trainer.Cursor, strategy=None) -> tuple:
+    """Epoch `epoch`'s batches from the cursor's position, and about how many the epoch has: in memory (`examples`,
+    a list of pairs) or read from files (`examples`, [files, pairs in each]); on several replicas the files are
+    shared out (sharded_batches)."""
     hp = cfg.translate
     if hp.input == "memory":
         n_batches = -(-len(examples) // hp.batch_size)
         epoch_order = batches.translation_batches(examples, hp.batch_size, hp.seed + epoch)
         return cursor.batches(epoch_order, n_batches), n_batches
-    files, pairs = examples
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        dataset, n_batches, _ = sharded_batches(cfg, strategy, examples, epoch, cursor.skip)
+        return cursor.batches(dataset, n_batches, skipped=True), n_batches
+    files, counts = examples
     dataset = batches.file_batches(cfg, files, hp.batch_size, hp.seed + epoch).skip(cursor.skip)
-    n_batches = -(-pairs // hp.batch_size)  # an estimate: a few partial batches more, one a bucket, end the epoch
+    n_batches = -(-sum(counts) // hp.batch_size)  # an estimate: a few partial batches more, one a bucket, end the epoch
     return cursor.batches(dataset.as_numpy_iterator(), n_batches, skipped=True), n_batches
 
 
-def run_epoch(step, cfg: Config, examples, epoch: int, cursor: trainer.Cursor) -> dict:
+def run_epoch(step, cfg: Config, examples, epoch: int, cursor: trainer.Cursor, strategy=None) -> dict:
     """Epoch `epoch`'s batches from where the cursor stands to the end, or to the cursor's next evaluation."""
-    walk, n_batches = epoch_batches(cfg, examples, epoch, cursor)
+    walk, n_batches = epoch_batches(cfg, examples, epoch, cursor, strategy)
     progress = Progress(n_batches, f"epoch {epoch} batches", done=cursor.skip)
     sums = cursor.carry  # since the last evaluation, carried across a resumption
     for key in ("loss_sum", "targets", "tokens", "positions", "seconds"):
         sums.setdefault(key, 0)
     last = time.perf_counter()
-    for src, tgt_in, tgt_out in walk:
-        loss, count = step(src, tgt_in, tgt_out)
-        count = int(count.numpy())
-        sums["loss_sum"] += float(loss.numpy()) * count
-        sums["targets"] += count
-        sums["tokens"] += int((src != 0).sum()) + count  # source + target tokens, padding not counted
-        sums["positions"] += src.size + tgt_out.size
+    for batch in walk:
+        loss, counts = step(*batch)
+        targets, tokens, positions = (int(c) for c in counts.numpy())
+        sums["loss_sum"] += float(loss.numpy()) * targets
+        sums["targets"] += targets
+        sums["tokens"] += tokens  # source + target tokens of every worker, padding not counted
+        sums["positions"] += positions
         sums["seconds"] += time.perf_counter() - last  # batching included, as a user waits for it
         last = time.perf_counter()
         rate = sums["tokens"] / sums["seconds"]
@@ -120,10 +162,10 @@ def run_epoch(step, cfg: Config, examples, epoch: int, cursor: trainer.Cursor) -
 
 
 def training_input(cfg: Config):
-    """input = memory: the tokenized training pairs; files: the processed training files and their pair count."""
+    """input = memory: the tokenized training pairs; files: the processed training files and the pairs in each."""
     if cfg.translate.input == "memory":
         return batches.translation_examples(cfg, corpus.load_parallel(cfg, "train"))
-    return corpus.train_files(cfg), corpus.count_pairs(cfg, "train")
+    return corpus.train_files(cfg), corpus.shard_pairs(cfg, "train")
 
 
 def format_translate_epoch(s: dict, improved: bool) -> str:
@@ -153,12 +195,18 @@ def run(cfg: Config) -> None:
         "subword": subword.fingerprint(cfg),
     }
     n_params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
-    n_train = len(examples) if hp.input == "memory" else f"{examples[1]} (read from files)"
+    n_train = len(examples) if hp.input == "memory" else f"{sum(examples[1])} (read from files)"
     print(
         f"  {n_train} train / {len(valid)} valid pairs; {n_params:,} trainable parameters; vocabularies "
         f"{meta['src_shape'][0]} / {meta['tgt_shape'][0]}"
     )
-    step = make_translate_step(model, optimizer, hp, strategy)
+    spec = None
+    if hp.input == "files" and strategy.num_replicas_in_sync > 1:  # each replica reads its own batches
+        dataset, steps, mine = sharded_batches(cfg, strategy, examples, 1, 0)
+        spec, (index, workers) = dataset.element_spec, cluster.worker_index(strategy)
+        names = ", ".join(Path(f).name for f in mine)
+        print(f"  worker {index} of {workers} reads {len(mine)} of {len(examples[0])} shards ({names}), {steps} steps")
+    step = make_translate_step(model, optimizer, hp, strategy, spec)
     translator = predict.Translator(model, cfg, dataclasses.replace(hp, beam_width=hp.dev_beam_width))
     sources, references = [s for s, _ in valid], [t for _, t in valid]
 
@@ -174,12 +222,14 @@ def run(cfg: Config) -> None:
         optimizer,
         "translator.json",
         meta,
-        lambda e, cursor: run_epoch(step, cfg, examples, e, cursor),
+        lambda e, cursor: run_epoch(step, cfg, examples, e, cursor, strategy),
         evaluate,
         "dev_bleu",
         ("loss", "dev_bleu", "dev_chrf", "tokens_per_s", "padding", "lr"),
         format_translate_epoch,
+        strategy=strategy,
     )
     schedule = trainer.Schedule.of(hp, plateau_patience=hp.lr_patience, plateau_decay=hp.lr_decay)
     best = trainer.fit(cfg, task, schedule)
-    print(f"  best dev BLEU {best:.2f}; weights in {predict.translate_dir(cfg) / 'best.weights.h5'}")
+    if cluster.is_chief(strategy):  # the others wrote no weights
+        print(f"  best dev BLEU {best:.2f}; weights in {predict.translate_dir(cfg) / 'best.weights.h5'}")
