@@ -82,6 +82,53 @@ def test_two_replicas_match_one_device(tmp_path):
     assert two["weight"] == pytest.approx(one["weight"], rel=1e-4)
 
 
+FILES_TWO_REPLICAS = textwrap.dedent(
+    """
+    import json, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from pipeline.core import config, vocab
+    from pipeline.translate import corpus
+    from pipeline.translate import train as translate_train
+    cfg = config.load("configs/tiny.toml", sys.argv[1:])
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        model, optimizer = translate_train.build_translator(cfg)
+    examples = (corpus.train_files(cfg), corpus.shard_pairs(cfg, "train"))
+    dataset, steps, mine = translate_train.sharded_batches(cfg, strategy, examples, 1, 0)
+    step = translate_train.make_translate_step(model, optimizer, cfg.translate, strategy, dataset.element_spec)
+    out = []
+    for batch in dataset:
+        parts = [strategy.experimental_local_results(x) for x in batch]
+        targets = sum(int(tf.reduce_sum(tf.cast(t != vocab.PAD_ID, tf.int32))) for t in parts[2])
+        loss, counts = step(*batch)
+        out.append({"rows": [int(t.shape[0]) for t in parts[0]], "targets": targets, "counted": float(counts[0]),
+                    "loss": float(loss)})
+    traces = step.experimental_get_tracing_count()
+    print(json.dumps({"steps": steps, "mine": len(mine), "batches": out, "traces": traces}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_two_replicas_of_one_worker_read_their_own_file_batches(tmp_path):
+    """translate.input = files on two local replicas: each replica gets its own batch of half the global size from
+    the worker's one input pipeline, and the step's token count is both replicas' together."""
+    cfg = tiny_config(tmp_path, "prepare.shard_pairs=20")
+    write_parallel(cfg, synthetic_pairs(60, seed=7))
+    args = [*path_overrides(tmp_path), *TINY_TRANSLATE, "translate.batch_size=8"]
+    run = subprocess.run([sys.executable, "-c", FILES_TWO_REPLICAS, *args], cwd=ROOT, env=ENV, capture_output=True,
+                         text=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    pairs = sum(translate_corpus.shard_pairs(cfg, "train"))
+    assert out["mine"] == 3 and out["steps"] == -(-pairs // 8) == len(out["batches"])  # one worker reads every shard
+    assert all(len(b["rows"]) == 2 and max(b["rows"]) <= 4 for b in out["batches"])  # 4 pairs a replica at most
+    assert [b["counted"] for b in out["batches"]] == [b["targets"] for b in out["batches"]]
+    assert all(np.isfinite(b["loss"]) for b in out["batches"]) and out["traces"] == 1  # one trace for every shape
+
+
 TAGGER_TWO_REPLICAS = textwrap.dedent(
     """
     import json, sys
