@@ -218,15 +218,19 @@ def start_workers(run: Path, stage: str, settings: list[str], data: Path | None 
     return procs
 
 
-def run_workers(run: Path, stage: str, settings: list[str], data: Path | None = None) -> list[str]:
-    """Run two workers (start_workers) to the end; their logs."""
+def run_workers(run: Path, stage: str, settings: list[str], data: Path | None = None, code: int = 0) -> list[str]:
+    """Run two workers (start_workers) to the end, each expected to exit with `code`; their logs."""
     run.mkdir(parents=True, exist_ok=True)
     procs = start_workers(run, stage, settings, data)
-    for p in procs:
-        p.wait(timeout=600)
+    try:
+        for p in procs:
+            p.wait(timeout=600)
+    finally:
+        for p in procs:  # a worker left waiting on a collective of one that failed
+            p.kill()
     logs = [(run / f"worker{i}.log").read_text() for i in range(2)]
     for p, log in zip(procs, logs, strict=True):
-        assert p.returncode == 0, log[-4000:]
+        assert p.returncode == code, log[-4000:]
     return logs
 
 
@@ -266,8 +270,17 @@ def test_two_workers_read_disjoint_shards_and_resume_after_one_is_killed(tmp_pat
     write_parallel(cfg, synthetic_pairs(60, seed=7))  # 3 training shards
     counts = translate_corpus.shard_pairs(cfg, "train")
     steps = min(-(-(counts[0] + counts[2]) // 4), -(-counts[1] // 4))  # the smaller share, 4 pairs a worker a step
-    settings = [*TINY_TRANSLATE, "translate.input=files", "translate.strategy=multi_worker", "translate.batch_size=8",
-                "translate.epochs=6", "translate.patience=9", "translate.save_every=2"]  # fmt: skip
+    settings = [
+        *TINY_TRANSLATE,
+        "translate.input=files",
+        "translate.strategy=multi_worker",
+        "translate.batch_size=8",
+        "translate.epochs=6",
+        "translate.patience=9",
+        "translate.save_every=2",
+        "translate.dropout=0.2",  # random masks: their generators' states must resume too
+        "translate.word_dropout=0.1",
+    ]
     logs = run_workers(tmp_path / "whole", "train-translate", settings, data)
     read = [re.search(r"reads (\d) of 3 shards \((.*)\), (\d+) steps", log) for log in logs]
     shards = [set(r[2].split(", ")) for r in read]
@@ -280,22 +293,35 @@ def test_two_workers_read_disjoint_shards_and_resume_after_one_is_killed(tmp_pat
     killed.mkdir()
     procs = start_workers(killed, "train-translate", settings, data)
     chief_log = killed / "worker0.log"
-    deadline = time.monotonic() + 300
-    while "checkpoint at step 2" not in chief_log.read_text():
-        assert procs[0].poll() is None and time.monotonic() < deadline, chief_log.read_text()[-3000:]
-        time.sleep(0.02)
-    procs[1].kill()  # the second machine dies; the chief then waits on it, so the job is stopped and restarted
-    assert procs[0].poll() is None, "the run ended before the kill"
-    time.sleep(1)
-    procs[0].kill()
-    for p in procs:
-        p.wait()
+    try:
+        deadline = time.monotonic() + 300
+        while "checkpoint at step 2" not in chief_log.read_text():
+            assert procs[0].poll() is None and time.monotonic() < deadline, chief_log.read_text()[-3000:]
+            time.sleep(0.02)
+        procs[1].kill()  # the second machine dies; the chief then waits on it, so the job is stopped and restarted
+        assert procs[0].poll() is None, "the run ended before the kill"
+        time.sleep(1)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
     logs = run_workers(killed, "train-translate", settings, data)
     assert re.search(r"resuming (at step|after epoch) \d+", logs[0]), logs[0][-3000:]
     resumed = assert_same_weights_chief_writes(killed, logs, "translate")
     assert [h["step"] for h in resumed] == [h["step"] for h in whole] == [steps * e for e in range(1, 7)]
     np.testing.assert_allclose([h["loss"] for h in resumed], [h["loss"] for h in whole], rtol=1e-5)
     assert float(FINGERPRINT.search(logs[0])[2]) == pytest.approx(whole_weights, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_workers_with_other_shards_stop_at_once_naming_them(tmp_path):
+    for index in range(2):  # a copy of the processed corpus that went wrong on one machine
+        write_parallel(tiny_config(tmp_path / f"worker{index}", "prepare.shard_pairs=20"), synthetic_pairs(60, index))
+    settings = [*TINY_TRANSLATE, "translate.input=files", "translate.strategy=multi_worker", "translate.batch_size=8"]
+    logs = run_workers(tmp_path, "train-translate", settings, code=2)
+    for index, log in enumerate(logs):
+        assert f"the training shards or vocabularies differs between the 2 workers (worker {index}:" in log, log[-2000:]
+        assert "Several machines" in log
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
 """translate.input = "files": the training pairs read from the processed files in the graph (tokenized, looked up,
-shuffled, bucketed by tf.data) give the pairs of the in-memory path, and train and resume alike."""
+shuffled, sorted in pools and batched by tf.data) give the pairs of the in-memory path, and train and resume alike."""
 
 import json
 
@@ -35,15 +35,21 @@ def test_file_batches_hold_every_pair_once_with_the_ids_of_the_memory_path(tmp_p
     memory = sorted((tuple(s), tuple(t)) for s, t in examples)
 
     def epoch(seed):
-        return [_rows(b) for b in batches.file_batches(cfg, files, 8, seed).as_numpy_iterator()]
+        raw = list(batches.file_batches(cfg, files, 8, seed).as_numpy_iterator())
+        for src, tgt_in, _ in raw:  # each batch cut to its own longest row
+            assert (src[:, -1] != vocab.PAD_ID).any() and (tgt_in[:, -1] != vocab.PAD_ID).any()
+        return [_rows(b) for b in raw]
 
     first, again, other = epoch(1), epoch(1), epoch(2)
     assert sorted(r for b in first for r in b) == memory and len(memory) == 100
-    assert all(len(b) <= 8 for b in first)
+    # Full batches but one, as in memory: no end-of-epoch sweep of part-full length buckets down to single pairs.
+    assert sorted(len(b) for b in first) == [4] + [8] * 12
     assert first == again and first != other  # the seed makes the order: a resumed run can skip to its place
-    for b in first:  # rows of a batch are of like length: buckets of width 2, as long as the longer side + </s>
-        widths = [max(len(s), len(t) + 1) for s, t in b]
-        assert max(widths) - min(widths) <= 1
+    # One pool of 50 batches holds these 100 pairs: sorted by length (the longer side, </s> counted), cut into
+    # batches, whose order is shuffled.
+    widths = [sorted(max(len(s), len(t) + 1) for s, t in b) for b in first]
+    by_length = sorted(widths)
+    assert all(a[-1] <= b[0] for a, b in zip(by_length, by_length[1:], strict=False)) and widths != by_length
 
 
 @pytest.mark.slow
@@ -63,8 +69,8 @@ def test_files_input_trains_stops_at_a_step_and_resumes_mid_epoch_like_an_uninte
         histories[name] = json.loads((tmp_path / name / "reports/translate/history.json").read_text())
     assert "resuming at step 7 (batch 7 of epoch 1)" in capsys.readouterr().out
     whole, stopped = histories["whole"], histories["stopped"]
-    steps = [h["step"] for h in whole]  # a few partial batches, one a length bucket, end a file-based epoch
-    assert steps == [h["step"] for h in stopped] and steps[:2] == [7, 14] and steps[-1] > 15
+    steps = [h["step"] for h in whole]  # 120 pairs in 15 batches of 8
+    assert steps == [h["step"] for h in stopped] == [7, 14, 15]
     assert whole[-1]["epoch"] == 1 and whole[0]["epoch"] == pytest.approx(7 / 15, abs=1e-3)
     np.testing.assert_allclose([h["loss"] for h in stopped], [h["loss"] for h in whole], rtol=1e-4)
 

@@ -42,7 +42,11 @@ def pad_ids(rows: list[np.ndarray], prefix: int | None = None, suffix: int | Non
     return out
 
 
-def translation_batches(examples, batch_size: int, seed: int, pool: int = 50):
+# Batches sorted by length together: little padding, yet every epoch a new mix (torchtext's BucketIterator).
+POOL = 50
+
+
+def translation_batches(examples, batch_size: int, seed: int, pool: int = POOL):
     """One epoch of (src [B, S], tgt_in [B, T] = <s> y, tgt_out [B, T] = y </s>) right-padded int32 batches.
 
     Pairs are shuffled, then sorted by length within pools of `pool` batches and cut into batches whose
@@ -67,8 +71,10 @@ def file_batches(cfg: Config, files: list[str], batch_size: int, seed: int) -> t
 
     Files in a seeded order, interleaved line by line; a shuffle buffer of translate.shuffle_buffer pairs (the
     seed makes the epoch's order, so a resumed run can skip to its position); tokenization and id lookup by the
-    ops serving runs; pairs with an empty side dropped; length buckets of width 2 (as long as the longer side,
-    </s> counted); prefetch. Memory holds the buffer, not the corpus.
+    ops serving runs; pairs with an empty side dropped; then as translation_batches: pools of POOL batches sorted by
+    length and cut into batches, whose order is shuffled again (here within 4 pools); prefetch. Memory holds the
+    buffers, not the corpus. (Length buckets of `bucket_by_sequence_length` ended every epoch with a sweep of
+    part-full buckets, short to long, down to one pair a batch, and scored far lower dev BLEU at the same loss.)
     """
     tokenizers = {side: subword.Tokenizer(cfg, side) for side in subword.SIDES}
     tables = {side: vocab.lookup_table(vocab.vocab_path(cfg, side)) for side in subword.SIDES}
@@ -83,22 +89,23 @@ def file_batches(cfg: Config, files: list[str], batch_size: int, seed: int) -> t
     def with_markers(src, tgt):
         return src, tf.concat([[vocab.BOS_ID], tgt], 0), tf.concat([tgt, [vocab.EOS_ID]], 0)
 
+    def sorted_batches(src, tgt_in, tgt_out):  # one pool, right-padded to its longest pair
+        real = [tf.reduce_sum(tf.cast(x != vocab.PAD_ID, tf.int32), 1) for x in (src, tgt_in)]
+        order = tf.argsort(tf.maximum(*real), stable=True)
+        pool = tf.data.Dataset.from_tensor_slices(tuple(tf.gather(x, order) for x in (src, tgt_in, tgt_out)))
+        return pool.batch(batch_size).map(trimmed)
+
+    def trimmed(*batch):  # each batch cut to its own longest row
+        return tuple(x[:, : tf.reduce_max(tf.reduce_sum(tf.cast(x != vocab.PAD_ID, tf.int32), 1))] for x in batch)
+
     parallel = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True}
     ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
     ds = ds.interleave(tf.data.TextLineDataset, cycle_length=min(len(files), 4), **parallel)
     ds = ds.shuffle(cfg.translate.shuffle_buffer, seed=seed)
     ds = ds.batch(512).map(ids, **parallel).unbatch()  # the tokenizer ops take 512 lines at a time: far faster
     ds = ds.filter(lambda s, t: tf.logical_and(tf.size(s) > 0, tf.size(t) > 0)).map(with_markers)
-    longest = cfg.translate_data.subword_max_length if subword.enabled(cfg) else cfg.text.max_length
-    boundaries = list(range(2, longest + 2, 2))
-    ds = ds.bucket_by_sequence_length(
-        lambda s, t_in, _: tf.maximum(tf.size(s), tf.size(t_in)),
-        boundaries,
-        [batch_size] * (len(boundaries) + 1),
-        padded_shapes=([None], [None], [None]),
-        padding_values=vocab.PAD_ID,
-    )
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.padded_batch(batch_size * POOL, padding_values=vocab.PAD_ID).flat_map(sorted_batches)
+    return ds.shuffle(4 * POOL, seed=seed).prefetch(tf.data.AUTOTUNE)
 
 
 def sorted_text_batches(texts: list[str], batch_size: int):

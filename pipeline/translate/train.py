@@ -8,6 +8,7 @@
 """
 
 import dataclasses
+import hashlib
 import time
 from pathlib import Path
 
@@ -128,7 +129,7 @@ def epoch_batches(cfg: Config, examples, epoch: int, cursor: trainer.Cursor, str
         return cursor.batches(dataset, n_batches, skipped=True), n_batches
     files, counts = examples
     dataset = batches.file_batches(cfg, files, hp.batch_size, hp.seed + epoch).skip(cursor.skip)
-    n_batches = -(-sum(counts) // hp.batch_size)  # an estimate: a few partial batches more, one a bucket, end the epoch
+    n_batches = -(-sum(counts) // hp.batch_size)  # fewer where pairs with an empty side are dropped
     return cursor.batches(dataset.as_numpy_iterator(), n_batches, skipped=True), n_batches
 
 
@@ -168,6 +169,16 @@ def training_input(cfg: Config):
     return corpus.train_files(cfg), corpus.shard_pairs(cfg, "train")
 
 
+def data_digest(cfg: Config) -> str:
+    """sha256 of the training shards (the manifest's hashes) and both vocabularies: what workers must share."""
+    h = hashlib.sha256()
+    for entry in corpus.read_manifest(cfg)["splits"]["train"]["shards"]:
+        h.update(entry["sha256"].encode())
+    for side in subword.SIDES:
+        h.update(vocab.vocab_path(cfg, side).read_bytes())
+    return h.hexdigest()
+
+
 def format_translate_epoch(s: dict, improved: bool) -> str:
     return (
         f"epoch {trainer.epoch_label(s)}  loss {s['loss']:6.3f}  dev BLEU {s['dev_bleu']:5.2f}"
@@ -184,6 +195,8 @@ def run(cfg: Config) -> None:
     strategy = optim.make_strategy(hp.strategy)
     keras.utils.set_random_seed(hp.seed)
     examples = training_input(cfg)
+    if hp.input == "files" and cluster.several_workers(strategy):  # before the first collective of the build
+        cluster.agree(strategy, "the training shards or vocabularies", data_digest(cfg))
     valid = corpus.load_parallel(cfg, "valid")
     with strategy.scope():  # variables (model, optimizer slots) are mirrored across replicas and workers
         model, optimizer = build_translator(cfg)
