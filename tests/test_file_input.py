@@ -52,6 +52,28 @@ def test_file_batches_hold_every_pair_once_with_the_ids_of_the_memory_path(tmp_p
     assert all(a[-1] <= b[0] for a, b in zip(by_length, by_length[1:], strict=False)) and widths != by_length
 
 
+def test_a_batch_of_long_pairs_is_cut_to_the_token_cap_in_both_paths_alike(tmp_path):
+    """translate.batch_tokens bounds rows x the longer side (</s> counted) of every batch, memory and files: the
+    short pairs' batches stay whole, the long ones' are cut into equal parts, and every pair is still trained once."""
+    cfg = tiny_config(tmp_path, "translate.batch_size=8", "translate.batch_tokens=40")
+    long = [(f"{s} {s} {s}", f"{t} {t} {t}") for s, t in synthetic_pairs(16, seed=8)]
+    write_parallel(cfg, synthetic_pairs(48, seed=7) + long)
+    examples = batches.translation_examples(cfg, corpus.load_parallel(cfg, "train"))
+    width = {(tuple(s), tuple(t)): max(len(s), len(t) + 1) for s, t in examples}
+    memory = list(batches.translation_batches(examples, 8, seed=1, max_tokens=40))
+    files = list(batches.file_batches(cfg, corpus.train_files(cfg), 8, seed=1).as_numpy_iterator())
+    for got in (memory, files):
+        rows = [_rows(b) for b in got]
+        assert sorted(r for b in rows for r in b) == sorted(width)
+        for b in rows:
+            longest = max(width[r] for r in b)
+            assert len(b) * longest <= 40 or len(b) == 1
+        assert sum(len(b) < 8 for b in rows) >= 4  # the two batches of long pairs, cut in two or more each
+    # One pool holds all 64 pairs, sorted by the same lengths in both paths: the same cuts.
+    assert sorted(len(_rows(b)) for b in memory) == sorted(len(_rows(b)) for b in files)
+    assert [len(b) for b in batches.batch_plan(examples, 8, seed=1)] == [8] * 8  # no cap: whole batches
+
+
 @pytest.mark.slow
 def test_files_input_trains_stops_at_a_step_and_resumes_mid_epoch_like_an_uninterrupted_run(tmp_path, capsys):
     """Evaluations every 7 steps over one epoch: once straight through, once stopped at step 7 (max_steps) and

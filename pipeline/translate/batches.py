@@ -46,12 +46,17 @@ def pad_ids(rows: list[np.ndarray], prefix: int | None = None, suffix: int | Non
 POOL = 50
 
 
-def translation_batches(examples, batch_size: int, seed: int, pool: int = POOL):
-    """One epoch of (src [B, S], tgt_in [B, T] = <s> y, tgt_out [B, T] = y </s>) right-padded int32 batches.
+def capped(rows, width: int, max_tokens: int) -> list:
+    """One length-sorted batch as batches of at most `max_tokens` padded positions (rows x width, `width` the
+    batch's longest pair), each of the same number of rows, at least one: a batch of long pairs is cut up, so
+    training memory is bounded by the cap, not by the corpus's longest pairs. 0 = no cap."""
+    per = max(1, max_tokens // width) if max_tokens else len(rows)
+    return [rows[i : i + per] for i in range(0, len(rows), per)]
 
-    Pairs are shuffled, then sorted by length within pools of `pool` batches and cut into batches whose
-    order is shuffled again (torchtext's BucketIterator): little padding, yet every epoch is a new mix.
-    """
+
+def batch_plan(examples, batch_size: int, seed: int, max_tokens: int = 0, pool: int = POOL) -> list[np.ndarray]:
+    """One epoch's batches as index arrays: pairs shuffled, then sorted by length within pools of `pool` batches
+    and cut into batches (capped), whose order is shuffled again (torchtext's BucketIterator)."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(examples))
     length = np.array([max(len(s), len(t) + 1) for s, t in examples])
@@ -59,10 +64,21 @@ def translation_batches(examples, batch_size: int, seed: int, pool: int = POOL):
     for start in range(0, len(order), batch_size * pool):
         chunk = order[start : start + batch_size * pool]
         chunk = chunk[np.argsort(length[chunk], kind="stable")]
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    for b in rng.permutation(len(batches)):
-        src = [examples[i][0] for i in batches[b]]
-        tgt = [examples[i][1] for i in batches[b]]
+        for i in range(0, len(chunk), batch_size):
+            batches += capped(chunk[i : i + batch_size], int(length[chunk[i : i + batch_size]].max()), max_tokens)
+    return [batches[b] for b in rng.permutation(len(batches))]
+
+
+def translation_batches(examples, batch_size: int, seed: int, max_tokens: int = 0):
+    """One epoch of (src [B, S], tgt_in [B, T] = <s> y, tgt_out [B, T] = y </s>) right-padded int32 batches."""
+    return padded_batches(examples, batch_plan(examples, batch_size, seed, max_tokens))
+
+
+def padded_batches(examples, plan: list[np.ndarray]):
+    """The batches of a batch_plan, padded: (src, tgt_in, tgt_out) per index array."""
+    for rows in plan:
+        src = [examples[i][0] for i in rows]
+        tgt = [examples[i][1] for i in rows]
         yield pad_ids(src), pad_ids(tgt, prefix=vocab.BOS_ID), pad_ids(tgt, suffix=vocab.EOS_ID)
 
 
@@ -71,11 +87,13 @@ def file_batches(cfg: Config, files: list[str], batch_size: int, seed: int) -> t
 
     Files in a seeded order, interleaved line by line; a shuffle buffer of translate.shuffle_buffer pairs (the
     seed makes the epoch's order, so a resumed run can skip to its position); tokenization and id lookup by the
-    ops serving runs; pairs with an empty side dropped; then as translation_batches: pools of POOL batches sorted by
-    length and cut into batches, whose order is shuffled again (here within 4 pools); prefetch. Memory holds the
-    buffers, not the corpus. (Length buckets of `bucket_by_sequence_length` ended every epoch with a sweep of
-    part-full buckets, short to long, down to one pair a batch, and scored far lower dev BLEU at the same loss.)
+    ops serving runs; pairs with an empty side dropped; then as batch_plan: pools of POOL batches sorted by
+    length and cut into batches (capped by translate.batch_tokens), whose order is shuffled again (here within 4
+    pools); prefetch. Memory holds the buffers, not the corpus. (Length buckets of `bucket_by_sequence_length`
+    ended every epoch with a sweep of part-full buckets, short to long, down to one pair a batch, and scored far
+    lower dev BLEU at the same loss.)
     """
+    max_tokens = cfg.translate.batch_tokens
     tokenizers = {side: subword.Tokenizer(cfg, side) for side in subword.SIDES}
     tables = {side: vocab.lookup_table(vocab.vocab_path(cfg, side)) for side in subword.SIDES}
 
@@ -89,11 +107,17 @@ def file_batches(cfg: Config, files: list[str], batch_size: int, seed: int) -> t
     def with_markers(src, tgt):
         return src, tf.concat([[vocab.BOS_ID], tgt], 0), tf.concat([tgt, [vocab.EOS_ID]], 0)
 
+    def length(src, tgt_in):  # as batch_plan's: the longer side, </s> included
+        return tf.maximum(*(tf.reduce_sum(tf.cast(x != vocab.PAD_ID, tf.int32), 1) for x in (src, tgt_in)))
+
     def sorted_batches(src, tgt_in, tgt_out):  # one pool, right-padded to its longest pair
-        real = [tf.reduce_sum(tf.cast(x != vocab.PAD_ID, tf.int32), 1) for x in (src, tgt_in)]
-        order = tf.argsort(tf.maximum(*real), stable=True)
+        order = tf.argsort(length(src, tgt_in), stable=True)
         pool = tf.data.Dataset.from_tensor_slices(tuple(tf.gather(x, order) for x in (src, tgt_in, tgt_out)))
-        return pool.batch(batch_size).map(trimmed)
+        return pool.batch(batch_size).flat_map(capped_batches) if max_tokens else pool.batch(batch_size).map(trimmed)
+
+    def capped_batches(*batch):  # as `capped`: batches of at most max_tokens padded positions, each trimmed
+        per = tf.maximum(1, max_tokens // tf.reduce_max(length(*batch[:2])))
+        return tf.data.Dataset.from_tensor_slices(batch).batch(tf.cast(per, tf.int64)).map(trimmed)
 
     def trimmed(*batch):  # each batch cut to its own longest row
         return tuple(x[:, : tf.reduce_max(tf.reduce_sum(tf.cast(x != vocab.PAD_ID, tf.int32), 1))] for x in batch)

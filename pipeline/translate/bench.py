@@ -53,7 +53,7 @@ def endless(epoch) -> itertools.chain:
 def train_speed(model, optimizer, hp, examples, warmup: int = 3, steps: int = 40) -> dict:
     """Real tokens/s of the training step on bucketed in-memory batches (timed_steps' dict)."""
     step = train.make_translate_step(model, optimizer, hp)
-    epochs = endless(lambda e: batches.translation_batches(examples, hp.batch_size, seed=hp.seed + e))
+    epochs = endless(lambda e: batches.translation_batches(examples, hp.batch_size, hp.seed + e, hp.batch_tokens))
     return timed_steps(epochs, step, real_tokens, warmup, steps)
 
 
@@ -63,7 +63,7 @@ def input_speeds(cfg: Config, model, optimizer, examples, rounds: int = 2, steps
     hp, step = cfg.translate, train.make_translate_step(model, optimizer, cfg.translate)
     files = corpus.train_files(cfg)
     inputs = {
-        "memory": lambda e: batches.translation_batches(examples, hp.batch_size, seed=hp.seed + e),
+        "memory": lambda e: batches.translation_batches(examples, hp.batch_size, hp.seed + e, hp.batch_tokens),
         "files": lambda e: batches.file_batches(cfg, files, hp.batch_size, hp.seed + e).as_numpy_iterator(),
     }
     rates = {name: [] for name in inputs}
@@ -84,7 +84,9 @@ def profile_translate(cfg: Config, n_batches: int = 20) -> dict:
     hp = cfg.translate
     examples = batches.translation_examples(cfg, corpus.load_parallel(cfg, "train"))
     start = time.perf_counter()
-    sample = list(itertools.islice(batches.translation_batches(examples, hp.batch_size, seed=hp.seed), n_batches))
+    sample = list(
+        itertools.islice(batches.translation_batches(examples, hp.batch_size, hp.seed, hp.batch_tokens), n_batches)
+    )
     n_batches = len(sample)
     input_ms = 1000 * (time.perf_counter() - start) / n_batches
     model = train.build_translator(cfg)[0]

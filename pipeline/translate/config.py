@@ -89,6 +89,11 @@ class Translate:
     learning_rate: float = opt(1e-3, "Adam learning rate")
     clip_norm: float = opt(1.0, "global gradient-norm clipping (0 = off)")
     batch_size: int = opt(64, "sentence pairs per batch")
+    batch_tokens: int = opt(
+        4096,
+        "most padded positions per batch (pairs x the longer side, </s> included): a batch of longer pairs is cut "
+        "into smaller ones, so training memory is bounded whatever the corpus's longest pairs (0 = no cap)",
+    )
     input: str = opt(
         "memory",
         "memory = every training pair tokenized once into memory, batched in length-sorted pools (fastest while it "

@@ -121,15 +121,14 @@ def epoch_batches(cfg: Config, examples, epoch: int, cursor: trainer.Cursor, str
     shared out (sharded_batches)."""
     hp = cfg.translate
     if hp.input == "memory":
-        n_batches = -(-len(examples) // hp.batch_size)
-        epoch_order = batches.translation_batches(examples, hp.batch_size, hp.seed + epoch)
-        return cursor.batches(epoch_order, n_batches), n_batches
+        plan = batches.batch_plan(examples, hp.batch_size, hp.seed + epoch, hp.batch_tokens)
+        return cursor.batches(batches.padded_batches(examples, plan), len(plan)), len(plan)
     if strategy is not None and strategy.num_replicas_in_sync > 1:
         dataset, n_batches, _ = sharded_batches(cfg, strategy, examples, epoch, cursor.skip)
         return cursor.batches(dataset, n_batches, skipped=True), n_batches
     files, counts = examples
     dataset = batches.file_batches(cfg, files, hp.batch_size, hp.seed + epoch).skip(cursor.skip)
-    n_batches = -(-sum(counts) // hp.batch_size)  # fewer where pairs with an empty side are dropped
+    n_batches = -(-sum(counts) // hp.batch_size)  # fewer where pairs with an empty side are dropped, more if capped
     return cursor.batches(dataset.as_numpy_iterator(), n_batches, skipped=True), n_batches
 
 
