@@ -139,6 +139,25 @@ def test_right_padded_masks_never_have_an_empty_row(cfg):
     assert (ids.numpy() != 0).sum(axis=1).min() == 1
 
 
+def test_bfloat16_step_computes_in_bfloat16_and_learns_without_loss_scaling(cfg):
+    """mixed_bfloat16 (for CPUs with bfloat16 instructions): bfloat16 compute, float32 weights, no loss scale."""
+    import dataclasses
+
+    import numpy as np
+
+    mixed = dataclasses.replace(cfg, translate=dataclasses.replace(cfg.translate, mixed_precision="bfloat16"))
+    model, optimizer = translate_train.build_translator(mixed)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the build
+    assert model.decoder_cell.compute_dtype == "bfloat16" and model.decoder_cell.variable_dtype == "float32"
+    assert not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    step = translate_train.make_translate_step(model, optimizer, mixed.translate)
+    examples = translate_batches.translation_examples(mixed, synthetic_pairs(40, seed=2))
+    batch = next(translate_batches.translation_batches(examples, 8, seed=0))
+    losses = [float(step(*batch)[0]) for _ in range(5)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert all(v.dtype == "float32" for v in model.trainable_variables)
+
+
 def test_mixed_precision_step_scales_the_loss_and_skips_overflowing_updates(cfg):
     """mixed_float16: float16 compute, float32 weights; the custom step scales the loss itself, clips at the
     scaled norm, and an overflow skips the update and halves the scale (runs on CPU too, slowly)."""
@@ -146,7 +165,7 @@ def test_mixed_precision_step_scales_the_loss_and_skips_overflowing_updates(cfg)
 
     import numpy as np
 
-    mixed = dataclasses.replace(cfg, translate=dataclasses.replace(cfg.translate, mixed_precision=True))
+    mixed = dataclasses.replace(cfg, translate=dataclasses.replace(cfg.translate, mixed_precision="float16"))
     model, optimizer = translate_train.build_translator(mixed)
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after the build
     assert model.decoder_cell.compute_dtype == "float16" and model.decoder_cell.variable_dtype == "float32"

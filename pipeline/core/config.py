@@ -258,7 +258,8 @@ def _coerce(where: str, value, ftype, choices):
         value = float(value)
     ok = isinstance(value, ftype) and not (ftype is int and isinstance(value, bool))
     if not ok:
-        raise InputError(f"{where}: expected {ftype.__name__}, got {type(value).__name__} {value!r}")
+        one_of = f" (one of {', '.join(map(str, choices))})" if choices else ""
+        raise InputError(f"{where}: expected {ftype.__name__}{one_of}, got {type(value).__name__} {value!r}")
     if choices and value not in choices:
         raise InputError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
     return value

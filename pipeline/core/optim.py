@@ -87,10 +87,11 @@ def replicated_update(optimizer, variables, grads, clip_norm: float, groups: lis
 
 
 @contextlib.contextmanager
-def precision(mixed: bool):
-    """Layers built inside compute in float16 with float32 weights when `mixed` (Keras' global dtype policy)."""
+def precision(mixed: str):
+    """Layers built inside compute in `mixed` ("float16", "bfloat16"; "off" = float32) with float32 weights
+    (Keras' global dtype policy)."""
     before = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    keras.mixed_precision.set_global_policy("float32" if mixed == "off" else f"mixed_{mixed}")
     try:
         yield
     finally:

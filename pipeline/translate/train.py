@@ -29,14 +29,14 @@ from pipeline.translate.config import Translate
 
 def build_translator(cfg: Config):
     """The translator and its optimizer: LazyAdam (sparse source-embedding updates; the tied target side is
-    dense), wrapped for dynamic loss scaling under mixed precision, which the train step applies itself."""
+    dense), wrapped for dynamic loss scaling under float16, which the train step applies itself."""
     hp = cfg.translate
     matrices = [load_matrix(cfg, name) for name in ("src", "tgt")]
     keras.utils.set_random_seed(hp.seed)
     with optim.precision(hp.mixed_precision):
         model = seq2seq.build(hp, *matrices)
     optimizer = LazyAdam(hp.learning_rate)
-    if hp.mixed_precision:
+    if hp.mixed_precision == "float16":  # bfloat16 has float32's exponent range: nothing to scale
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return model, optimizer
 
