@@ -29,13 +29,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from pipeline.core import vocab
+from pipeline.core import optim, vocab
 from pipeline.core.config import Config, tasks
 from pipeline.core.errors import InputError
 from pipeline.core.files import write_json, write_lines
-from pipeline.core.optim import LazyAdam
 from pipeline.stages.bench import machine
-from pipeline.translate import batches, bench, corpus
+from pipeline.translate import batches, bench, corpus, train
 from pipeline.translate import model as seq2seq
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,8 +159,9 @@ def run_ours(cfg: Config, examples, warmup: int, steps: int) -> dict:
     # Keras' default Embedding initialiser, uniform(-0.05, 0.05), as any randomly initialised embedding would be.
     src, tgt = (rng.uniform(-0.05, 0.05, (len(vocab.load_named(cfg, n)), EMBEDDING_SIZE)) for n in ("src", "tgt"))
     keras.utils.set_random_seed(hp.seed)
-    model = seq2seq.build(hp, src, tgt)
-    speed = bench.train_speed(model, LazyAdam(hp.learning_rate), hp, examples, warmup, steps)
+    with optim.precision(hp.mixed_precision):  # translate.mixed_precision=bfloat16 times that opt-in
+        model = seq2seq.build(hp, src, tgt)
+    speed = bench.train_speed(model, train.new_optimizer(hp), hp, examples, warmup, steps)
     parameters = model.count_params()
     keras.backend.clear_session()
     return {
@@ -185,6 +185,7 @@ def summary(peer: dict, ours: dict, hp, host: dict) -> dict:
         "goal_met": ratio >= GOAL,
         "model": {"embedding_size": EMBEDDING_SIZE, **{k: getattr(hp, k) for k in sizes}},
         "ours_ties_output_to_embeddings": hp.tie_embeddings,
+        "ours_mixed_precision": hp.mixed_precision,  # the peer computes in float32
         "machine": host,
     }
 
@@ -205,7 +206,8 @@ def run(cfg: Config) -> None:
         peer = run_peer(run_dir, peer_run(hp, files, run_dir / "model", warmup, steps))
     print(f"  peer (OpenNMT-tf {peer['versions']['opennmt-tf']}): {peer['train_tokens_per_s']:,.0f} tokens/s")
     ours = run_ours(cfg, examples, warmup, steps)
-    print(f"  ours: {ours['train_tokens_per_s']:,.0f} tokens/s")
+    compute = "" if hp.mixed_precision == "off" else f" ({hp.mixed_precision} compute)"
+    print(f"  ours{compute}: {ours['train_tokens_per_s']:,.0f} tokens/s")
     report = summary(peer, ours, hp, host)
     write_json(Path(cfg.paths.reports) / "bench_peer.json", report)
     met = "met" if report["goal_met"] else "not met"

@@ -35,10 +35,13 @@ def build_translator(cfg: Config):
     keras.utils.set_random_seed(hp.seed)
     with optim.precision(hp.mixed_precision):
         model = seq2seq.build(hp, *matrices)
+    return model, new_optimizer(hp)
+
+
+def new_optimizer(hp: Translate):
+    """LazyAdam, wrapped for dynamic loss scaling under float16 (bfloat16 has float32's exponent range)."""
     optimizer = LazyAdam(hp.learning_rate)
-    if hp.mixed_precision == "float16":  # bfloat16 has float32's exponent range: nothing to scale
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return model, optimizer
+    return keras.optimizers.LossScaleOptimizer(optimizer) if hp.mixed_precision == "float16" else optimizer
 
 
 def make_translate_step(model, optimizer, hp: Translate, strategy: tf.distribute.Strategy | None = None, spec=None):
