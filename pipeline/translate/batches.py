@@ -64,8 +64,8 @@ def batch_plan(examples, batch_size: int, seed: int, max_tokens: int = 0, pool: 
     for start in range(0, len(order), batch_size * pool):
         chunk = order[start : start + batch_size * pool]
         chunk = chunk[np.argsort(length[chunk], kind="stable")]
-        for i in range(0, len(chunk), batch_size):
-            batches += capped(chunk[i : i + batch_size], int(length[chunk[i : i + batch_size]].max()), max_tokens)
+        for rows in (chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)):
+            batches += capped(rows, int(length[rows].max()), max_tokens)
     return [batches[b] for b in rng.permutation(len(batches))]
 
 

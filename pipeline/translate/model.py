@@ -206,7 +206,7 @@ def smoothed_cross_entropy(logits, labels, smoothing: float):
     """[N, V] float32 logits, [N] labels -> [N] label-smoothed cross-entropy, with its gradient written out:
     softmax - (1 - smoothing) one_hot - smoothing / V. Autodiff of the same formula held about eight [N, V] tensors
     at once (logsumexp's, the mean's and the gather's gradients); this holds about three, which bounds a step's
-    memory on long batches with a large output vocabulary (and is faster)."""
+    memory on long batches with a large output vocabulary, at the same speed."""
     size = tf.cast(tf.shape(logits)[-1], tf.float32)
 
     @tf.custom_gradient
