@@ -246,8 +246,7 @@ def _coerce(where: str, value, ftype, choices):
     if ftype is dict:  # a table of strings or lists of strings, e.g. [embed.vectors]
         if not isinstance(value, dict):
             raise InputError(f"{where}: expected a table, got {type(value).__name__} {value!r}")
-        out = {}
-        flat = {}
+        out, flat = {}, {}
         for k, v in value.items():  # `ner_words.en = ...` in a TOML file is a nested table: flatten it
             flat |= {f"{k}.{kk}": vv for kk, vv in v.items()} if isinstance(v, dict) else {k: v}
         for k, v in flat.items():
