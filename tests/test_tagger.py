@@ -248,3 +248,45 @@ def test_a_missing_or_self_teacher_is_a_clear_error(tmp_path):
     cfg = tiny_config(tmp_path, *TINY_NER, f"ner.teacher={cfg.paths.models}")
     with pytest.raises(InputError, match="that is paths.models"):
         ner_train.run(cfg)
+
+
+def test_weight_average_follows_the_num_updates_rule_and_swaps_back():
+    import keras
+
+    from pipeline.core.averaging import WeightAverage
+
+    w = keras.Variable(np.zeros(2, np.float32))
+    average = WeightAverage([w], decay=0.5)
+    expected = np.zeros(2)
+    for t, value in enumerate([1.0, 2.0, 4.0], start=1):
+        w.assign(np.full(2, value, np.float32))
+        average.update()
+        d = min(0.5, (1 + t) / (10 + t))  # 0.18, 0.25, 0.31: the warm-up rule, then the decay
+        expected = d * expected + (1 - d) * value
+    with average.swapped():
+        np.testing.assert_allclose(w.numpy(), expected, rtol=1e-6)
+    np.testing.assert_array_equal(w.numpy(), [4.0, 4.0])  # the weights themselves again
+
+
+@pytest.mark.slow
+def test_an_averaged_tagger_is_scored_saved_and_checkpointed_as_its_average(tmp_path):
+    """ner.average_decay: the history scores the average (and the weights beside it), best.weights.h5 holds the
+    average, and the checkpoint carries it for a resumed run."""
+    import tensorflow as tf
+
+    cfg = tiny_config(tmp_path, *TINY_NER, "ner.epochs=1", "ner.average_decay=0.9")
+    write_corpus(cfg, synthetic(12, seed=1))
+    ner_train.run(cfg)
+    history = json.loads((Path(cfg.paths.reports) / "ner/history.json").read_text())
+    assert set(history[0]) >= {"dev_f1", "dev_f1_unaveraged"}
+    out = Path(cfg.paths.models) / "ner"
+    model = ner_train.build_tagger(cfg)[0]
+    model.load_weights(out / "best.weights.h5")
+    reader = tf.train.load_checkpoint(str(out / "ckpt"))
+    assert reader.get_tensor("average/updates/.ATTRIBUTES/VARIABLE_VALUE") > 0
+    for i, v in enumerate(model.trainable_variables):
+        saved = reader.get_tensor(f"average/averages/{i}/.ATTRIBUTES/VARIABLE_VALUE")
+        np.testing.assert_array_equal(v.numpy(), saved)
+    ner_evaluate.run(cfg)  # scores what was saved: the average's dev F1
+    metrics = json.loads((Path(cfg.paths.reports) / "ner/metrics.json").read_text())
+    assert metrics["valid"]["f1"] == pytest.approx(history[0]["dev_f1"])

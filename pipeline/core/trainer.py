@@ -12,6 +12,7 @@ patience, max_minutes, strategy and the step schedule starts over, since the old
 model or data.
 """
 
+import contextlib
 import itertools
 import json
 import shutil
@@ -26,6 +27,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from pipeline.core import cluster, stages
+from pipeline.core.averaging import WeightAverage
 from pipeline.core.config import Config
 from pipeline.core.files import write_json
 
@@ -197,6 +199,7 @@ class Task:
     lr_at: Callable[[int, float], float] = lambda epoch, lr: lr  # epoch e's learning rate, given the current
     higher_is_better: bool = True  # False for a loss (the language model's valid nats per character)
     strategy: tf.distribute.Strategy | None = None  # several workers: the chief alone writes and evaluates
+    average: WeightAverage | None = None  # evaluated and saved in place of the weights; their score beside it
 
 
 @dataclass(frozen=True)
@@ -336,14 +339,18 @@ def evaluation(task: Task, out: Path, stats: dict, cursor: Cursor, e: int, rate:
     history, TensorBoard and the checkpoint (finish_evaluation)."""
     state = run["state"]
     t0 = time.perf_counter()
-    dev, best_meta, samples = task.evaluate()
-    at = cursor.position(e)
-    stats |= {"epoch": at, "step": state["step"], **dev, "dev_seconds": time.perf_counter() - t0, "lr": rate}
-    # As the checkpointed best is float32: a score equal to it in float32 (BLEU 100 again) is no improvement.
-    score = dev[task.metric] if task.higher_is_better else -dev[task.metric]
-    improved = float(np.float32(score)) > state["best"]
-    if improved:
-        save_best(task.model, out, task.meta_file, task.meta | {"epoch": at} | best_meta)
+    unaveraged = task.evaluate()[0][task.metric] if task.average else None
+    with task.average.swapped() if task.average else contextlib.nullcontext():
+        dev, best_meta, samples = task.evaluate()
+        at = cursor.position(e)
+        stats |= {"epoch": at, "step": state["step"], **dev, "dev_seconds": time.perf_counter() - t0, "lr": rate}
+        if unaveraged is not None:
+            stats[f"{task.metric}_unaveraged"] = unaveraged
+        # As the checkpointed best is float32: a score equal to it in float32 (BLEU 100 again) is no improvement.
+        score = dev[task.metric] if task.higher_is_better else -dev[task.metric]
+        improved = float(np.float32(score)) > state["best"]
+        if improved:
+            save_best(task.model, out, task.meta_file, task.meta | {"epoch": at} | best_meta)
     state.record(score, improved, schedule)
     cursor.tick()
     stats["elapsed"] = state["elapsed"]
@@ -362,13 +369,15 @@ def fit(cfg: Config, task: Task, schedule: Schedule) -> float:
     chief = cluster.is_chief(strategy)
     state = LoopState(schedule.learning_rate)
     rng = seed_states(task.model)
-    ckpt = tf.train.Checkpoint(model=task.model, optimizer=task.optimizer, loop=state, rng=rng)
+    averaged = {"average": task.average.checkpoint()} if task.average else {}
+    ckpt = tf.train.Checkpoint(model=task.model, optimizer=task.optimizer, loop=state, rng=rng, **averaged)
     manager, writer = None, tf.summary.create_noop_writer()
     if chief:
         settings = run_settings(cfg, task.name)
         manager = open_checkpoints(ckpt, out / "ckpt", settings, ("best.weights.h5", task.meta_file))
         writer = tf.summary.create_file_writer(str(out / "logs"))
     variables = [v.value for v in (*task.model.variables, *task.optimizer.variables)]
+    variables += task.average.variables if task.average else []
     cluster.take_from_chief(strategy, [*variables, *rng, *state.variables])
     history = load_history(manager, history_path, state["evaluations"])
     run = {"history": history, "history_path": history_path, "writer": writer, "state": state, "manager": manager}

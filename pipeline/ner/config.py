@@ -96,6 +96,11 @@ class Ner:
     learning_rate: float = opt(0.002, "initial learning rate (Ma & Hovy's SGD used 0.015)")
     lr_decay: float = opt(0.05, "learning rate of epoch e is learning_rate / (1 + lr_decay * (e - 1)); Ma & Hovy 0.05")
     clip_norm: float = opt(5.0, "clip gradients to this global norm (0 = off)")
+    average_decay: float = opt(
+        0.0,
+        "keep an exponential moving average of the weights (decay per step, e.g. 0.999 = about the last 1,000 "
+        "steps) and evaluate, keep and export it instead of the weights themselves; 0 = off",
+    )
     batch_size: int = opt(24, "sentences per training batch (with doc_memory: whole documents, at least this many)")
     bucket_width: int = opt(4, "batch sentences of similar length: buckets every N tokens up to text.max_length")
     epochs: int = opt(12, "maximum training epochs (the default ensemble's dev F1 still rose a little at 12)")

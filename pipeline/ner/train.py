@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.core import cluster, optim, trainer, vocab
+from pipeline.core.averaging import WeightAverage
 from pipeline.core.config import Config
 from pipeline.core.optim import LazyAdam, build_optimizer, replicated_update
 from pipeline.core.progress import Progress
@@ -34,7 +35,13 @@ def make_optimizer(hp: Ner) -> keras.optimizers.Optimizer:
     return keras.optimizers.Adam(hp.learning_rate)
 
 
-def make_train_step(model: Tagger, optimizer, hp: Ner, strategy: tf.distribute.Strategy | None = None):
+def make_train_step(
+    model: Tagger,
+    optimizer,
+    hp: Ner,
+    strategy: tf.distribute.Strategy | None = None,
+    average: WeightAverage | None = None,
+):
     """One traced step for every batch: unknown batch and time sizes in the signature, so no retracing.
 
     Returns (the mean loss per sentence and member, real words, positions) of the global batch, whatever the
@@ -69,6 +76,8 @@ def make_train_step(model: Tagger, optimizer, hp: Ner, strategy: tf.distribute.S
 
         args = (features, tags, teacher[0] if teacher else None)
         loss = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica, args=args), axis=None)
+        if average is not None:
+            average.update()
         real = tf.reduce_sum(tf.cast(features["words"] != 0, tf.int32))
         return loss / len(groups), real, tf.size(features["words"])
 
@@ -148,7 +157,8 @@ def format_epoch(s: dict, improved: bool) -> str:
     return (
         f"epoch {trainer.epoch_label(s)}  loss {s['loss']:8.3f}  dev F1 {100 * s['dev_f1']:6.2f}"
         f"{' *' if improved else '  '}"
-        f"  {s['train_seconds']:6.1f}s  {s['words_per_s']:7,.0f} words/s  padding {100 * s['padding']:4.1f}%"
+        + (f" (weights {100 * s['dev_f1_unaveraged']:6.2f})" if "dev_f1_unaveraged" in s else "")
+        + f"  {s['train_seconds']:6.1f}s  {s['words_per_s']:7,.0f} words/s  padding {100 * s['padding']:4.1f}%"
         f"  dev {s['dev_seconds']:4.1f}s  elapsed {s['elapsed'] / 60:5.1f} min"
     )
 
@@ -181,6 +191,7 @@ def run(cfg: Config) -> None:
         model, tags, meta = build_tagger(cfg)
         optimizer = make_optimizer(hp)
         build_optimizer(optimizer, model)  # before the restore, so the checkpoint's slots have somewhere to go
+        average = WeightAverage(model.trainable_variables, hp.average_decay) if hp.average_decay else None
     n_params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     print(
         f"  {len(train)} train / {len(valid)} valid sentences; {n_params:,} trainable parameters; embeddings "
@@ -188,7 +199,7 @@ def run(cfg: Config) -> None:
     )
     features = NerFeatures(cfg)
     examples = batches.ner_examples(cfg, train, tags)
-    step = make_train_step(model, optimizer, hp, strategy)
+    step = make_train_step(model, optimizer, hp, strategy, average)
     targets = None
     if hp.teacher:
         targets = distill.teacher_targets(cfg, train_docs, tags)
@@ -219,6 +230,7 @@ def run(cfg: Config) -> None:
         format_epoch,
         lr_at=lambda e, _: hp.learning_rate / (1 + hp.lr_decay * (e - 1)),
         strategy=strategy,
+        average=average,
     )
     schedule = trainer.Schedule.of(hp)
     best = trainer.fit(cfg, task, schedule)

@@ -1,0 +1,51 @@
+"""An exponential moving average of a model's trainable weights (Polyak averaging), kept beside training and
+swapped in to evaluate and to save the best weights (flair's `use_swa`, the EMA of many recent taggers)."""
+
+import contextlib
+
+import keras
+import tensorflow as tf
+
+
+class WeightAverage:
+    """average <- d * average + (1 - d) * weight after every step, with d = min(decay, (1 + t) / (10 + t)) at
+    update t, tf.train.ExponentialMovingAverage's `num_updates` rule: early on, when the weights move fast and
+    the first ones are far from any good tagger, the average follows them closely; later it spans about
+    1 / (1 - decay) steps. Create it in the strategy's scope (the averages are mirrored like the weights) and
+    call `update` in cross-replica context, after the optimizer's update. Checkpoint `checkpoint()` with the model.
+    """
+
+    def __init__(self, variables: list, decay: float):
+        self.decay = decay
+        self.weights = [v.value if isinstance(v, keras.Variable) else v for v in variables]
+        self.averages = [tf.Variable(w, trainable=False, name="average") for w in self.weights]
+        self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="updates")
+
+    @property
+    def variables(self) -> list[tf.Variable]:
+        return [*self.averages, self.updates]
+
+    def checkpoint(self) -> tf.train.Checkpoint:
+        """The averages and their count, without the model's weights (the model's own checkpoint has those)."""
+        return tf.train.Checkpoint(averages=self.averages, updates=self.updates)
+
+    def update(self) -> None:
+        t = tf.cast(self.updates.assign_add(1), tf.float32)
+        d = tf.minimum(self.decay, (1 + t) / (10 + t))
+        for average, weight in zip(self.averages, self.weights, strict=True):
+            average.assign_sub((average - tf.cast(weight, average.dtype)) * (1 - d))
+
+    def _swap(self) -> None:
+        for average, weight in zip(self.averages, self.weights, strict=True):
+            held = tf.identity(weight)
+            weight.assign(average)
+            average.assign(held)
+
+    @contextlib.contextmanager
+    def swapped(self):
+        """The model holds the averaged weights inside the block and its own again after it."""
+        self._swap()
+        try:
+            yield
+        finally:
+            self._swap()
