@@ -29,13 +29,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from pipeline.core import optim, vocab
+from pipeline.core import vocab
 from pipeline.core.config import Config, tasks
 from pipeline.core.errors import InputError
 from pipeline.core.files import write_json, write_lines
 from pipeline.stages.bench import machine
 from pipeline.translate import batches, bench, corpus, train
-from pipeline.translate import model as seq2seq
 
 ROOT = Path(__file__).resolve().parents[2]
 PEER_PYTHON = ROOT / ".venv-peer" / "bin" / "python"
@@ -158,10 +157,8 @@ def run_ours(cfg: Config, examples, warmup: int, steps: int) -> dict:
     rng = np.random.default_rng(hp.seed)
     # Keras' default Embedding initialiser, uniform(-0.05, 0.05), as any randomly initialised embedding would be.
     src, tgt = (rng.uniform(-0.05, 0.05, (len(vocab.load_named(cfg, n)), EMBEDDING_SIZE)) for n in ("src", "tgt"))
-    keras.utils.set_random_seed(hp.seed)
-    with optim.precision(hp.mixed_precision):  # translate.mixed_precision=bfloat16 times that opt-in
-        model = seq2seq.build(hp, src, tgt)
-    speed = bench.train_speed(model, train.new_optimizer(hp), hp, examples, warmup, steps)
+    model, optimizer = train.build_translator(cfg, [src, tgt])  # in translate.mixed_precision, as training is
+    speed = bench.train_speed(model, optimizer, hp, examples, warmup, steps)
     parameters = model.count_params()
     keras.backend.clear_session()
     return {

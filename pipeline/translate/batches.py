@@ -107,8 +107,11 @@ def file_batches(cfg: Config, files: list[str], batch_size: int, seed: int) -> t
     def with_markers(src, tgt):
         return src, tf.concat([[vocab.BOS_ID], tgt], 0), tf.concat([tgt, [vocab.EOS_ID]], 0)
 
+    def real(x):  # non-padding ids per row
+        return tf.reduce_sum(tf.cast(x != vocab.PAD_ID, tf.int32), 1)
+
     def length(src, tgt_in):  # as batch_plan's: the longer side, </s> included
-        return tf.maximum(*(tf.reduce_sum(tf.cast(x != vocab.PAD_ID, tf.int32), 1) for x in (src, tgt_in)))
+        return tf.maximum(real(src), real(tgt_in))
 
     def sorted_batches(src, tgt_in, tgt_out):  # one pool, right-padded to its longest pair
         order = tf.argsort(length(src, tgt_in), stable=True)
@@ -120,7 +123,7 @@ def file_batches(cfg: Config, files: list[str], batch_size: int, seed: int) -> t
         return tf.data.Dataset.from_tensor_slices(batch).batch(tf.cast(per, tf.int64)).map(trimmed)
 
     def trimmed(*batch):  # each batch cut to its own longest row
-        return tuple(x[:, : tf.reduce_max(tf.reduce_sum(tf.cast(x != vocab.PAD_ID, tf.int32), 1))] for x in batch)
+        return tuple(x[:, : tf.reduce_max(real(x))] for x in batch)
 
     parallel = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True}
     ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)

@@ -27,11 +27,12 @@ from pipeline.translate import model as seq2seq
 from pipeline.translate.config import Translate
 
 
-def build_translator(cfg: Config):
+def build_translator(cfg: Config, matrices: list | None = None):
     """The translator and its optimizer: LazyAdam (sparse source-embedding updates; the tied target side is
-    dense), wrapped for dynamic loss scaling under float16, which the train step applies itself."""
+    dense), wrapped for dynamic loss scaling under float16, which the train step applies itself. `matrices`:
+    the (source, target) embedding matrices to start from; default the embed stage's."""
     hp = cfg.translate
-    matrices = [load_matrix(cfg, name) for name in ("src", "tgt")]
+    matrices = matrices or [load_matrix(cfg, name) for name in ("src", "tgt")]
     keras.utils.set_random_seed(hp.seed)
     with optim.precision(hp.mixed_precision):
         model = seq2seq.build(hp, *matrices)
