@@ -7,7 +7,6 @@ import pytest
 import tensorflow as tf
 
 from pipeline.core import optim
-from pipeline.ner import batches as ner_batches
 from pipeline.ner import corpus as ner_corpus
 from pipeline.ner import features as ner_features
 from pipeline.ner import predict as ner_predict
@@ -62,12 +61,11 @@ def test_ner_train_and_decode_trace_once_per_epoch(cfg):
     model, tags, _ = ner_train.build_tagger(cfg)
     step = ner_train.make_train_step(model, ner_train.make_optimizer(cfg.ner), cfg.ner)
     features = ner_features.NerFeatures(cfg)
-    examples = ner_batches.ner_examples(cfg, sentences, tags)
-    for doc_memory in (True, False):  # whole-document batches (the default) and length-bucketed sentences
+    for doc_memory in (True, False):  # whole-document batches (the default) and sentences of similar length
         c = dataclasses.replace(cfg, ner=dataclasses.replace(cfg.ner, doc_memory=doc_memory))
         shapes = set()
         for epoch in (1, 2):
-            batches, n = ner_train.epoch_batches(c, documents, examples, tags, features, seed=epoch)
+            batches, n = ner_train.epoch_batches(c, documents, tags, features, seed=epoch)
             for feats, y in batches:
                 shapes.add(tuple(y.shape))
                 step(feats, y)

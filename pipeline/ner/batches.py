@@ -1,59 +1,14 @@
-"""Tagger batches: one epoch of bucketed sentences or of whole documents (for the document memory) as
-(features, tag ids), and the length-sorted batches decoding uses.
+"""Tagger batches: one epoch of whole documents (for the document memory; without it each sentence is its own
+document) as (features, tag ids), and the length-sorted batches decoding uses.
 """
 
-import bisect
 import collections
-import math
 
 import numpy as np
 import tensorflow as tf
 
 from pipeline.core.config import Config
 from pipeline.ner.features import NerFeatures, _plain
-
-
-def bucket_boundaries(width: int, max_length: int) -> list[int]:
-    """Upper bounds (exclusive) of the length buckets: width+1, 2*width+1, ... below max_length."""
-    return list(range(width + 1, max_length + 1, width))
-
-
-def count_batches(cfg: Config, sentences) -> int:
-    """How many batches ner_train_batches makes of these sentences (for progress bars)."""
-    n = cfg.text.max_length
-    buckets = collections.Counter(
-        bisect.bisect_right(bucket_boundaries(cfg.ner.bucket_width, n), min(len(w), n)) for w, _ in sentences
-    )
-    return sum(math.ceil(c / cfg.ner.batch_size) for c in buckets.values())
-
-
-def ner_examples(cfg: Config, sentences, tags: list[str]) -> tf.data.Dataset:
-    """(tokens [time] string, tag ids [time] int32) per sentence, truncated to text.max_length; built once."""
-    n, index = cfg.text.max_length, {t: i for i, t in enumerate(tags)}
-    words = tf.ragged.constant([w[:n] for w, _ in sentences], tf.string, ragged_rank=1)
-    tag_ids = tf.ragged.constant([[index[t] for t in y[:n]] for _, y in sentences], tf.int32, ragged_rank=1)
-    # Rows of a ragged tensor come out as ragged-rank-0 values; an identity map makes them plain tensors,
-    # which bucket_by_sequence_length's padded batching needs.
-    return tf.data.Dataset.from_tensor_slices((words, tag_ids)).map(_plain(lambda w, y: (w, y))).cache()
-
-
-def ner_train_batches(cfg: Config, examples: tf.data.Dataset, features: NerFeatures, seed: int) -> tf.data.Dataset:
-    """One epoch of shuffled (features, tag ids) batches of sentences of similar length.
-
-    Bucketing keeps the padding share low; the training step's input signature leaves batch size and
-    length unknown, so no batch shape causes a retrace.
-    """
-    boundaries = bucket_boundaries(cfg.ner.bucket_width, cfg.text.max_length)
-    ds = examples.shuffle(examples.cardinality(), seed=seed)
-    ds = ds.bucket_by_sequence_length(
-        _plain(lambda w, _: tf.shape(w)[0]),
-        boundaries,
-        [cfg.ner.batch_size] * (len(boundaries) + 1),
-        padded_shapes=([None], [None]),
-        padding_values=("", 0),
-    )
-    ds = ds.map(_plain(lambda w, y: (features(w), y)), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def document_batches(documents: list[list[int]], batch_size: int, noise: float, rng) -> list[list[int]]:

@@ -1,8 +1,8 @@
-"""Training speed of the tagger on real bucketed batches (for `make bench`)."""
+"""Training speed of the tagger on real batches (for `make bench`)."""
 
 from pipeline.core.config import Config
 from pipeline.core.trainer import timed_steps
-from pipeline.ner import batches, corpus, train
+from pipeline.ner import corpus, train
 from pipeline.ner.features import NerFeatures
 
 
@@ -12,8 +12,7 @@ def bench_ner(cfg: Config) -> dict:
     model, tags, _ = train.build_tagger(cfg)
     step = train.make_train_step(model, train.make_optimizer(hp), hp)
     features = NerFeatures(cfg)
-    examples = batches.ner_examples(cfg, [s for d in documents for s in d], tags)
-    epoch, _ = train.epoch_batches(cfg, documents, examples, tags, features, seed=hp.seed)
+    epoch, _ = train.epoch_batches(cfg, documents, tags, features, seed=hp.seed)
     speed = timed_steps(epoch, step, lambda b: int((b[0]["words"].numpy() != 0).sum()))
     return {
         "model": {

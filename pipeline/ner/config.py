@@ -102,7 +102,11 @@ class Ner:
         "steps) and evaluate, keep and export it instead of the weights themselves; 0 = off",
     )
     batch_size: int = opt(24, "sentences per training batch (with doc_memory: whole documents, at least this many)")
-    bucket_width: int = opt(4, "batch sentences of similar length: buckets every N tokens up to text.max_length")
+    bucket_width: int = opt(
+        4,
+        "batch documents (or sentences) of similar length: sorted by their longest sentence plus up to 2N tokens "
+        "of noise, so batches differ between epochs",
+    )
     epochs: int = opt(12, "maximum training epochs (the default ensemble's dev F1 still rose a little at 12)")
     patience: int = opt(5, "stop after this many evaluations (epochs) without a better dev entity F1")
     save_every: int = step_opt("save_every")

@@ -163,15 +163,12 @@ def format_epoch(s: dict, improved: bool) -> str:
     )
 
 
-def epoch_batches(
-    cfg: Config, documents, examples, tags, features, seed: int, targets=None
-) -> tuple[tf.data.Dataset, int]:
-    """One epoch's (features, tags) batches and their count: whole documents for the document memory or a
-    teacher's targets, else sentences bucketed by length (examples: batches.ner_examples of the same sentences)."""
-    if cfg.ner.doc_memory or targets is not None:
-        return batches.ner_document_batches(cfg, documents, tags, features, seed, targets)
-    sentences = [s for d in documents for s in d]
-    return batches.ner_train_batches(cfg, examples, features, seed), batches.count_batches(cfg, sentences)
+def epoch_batches(cfg: Config, documents, tags, features, seed: int, targets=None) -> tuple[tf.data.Dataset, int]:
+    """One epoch's (features, tags) batches and their count: whole documents, for the document memory or a
+    teacher's targets; else each sentence alone (as its own document), batched with sentences of similar length."""
+    if not (cfg.ner.doc_memory or targets is not None):
+        documents = [[s] for d in documents for s in d]
+    return batches.ner_document_batches(cfg, documents, tags, features, seed, targets)
 
 
 def run(cfg: Config) -> None:
@@ -198,7 +195,6 @@ def run(cfg: Config) -> None:
         f"{meta['n_words']}x{meta['word_dim']} {'frozen' if hp.freeze_embeddings else 'fine-tuned'}"
     )
     features = NerFeatures(cfg)
-    examples = batches.ner_examples(cfg, train, tags)
     step = make_train_step(model, optimizer, hp, strategy, average)
     targets = None
     if hp.teacher:
@@ -208,7 +204,7 @@ def run(cfg: Config) -> None:
     tagger = predict.TrainedTagger(model, features, tags, predict.make_decoder(model, features))
 
     def train_epoch(e: int, cursor: trainer.Cursor) -> dict:
-        epoch, n_batches = epoch_batches(cfg, train_docs, examples, tags, features, hp.seed + e, targets)
+        epoch, n_batches = epoch_batches(cfg, train_docs, tags, features, hp.seed + e, targets)
         return run_epoch(step, epoch, e, n_batches, cursor)
 
     def evaluate() -> tuple[dict, dict, str]:
