@@ -311,3 +311,15 @@ def real_run(tmp_path_factory, raw_dir) -> config.Config:
     for name in REAL_STAGES:
         stages.run(cfg, name)
     return cfg
+
+
+def assert_best_weights_are_the_average(model, out: Path) -> None:
+    """<out>/best.weights.h5, loaded into `model`, equals the weight average the checkpoint in <out>/ckpt holds
+    (after a one-epoch run, whose one evaluation saved both)."""
+    import tensorflow as tf
+
+    model.load_weights(out / "best.weights.h5")
+    reader = tf.train.load_checkpoint(str(out / "ckpt"))
+    assert reader.get_tensor("average/updates/.ATTRIBUTES/VARIABLE_VALUE") > 0
+    for i, v in enumerate(model.trainable_variables):
+        np.testing.assert_array_equal(v.numpy(), reader.get_tensor(f"average/averages/{i}/.ATTRIBUTES/VARIABLE_VALUE"))

@@ -1,6 +1,7 @@
 """The tiny pipeline behaves as recorded: per-epoch losses and dev scores of both models, and every exported
 signature's outputs on fixed sentences (tests/golden/tiny_behaviour.json, written by tests/behaviour.py on the
-code before the task-folder layout). A refactor must not change them.
+code before the task-folder layout; its NER dev scores and tags re-recorded when the tagger's averaged weights
+became the default, its losses unchanged). A refactor must not change them.
 
 Floats are compared to 1e-5 relative (the record was bit-identical across runs on one host; another CPU's
 kernels may differ in the last bits); strings, tags and token lists must be equal. To re-record after an

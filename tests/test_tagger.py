@@ -16,7 +16,14 @@ from pipeline.ner import predict as ner_predict
 from pipeline.ner import train as ner_train
 from pipeline.ner.crf import viterbi_decode
 from pipeline.ner.model import Tagger, TaggerNet, dummy_inputs
-from tests.conftest import TINY_NER, plain_inputs, synthetic, tiny_config, write_corpus
+from tests.conftest import (
+    TINY_NER,
+    assert_best_weights_are_the_average,
+    plain_inputs,
+    synthetic,
+    tiny_config,
+    write_corpus,
+)
 
 BARE = "ner.lexicon=false"  # for models built here without a word-statistics file
 
@@ -272,21 +279,12 @@ def test_weight_average_follows_the_num_updates_rule_and_swaps_back():
 def test_an_averaged_tagger_is_scored_saved_and_checkpointed_as_its_average(tmp_path):
     """ner.average_decay: the history scores the average (and the weights beside it), best.weights.h5 holds the
     average, and the checkpoint carries it for a resumed run."""
-    import tensorflow as tf
-
     cfg = tiny_config(tmp_path, *TINY_NER, "ner.epochs=1", "ner.average_decay=0.9")
     write_corpus(cfg, synthetic(12, seed=1))
     ner_train.run(cfg)
     history = json.loads((Path(cfg.paths.reports) / "ner/history.json").read_text())
     assert set(history[0]) >= {"dev_f1", "dev_f1_unaveraged"}
-    out = Path(cfg.paths.models) / "ner"
-    model = ner_train.build_tagger(cfg)[0]
-    model.load_weights(out / "best.weights.h5")
-    reader = tf.train.load_checkpoint(str(out / "ckpt"))
-    assert reader.get_tensor("average/updates/.ATTRIBUTES/VARIABLE_VALUE") > 0
-    for i, v in enumerate(model.trainable_variables):
-        saved = reader.get_tensor(f"average/averages/{i}/.ATTRIBUTES/VARIABLE_VALUE")
-        np.testing.assert_array_equal(v.numpy(), saved)
+    assert_best_weights_are_the_average(ner_train.build_tagger(cfg)[0], Path(cfg.paths.models) / "ner")
     ner_evaluate.run(cfg)  # scores what was saved: the average's dev F1
     metrics = json.loads((Path(cfg.paths.reports) / "ner/metrics.json").read_text())
     assert metrics["valid"]["f1"] == pytest.approx(history[0]["dev_f1"])

@@ -15,7 +15,14 @@ from pipeline.translate import evaluate as translate_evaluate
 from pipeline.translate import metrics as translate_metrics
 from pipeline.translate import predict as translate_predict
 from pipeline.translate import train as translate_train
-from tests.conftest import TINY_TRANSLATE, needs_data, synthetic_pairs, tiny_config, write_parallel
+from tests.conftest import (
+    TINY_TRANSLATE,
+    assert_best_weights_are_the_average,
+    needs_data,
+    synthetic_pairs,
+    tiny_config,
+    write_parallel,
+)
 
 
 def summaries(path):
@@ -120,3 +127,15 @@ def test_stages_from_raw_corpora_to_metrics(real_run, capsys):
     capsys.readouterr()
     translate_predict.translate_main(real_run, sentences)
     assert capsys.readouterr().out == f"{translations[0]}\n\n"  # one line per input, and nothing else
+
+
+@pytest.mark.slow
+def test_an_averaged_translator_is_scored_and_saved_as_its_average(tmp_path, capsys):
+    cfg = tiny_config(tmp_path, *TINY_TRANSLATE, "translate.epochs=1", "translate.average_decay=0.9")
+    write_parallel(cfg, synthetic_pairs(60, seed=2))
+    translate_train.run(cfg)
+    assert "(weights " in capsys.readouterr().out  # the weights' own dev BLEU beside the average's
+    history = json.loads((Path(cfg.paths.reports) / "translate/history.json").read_text())
+    assert set(history[0]) >= {"dev_bleu", "dev_bleu_unaveraged"}
+    model = translate_train.build_translator(cfg)[0]
+    assert_best_weights_are_the_average(model, Path(cfg.paths.models) / "translate")

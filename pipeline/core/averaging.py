@@ -1,5 +1,6 @@
 """An exponential moving average of a model's trainable weights (Polyak averaging), kept beside training and
-swapped in to evaluate and to save the best weights (flair's `use_swa`, the EMA of many recent taggers)."""
+swapped in to evaluate and to save the best weights (a relative of the stochastic weight averaging behind
+flair's `use_swa`)."""
 
 import contextlib
 
@@ -14,6 +15,11 @@ class WeightAverage:
     1 / (1 - decay) steps. Create it in the strategy's scope (the averages are mirrored like the weights) and
     call `update` in cross-replica context, after the optimizer's update. Checkpoint `checkpoint()` with the model.
     """
+
+    @classmethod
+    def of(cls, model, decay: float) -> "WeightAverage | None":
+        """The average of a model's trainable weights, or None for decay 0 (a section's `average_decay`)."""
+        return cls(model.trainable_variables, decay) if decay else None
 
     def __init__(self, variables: list, decay: float):
         self.decay = decay

@@ -39,6 +39,15 @@ def step_opt(name: str):
     return opt(*STEP_OPTS[name])
 
 
+def average_opt(default: float, measured: str = ""):
+    """The `average_decay` field of a section whose trainer can keep its weights' moving average (core/averaging)."""
+    return opt(
+        default,
+        "keep an exponential moving average of the weights (decay per step, at most (1 + t) / (10 + t) at step t) "
+        f"and evaluate, keep and export it instead of the weights themselves{measured}; 0 = off",
+    )
+
+
 def each_value(fn, value, *args):
     """fn on a path value: a string, each string of a list, or each entry of a table of those."""
     if isinstance(value, dict):

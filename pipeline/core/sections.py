@@ -106,7 +106,7 @@ class Export:
         "where TF Serving sees paths.models (the docker mount): models.config names <root>/ner, <root>/translate",
     )
     batch_max_size: int = opt(64, "batching.config max_batch_size: most requests merged into one run")
-    batch_timeout_micros: int = opt(7000, "batching.config batch_timeout_micros: the longest a request waits")
+    batch_timeout_micros: int = opt(2200, "batching.config batch_timeout_micros: the longest a request waits")
     batch_threads: int = opt(2, "batching.config num_batch_threads: batches run at once (the CPU cores)")
     batch_max_enqueued: int = opt(16, "batching.config max_enqueued_batches: queued batches before requests fail")
 

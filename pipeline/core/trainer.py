@@ -161,6 +161,12 @@ def finish_evaluation(stats: dict, scalars: tuple[str, ...], samples: str, run: 
     run["manager"].save()
 
 
+def unaveraged(stats: dict, metric: str, scale: float = 1.0) -> str:
+    """The console's note of the weights' own dev score beside their average's, when the task keeps one."""
+    value = stats.get(f"{metric}_unaveraged")
+    return "" if value is None else f" (weights {scale * value:6.2f})"
+
+
 def epoch_label(stats: dict) -> str:
     """An evaluation's epoch for a console line: `3` at an epoch's end, `2.50` inside one (eval_every)."""
     e = stats["epoch"]

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from pipeline.core.options import opt, step_opt
+from pipeline.core.options import average_opt, opt, step_opt
 
 
 @dataclass(frozen=True)
@@ -70,9 +70,9 @@ class Ner:
         "training only: this share of sentences reads no document memory, as a sentence tagged alone will not",
     )
     ensemble: int = opt(
-        5,
+        1,
         "train this many taggers side by side (seeds seed, seed+1, ...) and decode with their averaged scores; "
-        "each adds the time of one tagger",
+        "each adds the time of one tagger and its serving cost (five, seeds 4-8: +0.24 test F1, a fifth the speed)",
     )
     teacher: str = opt(
         "",
@@ -96,11 +96,7 @@ class Ner:
     learning_rate: float = opt(0.002, "initial learning rate (Ma & Hovy's SGD used 0.015)")
     lr_decay: float = opt(0.05, "learning rate of epoch e is learning_rate / (1 + lr_decay * (e - 1)); Ma & Hovy 0.05")
     clip_norm: float = opt(5.0, "clip gradients to this global norm (0 = off)")
-    average_decay: float = opt(
-        0.0,
-        "keep an exponential moving average of the weights (decay per step, e.g. 0.999 = about the last 1,000 "
-        "steps) and evaluate, keep and export it instead of the weights themselves; 0 = off",
-    )
+    average_decay: float = average_opt(0.999, " (+0.23 dev F1 on CoNLL-2003)")
     batch_size: int = opt(24, "sentences per training batch (with doc_memory: whole documents, at least this many)")
     bucket_width: int = opt(
         4,
@@ -121,4 +117,4 @@ class Ner:
         "(each replica takes whole documents of a batch)",
         ("default", "mirrored", "multi_worker"),
     )
-    seed: int = opt(4, "seed of initialisation, dropout and shuffling")
+    seed: int = opt(1, "seed of initialisation, dropout and shuffling")

@@ -157,7 +157,7 @@ def format_epoch(s: dict, improved: bool) -> str:
     return (
         f"epoch {trainer.epoch_label(s)}  loss {s['loss']:8.3f}  dev F1 {100 * s['dev_f1']:6.2f}"
         f"{' *' if improved else '  '}"
-        + (f" (weights {100 * s['dev_f1_unaveraged']:6.2f})" if "dev_f1_unaveraged" in s else "")
+        + trainer.unaveraged(s, "dev_f1", 100)
         + f"  {s['train_seconds']:6.1f}s  {s['words_per_s']:7,.0f} words/s  padding {100 * s['padding']:4.1f}%"
         f"  dev {s['dev_seconds']:4.1f}s  elapsed {s['elapsed'] / 60:5.1f} min"
     )
@@ -188,7 +188,7 @@ def run(cfg: Config) -> None:
         model, tags, meta = build_tagger(cfg)
         optimizer = make_optimizer(hp)
         build_optimizer(optimizer, model)  # before the restore, so the checkpoint's slots have somewhere to go
-        average = WeightAverage(model.trainable_variables, hp.average_decay) if hp.average_decay else None
+        average = WeightAverage.of(model, hp.average_decay)
     n_params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     print(
         f"  {len(train)} train / {len(valid)} valid sentences; {n_params:,} trainable parameters; embeddings "

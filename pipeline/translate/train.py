@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.core import cluster, optim, trainer, vocab
+from pipeline.core.averaging import WeightAverage
 from pipeline.core.config import Config
 from pipeline.core.errors import InputError
 from pipeline.core.optim import LazyAdam, build_optimizer, replicated_update
@@ -45,7 +46,9 @@ def new_optimizer(hp: Translate):
     return keras.optimizers.LossScaleOptimizer(optimizer) if hp.mixed_precision == "float16" else optimizer
 
 
-def make_translate_step(model, optimizer, hp: Translate, strategy: tf.distribute.Strategy | None = None, spec=None):
+def make_translate_step(
+    model, optimizer, hp: Translate, strategy: tf.distribute.Strategy | None = None, spec=None, average=None
+):
     """One traced step for every batch shape: [None, None] int32 inputs, so bucketing never retraces.
 
     Every replica takes its rows of one global batch, or with `spec` (a distributed dataset's element_spec) its
@@ -84,6 +87,8 @@ def make_translate_step(model, optimizer, hp: Translate, strategy: tf.distribute
         total, counts = strategy.run(replica, args=(src, tgt_in, tgt_out))
         total = strategy.reduce(tf.distribute.ReduceOp.SUM, total, axis=None)
         counts = strategy.experimental_local_results(counts)[0]  # the same on every replica
+        if average is not None:
+            average.update()
         return total / counts[0], counts
 
     return step
@@ -186,7 +191,8 @@ def format_translate_epoch(s: dict, improved: bool) -> str:
     return (
         f"epoch {trainer.epoch_label(s)}  loss {s['loss']:6.3f}  dev BLEU {s['dev_bleu']:5.2f}"
         f"{' *' if improved else '  '}"
-        f"  lr {s['lr']:.2e}  {s['train_seconds']:6.1f}s  {s['tokens_per_s']:6,.0f} tokens/s"
+        + trainer.unaveraged(s, "dev_bleu")
+        + f"  lr {s['lr']:.2e}  {s['train_seconds']:6.1f}s  {s['tokens_per_s']:6,.0f} tokens/s"
         f"  padding {100 * s['padding']:4.1f}%  dev {s['dev_seconds']:4.1f}s  elapsed {s['elapsed'] / 60:5.1f} min"
     )
 
@@ -204,6 +210,7 @@ def run(cfg: Config) -> None:
     with strategy.scope():  # variables (model, optimizer slots) are mirrored across replicas and workers
         model, optimizer = build_translator(cfg)
         build_optimizer(optimizer, model)  # before the restore, so the checkpoint's slots have somewhere to go
+        average = WeightAverage.of(model, hp.average_decay)
     meta = {
         "translate": cfg.section_dict("translate"),
         "src_shape": list(model.src_embed.embeddings.shape),
@@ -222,7 +229,7 @@ def run(cfg: Config) -> None:
         spec, (index, workers) = dataset.element_spec, cluster.worker_index(strategy)
         names = ", ".join(Path(f).name for f in mine)
         print(f"  worker {index} of {workers} reads {len(mine)} of {len(examples[0])} shards ({names}), {steps} steps")
-    step = make_translate_step(model, optimizer, hp, strategy, spec)
+    step = make_translate_step(model, optimizer, hp, strategy, spec, average)
     translator = predict.Translator(model, cfg, dataclasses.replace(hp, beam_width=hp.dev_beam_width))
     sources, references = [s for s, _ in valid], [t for _, t in valid]
 
@@ -244,6 +251,7 @@ def run(cfg: Config) -> None:
         ("loss", "dev_bleu", "dev_chrf", "tokens_per_s", "padding", "lr"),
         format_translate_epoch,
         strategy=strategy,
+        average=average,
     )
     schedule = trainer.Schedule.of(hp, plateau_patience=hp.lr_patience, plateau_decay=hp.lr_decay)
     best = trainer.fit(cfg, task, schedule)
