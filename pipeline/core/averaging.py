@@ -55,3 +55,9 @@ class WeightAverage:
             yield
         finally:
             self._swap()
+
+
+def unaveraged(stats: dict, metric: str, scale: float = 1.0) -> str:
+    """The console's note of the weights' own dev score beside their average's, when the task keeps one."""
+    value = stats.get(f"{metric}_unaveraged")
+    return "" if value is None else f" (weights {scale * value:6.2f})"

@@ -161,12 +161,6 @@ def finish_evaluation(stats: dict, scalars: tuple[str, ...], samples: str, run: 
     run["manager"].save()
 
 
-def unaveraged(stats: dict, metric: str, scale: float = 1.0) -> str:
-    """The console's note of the weights' own dev score beside their average's, when the task keeps one."""
-    value = stats.get(f"{metric}_unaveraged")
-    return "" if value is None else f" (weights {scale * value:6.2f})"
-
-
 def epoch_label(stats: dict) -> str:
     """An evaluation's epoch for a console line: `3` at an epoch's end, `2.50` inside one (eval_every)."""
     e = stats["epoch"]
@@ -343,15 +337,12 @@ def evaluation(task: Task, out: Path, stats: dict, cursor: Cursor, e: int, rate:
     """The dev score after training epoch `e` up to the cursor, the best weights when it improved (before the
     checkpoint, which must never claim a best epoch whose weights were not saved), the plateau rule, then
     history, TensorBoard and the checkpoint (finish_evaluation)."""
-    state = run["state"]
-    t0 = time.perf_counter()
-    unaveraged = task.evaluate()[0][task.metric] if task.average else None
+    state, t0 = run["state"], time.perf_counter()
+    own = {f"{task.metric}_unaveraged": task.evaluate()[0][task.metric]} if task.average else {}
     with task.average.swapped() if task.average else contextlib.nullcontext():
         dev, best_meta, samples = task.evaluate()
         at = cursor.position(e)
-        stats |= {"epoch": at, "step": state["step"], **dev, "dev_seconds": time.perf_counter() - t0, "lr": rate}
-        if unaveraged is not None:
-            stats[f"{task.metric}_unaveraged"] = unaveraged
+        stats |= {"epoch": at, "step": state["step"], **dev, **own, "dev_seconds": time.perf_counter() - t0, "lr": rate}
         # As the checkpointed best is float32: a score equal to it in float32 (BLEU 100 again) is no improvement.
         score = dev[task.metric] if task.higher_is_better else -dev[task.metric]
         improved = float(np.float32(score)) > state["best"]

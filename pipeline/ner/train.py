@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.core import cluster, optim, trainer, vocab
-from pipeline.core.averaging import WeightAverage
+from pipeline.core.averaging import WeightAverage, unaveraged
 from pipeline.core.config import Config
 from pipeline.core.optim import LazyAdam, build_optimizer, replicated_update
 from pipeline.core.progress import Progress
@@ -157,7 +157,7 @@ def format_epoch(s: dict, improved: bool) -> str:
     return (
         f"epoch {trainer.epoch_label(s)}  loss {s['loss']:8.3f}  dev F1 {100 * s['dev_f1']:6.2f}"
         f"{' *' if improved else '  '}"
-        + trainer.unaveraged(s, "dev_f1", 100)
+        + unaveraged(s, "dev_f1", 100)
         + f"  {s['train_seconds']:6.1f}s  {s['words_per_s']:7,.0f} words/s  padding {100 * s['padding']:4.1f}%"
         f"  dev {s['dev_seconds']:4.1f}s  elapsed {s['elapsed'] / 60:5.1f} min"
     )
@@ -169,6 +169,17 @@ def epoch_batches(cfg: Config, documents, tags, features, seed: int, targets=Non
     if not (cfg.ner.doc_memory or targets is not None):
         documents = [[s] for d in documents for s in d]
     return batches.ner_document_batches(cfg, documents, tags, features, seed, targets)
+
+
+def teacher_targets(cfg: Config, train_docs, tags: list[str]):
+    """The teacher's targets of the training documents (ner.teacher), summarised on screen; None without one."""
+    hp = cfg.ner
+    if not hp.teacher:
+        return None
+    targets = distill.teacher_targets(cfg, train_docs, tags)
+    settings = f"temperature {hp.distill_temperature}, share of the target {hp.distill_weight}"
+    print(f"  {distill.summary(train_docs, targets, tags)}; {settings}")
+    return targets
 
 
 def run(cfg: Config) -> None:
@@ -196,11 +207,7 @@ def run(cfg: Config) -> None:
     )
     features = NerFeatures(cfg)
     step = make_train_step(model, optimizer, hp, strategy, average)
-    targets = None
-    if hp.teacher:
-        targets = distill.teacher_targets(cfg, train_docs, tags)
-        settings = f"temperature {hp.distill_temperature}, share of the target {hp.distill_weight}"
-        print(f"  {distill.summary(train_docs, targets, tags)}; {settings}")
+    targets = teacher_targets(cfg, train_docs, tags)
     tagger = predict.TrainedTagger(model, features, tags, predict.make_decoder(model, features))
 
     def train_epoch(e: int, cursor: trainer.Cursor) -> dict:

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.core import cluster, optim, trainer, vocab
-from pipeline.core.averaging import WeightAverage
+from pipeline.core.averaging import WeightAverage, unaveraged
 from pipeline.core.config import Config
 from pipeline.core.errors import InputError
 from pipeline.core.optim import LazyAdam, build_optimizer, replicated_update
@@ -191,7 +191,7 @@ def format_translate_epoch(s: dict, improved: bool) -> str:
     return (
         f"epoch {trainer.epoch_label(s)}  loss {s['loss']:6.3f}  dev BLEU {s['dev_bleu']:5.2f}"
         f"{' *' if improved else '  '}"
-        + trainer.unaveraged(s, "dev_bleu")
+        + unaveraged(s, "dev_bleu")
         + f"  lr {s['lr']:.2e}  {s['train_seconds']:6.1f}s  {s['tokens_per_s']:6,.0f} tokens/s"
         f"  padding {100 * s['padding']:4.1f}%  dev {s['dev_seconds']:4.1f}s  elapsed {s['elapsed'] / 60:5.1f} min"
     )
