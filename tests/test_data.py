@@ -1,3 +1,5 @@
+import json
+import os
 import subprocess
 import sys
 import urllib.error
@@ -6,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.core import config
+from pipeline.core import config, stages
 from pipeline.core.config import SPLITS
 from pipeline.core.errors import InputError
 from pipeline.ner import corpus as ner_corpus
@@ -130,6 +132,35 @@ def test_prepare_writes_plain_files(tmp_path):
         ("A man .", "Ein Mann ."),
         ("Two dogs run.", "Zwei Hunde rennen."),
     ]
+
+
+def test_a_stage_run_directly_warns_when_upstream_outputs_do_not_match(tmp_path, capsys):
+    # `make` rebuilds stale upstream stages; `python -m pipeline <stage>` cannot, so it says what it sees.
+    raw = fake_raw(tmp_path / "raw")
+    cfg = tiny_config(tmp_path, raw=raw)
+    stages.run(cfg, "prepare")
+    assert stages.stale_upstream(cfg, "vocab") == []
+    assert (
+        stages.stale_upstream(tiny_config(tmp_path, f'paths.models="{tmp_path / "elsewhere"}"', raw=raw), "embed") == []
+    )
+    other = tiny_config(tmp_path, "prepare.split_seed=7", raw=raw)
+    assert stages.stale_upstream(other, "train-translate") == [
+        "prepare ran with other settings (prepare.split_seed 1234 -> 7)"
+    ]
+    # data ran again after prepare had read its outputs
+    stamps = tmp_path / "stamps"
+    (stamps / "data.done").write_text(json.dumps({"stage": "data"}))
+    later = (stamps / "prepare.done").stat().st_mtime + 10
+    os.utime(stamps / "data.done", (later, later))
+    assert stages.stale_upstream(cfg, "evaluate-ner") == [
+        "data ran again after prepare, which was built on its earlier outputs"
+    ]
+    # the warning is printed, and the stage still runs
+    (stamps / "data.done").write_text(json.dumps({"stage": "data", "recipe": {"ner.data.train": "old.txt"}}))
+    stages.run(cfg, "prepare")
+    err = capsys.readouterr().err
+    assert "warning: prepare: data ran with other settings (ner.data.train 'old.txt' -> " in err
+    assert "`make prepare` rebuilds what is out of date first" in err
 
 
 def test_processed_ner_keeps_documents_and_older_files_are_refused(tmp_path):

@@ -5,6 +5,7 @@ only when its content changes) or when an upstream stage's completion stamp (<st
 """
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,6 +192,45 @@ def write_cfg_stamp(cfg: Config, name: str) -> bool:
     return True
 
 
+def recipe(cfg: Config, name: str) -> dict:
+    """{"section.key": value} of what a stage reads, without [paths]: where files live is not how they were made.
+    JSON's types (lists, not tuples), so that it compares equal to the copy in a done stamp."""
+    flat = {}
+    for key, value in reads(cfg, name).items():
+        if key != "paths":
+            flat |= {f"{key}.{k}": v for k, v in value.items()} if isinstance(value, dict) else {key: value}
+    return json.loads(json.dumps(flat))
+
+
+def upstream(name: str) -> list[str]:
+    """The stages whose outputs this one reads, nearest first, as the Makefile chains them."""
+    task = STAGES[name].task
+    parent = {"prepare": "data", "vocab": "prepare", "embed": "vocab", f"train-{task}": "embed"}.get(name)
+    parent = parent or (f"train-{task}" if name in (f"evaluate-{task}", f"export-{task}") else None)
+    return [parent, *upstream(parent)] if parent else []
+
+
+def stale_upstream(cfg: Config, name: str) -> list[str]:
+    """Why this stage's inputs may not match the config, as `make` would judge: an upstream stage ran with other
+    settings, or ran again after a stage built on it. A direct `python -m pipeline <stage>` skips make's check."""
+    notes, later = [], None  # the nearest upstream stamp seen so far
+    for up in upstream(name):
+        path = done_stamp(cfg, up)
+        if not path.is_file():
+            continue
+        ran = json.loads(path.read_text(encoding="utf-8")).get("recipe")
+        if ran is not None:  # stamps before session 27 carry no recipe
+            now = recipe(cfg, up)
+            changed = sorted(k for k in ran.keys() | now.keys() if ran.get(k, "?") != now.get(k, "?"))
+            shown = ", ".join(f"{k} {ran.get(k, '-')!r} -> {now.get(k, '-')!r}" for k in changed[:4])
+            if changed:
+                notes.append(f"{up} ran with other settings ({shown}{', ...' if len(changed) > 4 else ''})")
+        if later and path.stat().st_mtime > later.stat().st_mtime:
+            notes.append(f"{up} ran again after {later.stem}, which was built on its earlier outputs")
+        later = path
+    return notes
+
+
 def run(cfg: Config, name: str) -> float:
     """Run one stage, then record its completion stamp (its fingerprint and wall time). Returns seconds."""
     stage = STAGES[name]
@@ -199,6 +239,8 @@ def run(cfg: Config, name: str) -> float:
             f"{name}: the config defines no {stage.task} task ([{stage.task}.data] train is empty)",
             hint=f"name a training corpus in [{stage.task}.data] (README: Train on your own data)",
         )
+    for note in stale_upstream(cfg, name):
+        print(f"warning: {name}: {note}; `make {name}` rebuilds what is out of date first", file=sys.stderr)
     with lock.hold(cfg, name):  # a second run of this stage on the same paths stops here, naming the first
         fn = load_target(stage.target)
         start = time.perf_counter()
@@ -206,6 +248,11 @@ def run(cfg: Config, name: str) -> float:
         seconds = time.perf_counter() - start
         write_json(
             done_stamp(cfg, name),
-            {"stage": name, "fingerprint": cfg.fingerprint(stage.sections), "seconds": seconds},
+            {
+                "stage": name,
+                "fingerprint": cfg.fingerprint(stage.sections),
+                "recipe": recipe(cfg, name),
+                "seconds": seconds,
+            },
         )
     return seconds
