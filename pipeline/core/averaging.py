@@ -10,10 +10,11 @@ import tensorflow as tf
 
 class WeightAverage:
     """average <- d * average + (1 - d) * weight after every step, with d = min(decay, (1 + t) / (10 + t)) at
-    update t, tf.train.ExponentialMovingAverage's `num_updates` rule: early on, when the weights move fast and
-    the first ones are far from any good tagger, the average follows them closely; later it spans about
-    1 / (1 - decay) steps. Create it in the strategy's scope (the averages are mirrored like the weights) and
-    call `update` in cross-replica context, after the optimizer's update. Checkpoint `checkpoint()` with the model.
+    update t, tf.train.ExponentialMovingAverage's `num_updates` rule: the average spans about the last ninth of the
+    steps so far ((10 + t) / 9), so it follows the fast-moving early weights closely, and about 1 / (1 - decay)
+    steps once t passes (10 * decay - 1) / (1 - decay) (8,990 for 0.999). Create it in the strategy's scope (the
+    averages are mirrored like the weights) and call `update` in cross-replica context, after the optimizer's
+    update. Checkpoint `checkpoint()` with the model.
     """
 
     @classmethod
