@@ -16,7 +16,7 @@ from pipeline.core.errors import InputError
 from pipeline.lm import corpus, generate, train
 from pipeline.lm import model as lm_model
 from pipeline.lm.config import Lm
-from tests.conftest import ROOT, path_overrides, write_file
+from tests.conftest import ROOT, assert_best_weights_are_the_average, path_overrides, write_file
 
 TINY_LM = ROOT / "configs" / "tiny-lm.toml"
 # A 2,000-character text with a few hundred distinct words: enough to overfit, not a repeated phrase.
@@ -215,6 +215,17 @@ def test_bad_text_is_an_error_naming_the_line(tmp_path):
     with pytest.raises(InputError):
         stages.run(cfg, "prepare")
     assert not (tmp_path / "run/processed/lm").exists()  # nothing half-written
+
+
+def test_an_averaged_lm_is_scored_and_saved_as_its_average(tmp_path, capsys):
+    text = write_file(tmp_path / "t.txt", small_text(1500))
+    cfg = lm_config(tmp_path, f'lm.data.train="{text}"', "lm.epochs=1", "lm.average_decay=0.9")
+    run_stages(cfg, "prepare", "vocab", "train-lm")
+    assert "(weights " in capsys.readouterr().out  # the weights' own valid loss beside the average's
+    history = json.loads((tmp_path / "run/reports/lm/history.json").read_text())
+    assert set(history[0]) >= {"valid_loss", "valid_loss_unaveraged"}
+    assert history[0]["valid_loss"] != history[0]["valid_loss_unaveraged"]
+    assert_best_weights_are_the_average(generate.load_model(cfg), generate.lm_dir(cfg))
 
 
 def test_the_customary_split_is_the_last_tenth(tmp_path):

@@ -58,7 +58,7 @@ class WeightAverage:
             self._swap()
 
 
-def unaveraged(stats: dict, metric: str, scale: float = 1.0) -> str:
+def unaveraged(stats: dict, metric: str, scale: float = 1.0, digits: int = 2) -> str:
     """The console's note of the weights' own dev score beside their average's, when the task keeps one."""
     value = stats.get(f"{metric}_unaveraged")
-    return "" if value is None else f" (weights {scale * value:6.2f})"
+    return "" if value is None else f" (weights {scale * value:.{digits}f})"

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.core import optim, trainer
+from pipeline.core.averaging import WeightAverage, unaveraged
 from pipeline.core.config import Config
 from pipeline.core.progress import Progress
 from pipeline.lm import corpus, generate
@@ -46,7 +47,7 @@ def streams(ids: np.ndarray, batch: int, bptt: int) -> tuple[np.ndarray, np.ndar
     return x, y
 
 
-def make_train_step(model: lm_model.CharLM, optimizer, hp: Lm):
+def make_train_step(model: lm_model.CharLM, optimizer, hp: Lm, average: WeightAverage | None = None):
     """One traced step for every window: fixed [batch, bptt] shapes, so it never retraces."""
     window = tf.TensorSpec([hp.batch_size, hp.bptt], tf.int32)
     states = [tf.TensorSpec([hp.batch_size, hp.units], tf.float32)] * (hp.layers * model.states_per_layer)
@@ -60,6 +61,8 @@ def make_train_step(model: lm_model.CharLM, optimizer, hp: Lm):
         optim.replicated_update(
             optimizer, model.trainable_variables, tape.gradient(loss, model.trainable_variables), hp.clip_norm
         )
+        if average is not None:
+            average.update()
         return loss, new_states
 
     return step
@@ -110,7 +113,9 @@ def run_epoch(step, x: np.ndarray, y: np.ndarray, model, hp: Lm, epoch: int, cur
 def format_lm_epoch(s: dict, improved: bool) -> str:
     return (
         f"epoch {trainer.epoch_label(s)}  loss {s['loss']:6.3f}  valid {s['valid_loss']:6.4f} nats/char"
-        f" ({s['valid_bpc']:5.3f} bits){' *' if improved else '  '}  lr {s['lr']:.2e}  {s['train_seconds']:6.1f}s"
+        f" ({s['valid_bpc']:5.3f} bits){' *' if improved else '  '}"
+        + unaveraged(s, "valid_loss", digits=4)
+        + f"  lr {s['lr']:.2e}  {s['train_seconds']:6.1f}s"
         f"  {s['chars_per_s']:6,.0f} chars/s  valid {s['dev_seconds']:4.1f}s  elapsed {s['elapsed'] / 60:5.1f} min"
     )
 
@@ -125,6 +130,7 @@ def run(cfg: Config) -> None:
     x, y = streams(train_ids, hp.batch_size, hp.bptt)
     model = lm_model.build(hp, len(chars))
     optimizer = keras.optimizers.Adam(hp.learning_rate)
+    average = WeightAverage.of(model, hp.average_decay)
     meta = {"n_chars": len(chars), "model": lm_model.settings(hp)}
     n_params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     print(
@@ -132,7 +138,7 @@ def run(cfg: Config) -> None:
         f"vocabulary; {n_params:,} trainable parameters; {x.shape[1] // hp.bptt} windows of {hp.batch_size} x "
         f"{hp.bptt} per epoch"
     )
-    step, read = make_train_step(model, optimizer, hp), make_reader(model, hp.dev_streams)
+    step, read = make_train_step(model, optimizer, hp, average), make_reader(model, hp.dev_streams)
     sampler = generate.sampler(cfg, model)
 
     def evaluate() -> tuple[dict, dict, str]:
@@ -153,6 +159,7 @@ def run(cfg: Config) -> None:
         ("loss", "valid_loss", "valid_bpc", "chars_per_s", "lr"),
         format_lm_epoch,
         higher_is_better=False,
+        average=average,
     )
     schedule = trainer.Schedule.of(hp, plateau_patience=hp.lr_patience, plateau_decay=hp.lr_decay)
     best = trainer.fit(cfg, task, schedule)
