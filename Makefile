@@ -2,8 +2,8 @@
 # <stage>.done is remade when an upstream .done is newer or when <stage>.cfg, the fingerprint of the config
 # sections the stage reads, changes. A second `make all` therefore does nothing.
 #
-#   make all                    setup + every stage of every task the config defines (configs/default.toml: both)
-#   make ner / make translate   the shared stages, then one task: train, evaluate, export, report
+#   make all                    setup + every stage of every task the config defines (configs/default.toml: all three)
+#   make ner / translate / lm   the shared stages, then one task: train, evaluate, export, report
 #   make vocab CONFIG=configs/tiny.toml ARGS="vocab.min_freq=3"
 
 CONFIG ?= configs/default.toml

@@ -103,7 +103,7 @@ class Export:
 
     serving_root: str = opt(
         "/models",
-        "where TF Serving sees paths.models (the docker mount): models.config names <root>/ner, <root>/translate",
+        "where TF Serving sees paths.models (the docker mount): models.config names <root>/<task> for each task",
     )
     batch_max_size: int = opt(64, "batching.config max_batch_size: most requests merged into one run")
     batch_timeout_micros: int = opt(2200, "batching.config batch_timeout_micros: the longest a request waits")
