@@ -61,4 +61,4 @@ class WeightAverage:
 def unaveraged(stats: dict, metric: str, scale: float = 1.0, digits: int = 2) -> str:
     """The console's note of the weights' own dev score beside their average's, when the task keeps one."""
     value = stats.get(f"{metric}_unaveraged")
-    return "" if value is None else f" (weights {scale * value:.{digits}f})"
+    return "" if value is None else f" (weights {scale * value:6.{digits}f})"
