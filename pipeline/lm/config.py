@@ -40,7 +40,7 @@ class Lm:
     learning_rate: float = opt(2e-3, "Adam learning rate")
     clip_norm: float = opt(5.0, "global gradient-norm clipping (0 = off)")
     epochs: int = opt(16, "maximum training epochs (one epoch = every training character once)")
-    average_decay: float = average_opt(0.0)
+    average_decay: float = average_opt(0.999, " (-0.017 nats/char on tiny Shakespeare's valid)")
     dev_streams: int = opt(
         16,
         "the per-epoch valid loss reads valid as this many contiguous streams side by side (fast; each starts from a "
